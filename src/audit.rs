@@ -1,0 +1,91 @@
+//! The audit log: one JSON line per access to a participant's files, on its own sink.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::config::AuditTarget;
+
+/// What was done to a participant's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    /// A download URL was issued.
+    Read,
+    /// Bytes were served through a download URL.
+    Download,
+    /// An upload URL was issued.
+    UploadUrl,
+    Upload,
+    Replace,
+    Delete,
+    /// All of a participant's files were erased.
+    Erase,
+}
+
+/// One audit line. Identifiers only: never a token, a URL or file content.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub request_id: String,
+    pub app: String,
+    /// Who acted: the token's subject, or the one a capability URL was issued to.
+    pub actor: String,
+    pub role: &'static str,
+    pub participant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    pub action: Action,
+    pub status: u16,
+    pub bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+}
+
+pub struct AuditLog {
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl AuditLog {
+    pub fn open(target: &AuditTarget) -> std::io::Result<Self> {
+        let sink: Box<dyn Write + Send> = match target {
+            AuditTarget::Stdout => Box::new(std::io::stdout()),
+            AuditTarget::Stderr => Box::new(std::io::stderr()),
+            AuditTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        Ok(Self {
+            sink: Mutex::new(sink),
+        })
+    }
+
+    /// Writes one line; each line is written whole (one `write_all` under the lock).
+    pub fn record(&self, event: &AuditEvent) {
+        let line = Line {
+            time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            event,
+        };
+        let mut text = serde_json::to_vec(&line).expect("audit lines serialise");
+        text.push(b'\n');
+        let mut sink = self
+            .sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = sink.write_all(&text).and_then(|()| sink.flush()) {
+            // Losing an audit line must be loud: the operator has to know the trail has a gap.
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+}

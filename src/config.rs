@@ -1,0 +1,405 @@
+//! Command line and configuration: `PF_*` environment variables and the matching flags, checked
+//! before anything listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::Role;
+use crate::model::{AppId, UserId};
+use crate::sniff::AllowedTypes;
+
+/// The longest lifetime S3 allows for a presigned URL; capability URLs are held to it too.
+pub const MAX_URL_TTL: Duration = Duration::from_hours(7 * 24);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "participant-files",
+    version,
+    about = "Stores files that belong to one study participant, behind Bridge's Participant Files API.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Print a JWT signed with the configured secret, for trying the API with curl.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// Folder for the embedded index, local blobs and generated secrets.
+    #[arg(long, env = "PF_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Shared HS256 secret for bearer tokens; a random one is generated into the data dir when unset.
+    #[arg(long, env = "PF_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The participant (the token's `sub`).
+    #[arg(long, value_parser = parse_user)]
+    pub user: UserId,
+    /// The app (study) ID.
+    #[arg(long, value_parser = parse_app)]
+    pub app: AppId,
+    /// A role to grant (participant, researcher, worker); repeat for several. Default: participant.
+    #[arg(long = "role", value_parser = parse_role)]
+    pub roles: Vec<Role>,
+    /// How long the token is valid, like 30m, 1h or 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Bytes go straight to and from S3 through presigned URLs.
+    Presigned,
+    /// Bytes pass through the service's pipeline.
+    Streaming,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Local,
+    S3 { bucket: String, prefix: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexLocation {
+    Sqlite,
+    DynamoDb { table: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClamdAddress {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PF_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Base of capability URLs, like `https://files.example.org`; required when not on loopback.
+    #[arg(long, env = "PF_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Blob store: `local` (a folder in the data dir) or `s3://bucket[/prefix]`.
+    #[arg(long, env = "PF_STORE", default_value = "local", value_parser = parse_store)]
+    pub store: StoreLocation,
+    /// Index: `sqlite` (a file in the data dir) or `dynamodb://table`.
+    #[arg(long, env = "PF_INDEX", default_value = "sqlite", value_parser = parse_index)]
+    pub index: IndexLocation,
+    /// The `ClamAV` daemon: `tcp://host:port` or `unix:///path`; unset: no scanning.
+    #[arg(long, env = "PF_CLAMD", value_parser = parse_clamd)]
+    pub clamd: Option<ClamdAddress>,
+    /// Where upload bytes go (default: presigned with S3 and no scanner, else streaming).
+    #[arg(long, env = "PF_UPLOAD_MODE", value_enum)]
+    pub upload_mode: Option<Mode>,
+    /// Where download bytes come from (default as for uploads).
+    #[arg(long, env = "PF_DOWNLOAD_MODE", value_enum)]
+    pub download_mode: Option<Mode>,
+    /// Lifetime of upload and download URLs, like 15m or 1h; at most 7d.
+    #[arg(long, env = "PF_URL_TTL", default_value = "1h", value_parser = parse_url_ttl)]
+    pub url_ttl: Duration,
+    /// Largest accepted file, like 256MiB (default 256MiB, or 100MiB with a scanner).
+    #[arg(long, env = "PF_MAX_FILE_SIZE", value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
+    /// Accepted media types, a comma list like `image/*,application/pdf`.
+    #[arg(long, env = "PF_ALLOWED_TYPES", default_value = "*/*")]
+    pub allowed_types: AllowedTypes,
+    /// How long a scan may take before the upload fails with 503, like 60s.
+    #[arg(long, env = "PF_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub scan_timeout: Duration,
+    /// HMAC secret for capability URLs; a random one is generated into the data dir when unset.
+    #[arg(long, env = "PF_URL_SECRET", hide_env_values = true)]
+    pub url_secret: Option<String>,
+    /// Where audit lines go: `stdout`, `stderr` or a file path (appended).
+    #[arg(long, env = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
+    pub audit_log: AuditTarget,
+    /// Diagnostic log format on stderr.
+    #[arg(long, env = "PF_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The checked configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub jwt_secret: Option<String>,
+    pub url_secret: Option<String>,
+    pub store: StoreLocation,
+    pub index: IndexLocation,
+    pub clamd: Option<ClamdAddress>,
+    pub upload_mode: Mode,
+    pub download_mode: Mode,
+    pub url_ttl: Duration,
+    pub max_file_size: u64,
+    pub allowed_types: AllowedTypes,
+    pub scan_timeout: Duration,
+    pub audit_log: AuditTarget,
+    pub log_format: LogFormat,
+}
+
+/// A configuration that parsed but does not hold together; the message names the variables.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+const MIB: u64 = 1024 * 1024;
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_owned()));
+        let public_url = match args.public_url {
+            Some(url) => url,
+            None if args.listen.ip().is_loopback() => format!("http://{}", args.listen),
+            None => {
+                return err(
+                    "PF_PUBLIC_URL is required when PF_LISTEN is not a loopback address: \
+                     capability URLs must name an address clients can reach",
+                );
+            }
+        };
+        if !matches!(args.store, StoreLocation::Local) {
+            return err(
+                "PF_STORE: this build supports only `local`; the S3 store is not available yet",
+            );
+        }
+        if !matches!(args.index, IndexLocation::Sqlite) {
+            return err(
+                "PF_INDEX: this build supports only `sqlite`; the DynamoDB index is not available yet",
+            );
+        }
+        if args.clamd.is_some() {
+            return err("PF_CLAMD: virus scanning is not available in this build yet");
+        }
+        let default_mode = Mode::Streaming;
+        let upload_mode = args.upload_mode.unwrap_or(default_mode);
+        let download_mode = args.download_mode.unwrap_or(default_mode);
+        if args.store == StoreLocation::Local
+            && (upload_mode == Mode::Presigned || download_mode == Mode::Presigned)
+        {
+            return err(
+                "PF_UPLOAD_MODE / PF_DOWNLOAD_MODE: `presigned` needs an S3 store (PF_STORE=s3://...); \
+                 the local store always streams",
+            );
+        }
+        let max_file_size = args.max_file_size.unwrap_or(if args.clamd.is_some() {
+            100 * MIB
+        } else {
+            256 * MIB
+        });
+        Ok(Self {
+            listen: args.listen,
+            public_url,
+            data_dir: args.secrets.data_dir,
+            jwt_secret: args.secrets.jwt_secret,
+            url_secret: args.url_secret,
+            store: args.store,
+            index: args.index,
+            clamd: args.clamd,
+            upload_mode,
+            download_mode,
+            url_ttl: args.url_ttl,
+            max_file_size,
+            allowed_types: args.allowed_types,
+            scan_timeout: args.scan_timeout,
+            audit_log: args.audit_log,
+            log_format: args.log_format,
+        })
+    }
+}
+
+fn parse_user(s: &str) -> Result<UserId, String> {
+    UserId::parse(s).map_err(|e| format!("a user ID {e}"))
+}
+
+fn parse_app(s: &str) -> Result<AppId, String> {
+    AppId::parse(s).map_err(|e| format!("an app ID {e}"))
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "expected participant, researcher or worker".to_owned())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration like 30s, 15m or 1h"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_url_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > MAX_URL_TTL {
+        return Err("must be from 1s to 7d".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let size = bytesize::ByteSize::from_str(s.trim())
+        .map_err(|_| "expected a size like 1048576, 100MiB or 1GiB".to_owned())?
+        .as_u64();
+    if size == 0 {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(size)
+}
+
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or("expected an http:// or https:// URL")?;
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err("expected a URL like https://files.example.org or http://host:8080/base".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn parse_store(s: &str) -> Result<StoreLocation, String> {
+    if s == "local" {
+        return Ok(StoreLocation::Local);
+    }
+    let rest = s
+        .strip_prefix("s3://")
+        .ok_or("expected `local` or `s3://bucket[/prefix]`")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'));
+    if !valid_bucket {
+        return Err(format!("'{bucket}' is not a valid S3 bucket name"));
+    }
+    Ok(StoreLocation::S3 {
+        bucket: bucket.to_owned(),
+        prefix: prefix.trim_matches('/').to_owned(),
+    })
+}
+
+fn parse_index(s: &str) -> Result<IndexLocation, String> {
+    if s == "sqlite" {
+        return Ok(IndexLocation::Sqlite);
+    }
+    let table = s
+        .strip_prefix("dynamodb://")
+        .ok_or("expected `sqlite` or `dynamodb://table`")?;
+    let valid = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(format!("'{table}' is not a valid DynamoDB table name"));
+    }
+    Ok(IndexLocation::DynamoDb {
+        table: table.to_owned(),
+    })
+}
+
+fn parse_clamd(s: &str) -> Result<ClamdAddress, String> {
+    if let Some(addr) = s.strip_prefix("tcp://") {
+        if addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+            return Ok(ClamdAddress::Tcp(addr.to_owned()));
+        }
+    } else if let Some(path) = s.strip_prefix("unix://")
+        && path.starts_with('/')
+    {
+        return Ok(ClamdAddress::Unix(PathBuf::from(path)));
+    }
+    Err("expected tcp://host:port or unix:///path/to/clamd.sock".to_owned())
+}
+
+fn parse_audit(s: &str) -> Result<AuditTarget, String> {
+    match s {
+        "" => Err("expected stdout, stderr or a file path".to_owned()),
+        "stdout" | "-" => Ok(AuditTarget::Stdout),
+        "stderr" => Ok(AuditTarget::Stderr),
+        path => Ok(AuditTarget::File(PathBuf::from(path))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("256MiB"), Ok(256 * MIB));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_url_ttl("1h"), Ok(Duration::from_hours(1)));
+        assert!(parse_url_ttl("8d").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            parse_store("s3://my-bucket/a/b/"),
+            Ok(StoreLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            })
+        );
+        assert!(parse_store("s3://UPPER").is_err());
+        assert!(parse_store("gs://b").is_err());
+        assert!(parse_index("dynamodb://files").is_ok());
+        assert!(parse_index("postgres").is_err());
+        assert_eq!(
+            parse_clamd("tcp://127.0.0.1:3310"),
+            Ok(ClamdAddress::Tcp("127.0.0.1:3310".into()))
+        );
+        assert!(parse_clamd("tcp://nohost").is_err());
+        assert!(parse_clamd("unix://relative").is_err());
+    }
+
+    #[test]
+    fn public_url_is_required_off_loopback() {
+        let cli = Cli::parse_from(["participant-files", "--listen", "0.0.0.0:8080"]);
+        assert!(Config::from_args(cli.serve).is_err());
+        let cli = Cli::parse_from(["participant-files", "--listen", "127.0.0.1:9000"]);
+        let config = Config::from_args(cli.serve).unwrap();
+        assert_eq!(config.public_url, "http://127.0.0.1:9000");
+        assert_eq!(config.max_file_size, 256 * MIB);
+        assert_eq!(config.upload_mode, Mode::Streaming);
+    }
+}

@@ -1,0 +1,538 @@
+//! The participant-file operations, over an index, a store and a scanner: what every route does
+//! once the caller and the target participant are known.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+
+use crate::auth::Role;
+use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
+use crate::index::{FileIndex, IndexError};
+use crate::keys::{ObjectKey, UploadId};
+use crate::model::{FileId, FileRow, Owner, PendingUpload, StoredFile, UserId, Versioned};
+use crate::pipeline::{self, BoxError, Declared, PipelineError, Rules};
+use crate::scan::Scanner;
+use crate::sniff::{self, TypeError};
+use crate::store::{BlobRead, BlobStore, StoreError};
+
+/// How often a conditional write is retried after losing a race before giving up.
+const MAX_RACE_RETRIES: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("no such file")]
+    NotFound,
+    #[error("capability refused: {0}")]
+    Capability(#[from] CapabilityError),
+    #[error("the upload URL was already used or replaced by a newer one")]
+    UploadConsumed,
+    #[error("the Content-Type is not the one the upload URL was issued for")]
+    ContentTypeMismatch,
+    #[error("the declared size is over the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Type(#[from] TypeError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("too many concurrent writes to one file")]
+    Contended,
+}
+
+/// Who is acting, for capability URLs and the audit trail.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: UserId,
+    pub role: Role,
+}
+
+/// A page of committed files in ascending file ID order.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<(FileId, StoredFile)>,
+    /// The last file ID of a full page.
+    pub next: Option<FileId>,
+}
+
+/// A URL that grants one upload or one download, and when it stops working.
+#[derive(Debug, Clone)]
+pub struct IssuedUrl {
+    pub url: String,
+    pub expires_on: DateTime<Utc>,
+}
+
+/// The outcome of a committed upload.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub file: StoredFile,
+    /// Whether an earlier version of the file was replaced.
+    pub replaced: bool,
+}
+
+pub struct FileService {
+    index: Arc<dyn FileIndex>,
+    store: Arc<dyn BlobStore>,
+    scanner: Option<Arc<dyn Scanner>>,
+    signer: UrlSigner,
+    public_url: String,
+    url_ttl: Duration,
+    rules: Rules,
+}
+
+impl FileService {
+    #[must_use]
+    pub fn new(
+        index: Arc<dyn FileIndex>,
+        store: Arc<dyn BlobStore>,
+        scanner: Option<Arc<dyn Scanner>>,
+        signer: UrlSigner,
+        public_url: String,
+        url_ttl: Duration,
+        rules: Rules,
+    ) -> Self {
+        Self {
+            index,
+            store,
+            scanner,
+            signer,
+            public_url,
+            url_ttl,
+            rules,
+        }
+    }
+
+    #[must_use]
+    pub fn index(&self) -> &dyn FileIndex {
+        self.index.as_ref()
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &dyn BlobStore {
+        self.store.as_ref()
+    }
+
+    #[must_use]
+    pub fn max_file_size(&self) -> u64 {
+        self.rules.max_size
+    }
+
+    fn expiry(&self) -> DateTime<Utc> {
+        // Whole seconds: capability tokens and S3 both count expiry in seconds.
+        let at = Utc::now() + self.url_ttl;
+        DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
+    }
+
+    /// The committed files of `owner`, `page_size` at a time after `after`. Rows that only hold
+    /// a pending upload are skipped without making the page shorter.
+    pub async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        page_size: usize,
+    ) -> Result<Page, FilesError> {
+        let mut items = Vec::with_capacity(page_size);
+        let mut cursor = after.cloned();
+        while items.len() < page_size {
+            let rows = self
+                .index
+                .list(owner, cursor.as_ref(), page_size - items.len())
+                .await?;
+            let exhausted = rows.len() < page_size - items.len();
+            cursor = rows.last().map(|r| r.value.file_id.clone());
+            items.extend(
+                rows.into_iter()
+                    .filter_map(|r| r.value.current.map(|c| (r.value.file_id, c))),
+            );
+            if exhausted {
+                break;
+            }
+        }
+        let next = (items.len() == page_size)
+            .then(|| items.last().map(|(id, _)| id.clone()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    /// The committed file, or [`FilesError::NotFound`].
+    pub async fn get(&self, owner: &Owner, file_id: &FileId) -> Result<StoredFile, FilesError> {
+        self.index
+            .get(owner, file_id)
+            .await?
+            .and_then(|r| r.value.current)
+            .ok_or(FilesError::NotFound)
+    }
+
+    /// Issues a download URL for the file's current bytes.
+    pub async fn download_url(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        actor: &Actor,
+    ) -> Result<(StoredFile, IssuedUrl), FilesError> {
+        let file = self.get(owner, file_id).await?;
+        let expires_on = self.expiry();
+        let token = self.signer.sign(&Grant {
+            purpose: Purpose::Download,
+            owner: owner.clone(),
+            file_id: file_id.clone(),
+            key: file.key.clone(),
+            mime_type: None,
+            size: None,
+            sha256: None,
+            actor: actor.id.clone(),
+            role: actor.role,
+            expires_on,
+        });
+        let url = format!("{}/v3/downloads/{token}", self.public_url);
+        Ok((file, IssuedUrl { url, expires_on }))
+    }
+
+    /// Records a pending upload (replacing an earlier unused one) and issues its upload URL.
+    /// The current file, if any, is untouched until the upload arrives.
+    pub async fn upload_url(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        declared: &Declared,
+        actor: &Actor,
+    ) -> Result<(PendingUpload, IssuedUrl), FilesError> {
+        let mime_type = declared.mime_type.as_deref().unwrap_or_default();
+        sniff::decide(Some(mime_type), None, &self.rules.allowed)?;
+        if declared.size.is_some_and(|s| s > self.rules.max_size) {
+            return Err(FilesError::TooLarge {
+                limit: self.rules.max_size,
+            });
+        }
+        let now = Utc::now();
+        let upload_id = UploadId::generate();
+        let pending = PendingUpload {
+            key: ObjectKey::new(owner, file_id, &upload_id),
+            upload_id,
+            mime_type: mime_type.to_owned(),
+            size: declared.size,
+            sha256: declared.sha256.clone(),
+            created_on: now,
+            expires_on: self.expiry(),
+        };
+        for _ in 0..MAX_RACE_RETRIES {
+            let (mut row, version) = self.read_row(owner, file_id).await?;
+            row.pending = Some(pending.clone());
+            match self.index.put(&row, version).await {
+                Ok(_) => {
+                    let token = self.signer.sign(&Grant {
+                        purpose: Purpose::Upload,
+                        owner: owner.clone(),
+                        file_id: file_id.clone(),
+                        key: pending.key.clone(),
+                        mime_type: Some(pending.mime_type.clone()),
+                        size: pending.size,
+                        sha256: pending.sha256.clone(),
+                        actor: actor.id.clone(),
+                        role: actor.role,
+                        expires_on: pending.expires_on,
+                    });
+                    let url = format!("{}/v3/uploads/{token}", self.public_url);
+                    let expires_on = pending.expires_on;
+                    return Ok((pending, IssuedUrl { url, expires_on }));
+                }
+                Err(IndexError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(FilesError::Contended)
+    }
+
+    /// Streams `body` into a new version of the file (create or replace).
+    pub async fn upload<S, E>(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        body: S,
+        declared: &Declared,
+    ) -> Result<Committed, FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Into<BoxError>,
+    {
+        self.ingest_and_commit(owner, file_id, body, declared, None)
+            .await
+    }
+
+    /// Verifies an upload capability token's signature, purpose and expiry.
+    pub fn verify_upload_grant(&self, token: &str) -> Result<Grant, FilesError> {
+        Ok(self.signer.verify(token, Purpose::Upload, Utc::now())?)
+    }
+
+    /// Checks, before any byte of the body is read, that the grant's upload is still the
+    /// pending one and that the Content-Type is the signed one.
+    pub async fn check_upload_grant(
+        &self,
+        grant: &Grant,
+        content_type: Option<&str>,
+    ) -> Result<(), FilesError> {
+        let signed = grant.mime_type.as_deref().and_then(sniff::essence);
+        if signed.is_some() && content_type.and_then(sniff::essence) != signed {
+            return Err(FilesError::ContentTypeMismatch);
+        }
+        let pending = self
+            .index
+            .get(&grant.owner, &grant.file_id)
+            .await?
+            .and_then(|r| r.value.pending);
+        if pending.is_none_or(|p| p.upload_id != grant.key.upload_id()) {
+            return Err(FilesError::UploadConsumed);
+        }
+        Ok(())
+    }
+
+    /// Streams `body` through the pipeline for a checked upload grant, consuming the grant.
+    pub async fn upload_granted<S, E>(
+        &self,
+        grant: &Grant,
+        body: S,
+    ) -> Result<Committed, FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Into<BoxError>,
+    {
+        let declared = Declared {
+            mime_type: grant.mime_type.clone(),
+            size: grant.size,
+            sha256: grant.sha256.clone(),
+        };
+        let consumes = grant.key.upload_id();
+        self.ingest_and_commit(
+            &grant.owner,
+            &grant.file_id,
+            body,
+            &declared,
+            Some(&consumes),
+        )
+        .await
+    }
+
+    async fn ingest_and_commit<S, E>(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        body: S,
+        declared: &Declared,
+        consumes: Option<&UploadId>,
+    ) -> Result<Committed, FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Into<BoxError>,
+    {
+        // A fresh key for every attempt, so two uploads of one file never write one object.
+        let key = ObjectKey::new(owner, file_id, &UploadId::generate());
+        let ingested = pipeline::ingest(
+            body,
+            declared,
+            &self.rules,
+            self.scanner.as_deref(),
+            self.store.as_ref(),
+            &key,
+        )
+        .await?;
+        let file = StoredFile {
+            key,
+            mime_type: ingested.mime_type,
+            size: ingested.size,
+            sha256: Some(ingested.sha256),
+            scan_status: ingested.scan_status,
+            created_on: Utc::now(),
+        };
+        self.switch(owner, file_id, file, consumes).await
+    }
+
+    /// Makes a committed object the file's current version with a conditional write, then
+    /// deletes the object it replaced. The new object is deleted when it cannot become current.
+    async fn switch(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        file: StoredFile,
+        consumes: Option<&UploadId>,
+    ) -> Result<Committed, FilesError> {
+        for _ in 0..MAX_RACE_RETRIES {
+            let (mut row, version) = match self.read_row(owner, file_id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.discard(&file.key).await;
+                    return Err(e);
+                }
+            };
+            if let Some(upload) = consumes {
+                if row.pending.as_ref().is_none_or(|p| &p.upload_id != upload) {
+                    self.discard(&file.key).await;
+                    return Err(FilesError::UploadConsumed);
+                }
+                row.pending = None;
+            }
+            if row.pending.as_ref().is_some_and(|p| p.expires_on <= Utc::now()) {
+                row.pending = None;
+            }
+            let old = row.current.replace(file.clone());
+            match self.index.put(&row, version).await {
+                Ok(_) => {
+                    if let Some(old) = &old {
+                        self.discard(&old.key).await;
+                    }
+                    return Ok(Committed {
+                        file,
+                        replaced: old.is_some(),
+                    });
+                }
+                Err(IndexError::Conflict) => {}
+                Err(e) => {
+                    // The write may have landed all the same (a timeout, say): keep the object
+                    // when the row names it, and when the row cannot be read, leave it to
+                    // `reconcile` rather than risk a row without its object.
+                    if let Ok(Some(now)) = self.index.get(owner, file_id).await {
+                        if now.value.current.as_ref().is_some_and(|c| c.key == file.key) {
+                            if let Some(old) = &old {
+                                self.discard(&old.key).await;
+                            }
+                            return Ok(Committed {
+                                file,
+                                replaced: old.is_some(),
+                            });
+                        }
+                        self.discard(&file.key).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        self.discard(&file.key).await;
+        Err(FilesError::Contended)
+    }
+
+    async fn read_row(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<(FileRow, Option<u64>), FilesError> {
+        Ok(match self.index.get(owner, file_id).await? {
+            Some(Versioned { value, version }) => (value, Some(version)),
+            None => (
+                FileRow {
+                    owner: owner.clone(),
+                    file_id: file_id.clone(),
+                    current: None,
+                    pending: None,
+                },
+                None,
+            ),
+        })
+    }
+
+    /// Deletes an object that no row needs; a failure is logged and left to `reconcile`.
+    async fn discard(&self, key: &ObjectKey) {
+        if let Err(e) = self.store.delete(key).await {
+            tracing::warn!(error = %e, "could not delete an unreferenced object");
+        }
+    }
+
+    /// Deletes the file's bytes, then its row if the row still names them. A row that only
+    /// holds an unexpired pending upload is cancelled (the upload URL stops working) and counts
+    /// as deleted. Returns the deleted file, or `None` for a cancelled upload.
+    pub async fn delete(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<Option<StoredFile>, FilesError> {
+        let mut deleted: Option<Option<StoredFile>> = None;
+        for _ in 0..MAX_RACE_RETRIES {
+            let Some(Versioned { value: row, version }) = self.index.get(owner, file_id).await?
+            else {
+                return deleted.ok_or(FilesError::NotFound);
+            };
+            match (&deleted, &row.current) {
+                // Replaced by a newer upload after we deleted the old bytes: the newer file stays.
+                (Some(Some(gone)), Some(cur)) if cur.key != gone.key => {
+                    return Ok(deleted.flatten());
+                }
+                (Some(None), Some(_)) => return Ok(None),
+                _ => {}
+            }
+            let live_pending = row
+                .pending
+                .as_ref()
+                .filter(|p| p.expires_on > Utc::now());
+            if deleted.is_none() && row.current.is_none() && live_pending.is_none() {
+                // Only an expired pending upload: nothing a client could see. Drop the row.
+                let _ = self.index.delete(owner, file_id, version).await;
+                return Err(FilesError::NotFound);
+            }
+            if let Some(cur) = &row.current {
+                self.store.delete(&cur.key).await?;
+            }
+            if let Some(p) = &row.pending {
+                // In presigned mode the pending object may have arrived; it goes too.
+                self.store.delete(&p.key).await?;
+            }
+            if deleted.is_none() {
+                deleted = Some(row.current.clone());
+            }
+            match self.index.delete(owner, file_id, version).await {
+                Ok(()) => return Ok(deleted.flatten()),
+                Err(IndexError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(FilesError::Contended)
+    }
+
+    /// Deletes every file and pending upload of `owner`; returns how many files were deleted.
+    pub async fn erase(&self, owner: &Owner) -> Result<u64, FilesError> {
+        let mut count = 0;
+        let mut after: Option<FileId> = None;
+        loop {
+            let rows = self.index.list(owner, after.as_ref(), 100).await?;
+            let Some(last) = rows.last() else {
+                return Ok(count);
+            };
+            after = Some(last.value.file_id.clone());
+            for row in rows {
+                match self.delete(owner, &row.value.file_id).await {
+                    Ok(Some(_)) => count += 1,
+                    Ok(None) | Err(FilesError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// Checks a download capability token: it serves only the object it was issued for.
+    pub async fn check_download_grant(
+        &self,
+        token: &str,
+    ) -> Result<(Grant, StoredFile), FilesError> {
+        let grant = self.signer.verify(token, Purpose::Download, Utc::now())?;
+        let file = self.get(&grant.owner, &grant.file_id).await?;
+        if file.key != grant.key {
+            return Err(FilesError::NotFound);
+        }
+        Ok((grant, file))
+    }
+
+    /// Reads the file's bytes, or a range of them.
+    pub async fn read(
+        &self,
+        file: &StoredFile,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobRead, FilesError> {
+        match self.store.read(&file.key, range).await {
+            Err(StoreError::NotFound) => Err(FilesError::NotFound),
+            other => Ok(other?),
+        }
+    }
+}

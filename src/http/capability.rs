@@ -1,0 +1,155 @@
+//! Handlers for capability URLs: `PUT /v3/uploads/{token}` and `GET /v3/downloads/{token}`.
+//! The URL is the credential, so nothing here reads a bearer token.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiPath, RequestId};
+use super::files::{check_content_length, content_type};
+use super::shapes::ParticipantFile;
+use crate::audit::{Action, AuditEvent};
+use crate::capability::Grant;
+
+fn audit(state: &AppState, grant: &Grant, request_id: &RequestId, action: Action, status: u16, bytes: u64) {
+    state.audit.record(&AuditEvent {
+        request_id: request_id.0.clone(),
+        app: grant.owner.app.to_string(),
+        actor: grant.actor.to_string(),
+        role: grant.role.as_str(),
+        participant: grant.owner.participant.to_string(),
+        file_id: Some(grant.file_id.to_string()),
+        action,
+        status,
+        bytes,
+    });
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    ApiPath(token): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grant = state.files.verify_upload_grant(&token)?;
+    let result = async {
+        let declared_type = content_type(&headers)?;
+        state
+            .files
+            .check_upload_grant(&grant, declared_type.as_deref())
+            .await?;
+        check_content_length(&headers, state.files.max_file_size())?;
+        Ok::<_, ApiError>(
+            state
+                .files
+                .upload_granted(&grant, body.into_data_stream())
+                .await?,
+        )
+    }
+    .await;
+    match result {
+        Ok(committed) => {
+            let action = if committed.replaced { Action::Replace } else { Action::Upload };
+            audit(&state, &grant, &request_id, action, 201, committed.file.size);
+            let body = ParticipantFile::stored(&grant.owner, &grant.file_id, &committed.file);
+            Ok((StatusCode::CREATED, Json(body)).into_response())
+        }
+        Err(e) => {
+            audit(&state, &grant, &request_id, Action::Upload, e.status.as_u16(), 0);
+            Err(e)
+        }
+    }
+}
+
+/// The single byte range a `Range` header asks for: `None` for the whole object (no header,
+/// or several ranges, which are answered whole as RFC 9110 allows).
+fn requested_range(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Option<std::ops::RangeInclusive<u64>>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let Ok(text) = value.to_str() else {
+        return Ok(None);
+    };
+    let Ok(parsed) = http_range_header::parse_range_header(text) else {
+        // A Range header that does not parse is ignored (RFC 9110 14.2); one that parses but
+        // lies outside the object is refused below.
+        return Ok(None);
+    };
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => Ok(ranges.into_iter().next()),
+        Ok(_) => Ok(None),
+        Err(_) => Err(ApiError::range_not_satisfiable()),
+    }
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    ApiPath(token): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (grant, file) = state.files.check_download_grant(&token).await?;
+    let range = match requested_range(&headers, file.size) {
+        Ok(r) => r,
+        Err(e) => {
+            audit(&state, &grant, &request_id, Action::Download, 416, 0);
+            let mut response = e.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{}", file.size)).expect("ascii"),
+            );
+            return Ok(response);
+        }
+    };
+    let read = state
+        .files
+        .read(&file, range.clone().map(|r| *r.start()..*r.end() + 1))
+        .await;
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => {
+            let e = ApiError::from(e);
+            audit(&state, &grant, &request_id, Action::Download, e.status.as_u16(), 0);
+            return Err(e);
+        }
+    };
+    let (status, length) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end() - r.start() + 1),
+        None => (StatusCode::OK, file.size),
+    };
+    audit(&state, &grant, &request_id, Action::Download, status.as_u16(), length);
+    let mut response = Response::new(Body::from_stream(read.body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    let content_type = HeaderValue::from_str(&file.mime_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{}\"", file.key.upload_id().as_str())).expect("hex"),
+    );
+    // File IDs are plain ASCII without quotes, so they need no escaping here.
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", grant.file_id))
+            .expect("file IDs are header-safe"),
+    );
+    if let Some(r) = range {
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start(), r.end(), file.size))
+                .expect("ascii"),
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,227 @@
+//! `ApiError`: every failure a route can answer with, in Bridge's error shape, with an
+//! exhaustive mapping from the domain errors. 5xx bodies name the backend, never internals.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::files::FilesError;
+use crate::index::IndexError;
+use crate::pipeline::PipelineError;
+use crate::scan::ScanError;
+use crate::sniff::TypeError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    status_code: u16,
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+        }
+    }
+
+    /// A problem with the request body (Bridge: `InvalidEntityException`).
+    pub fn invalid_entity(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidEntityException", message)
+    }
+
+    /// A problem with the path, query or headers (Bridge: `BadRequestException`).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
+    }
+
+    pub fn not_authenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticatedException",
+            "Not signed in.",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "UnauthorizedException", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "EntityNotFoundException",
+            "ParticipantFile not found.",
+        )
+    }
+
+    pub fn no_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "EntityNotFoundException",
+            "No such resource.",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BadRequestException",
+            "This method is not allowed on this resource.",
+        )
+    }
+
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "EntityTooLargeException",
+            format!("File is larger than the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn range_not_satisfiable() -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BadRequestException",
+            "Requested range not satisfiable.",
+        )
+    }
+
+    pub fn unavailable(what: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            format!("The {what} is unavailable. Try again later."),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            status_code: self.status.as_u16(),
+            message: &self.message,
+            kind: self.kind,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<TypeError> for ApiError {
+    fn from(e: TypeError) -> Self {
+        match e {
+            TypeError::Invalid(_) => Self::bad_request(format!("{e}.")),
+            TypeError::NotAllowed(_) | TypeError::Contradicts { .. } => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaTypeException",
+                format!("Unsupported media type: {e}."),
+            ),
+        }
+    }
+}
+
+fn store_error(e: &StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found(),
+        StoreError::RangeNotSatisfiable => ApiError::range_not_satisfiable(),
+        StoreError::Io { backend, .. } => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failed");
+            ApiError::unavailable(&format!("{backend} file store"))
+        }
+    }
+}
+
+fn index_error(e: &IndexError) -> ApiError {
+    match e {
+        IndexError::Conflict => ApiError::new(
+            StatusCode::CONFLICT,
+            "ConcurrentModificationException",
+            "The file was changed by another request. Try again.",
+        ),
+        IndexError::Backend { backend, .. } => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(e), "index failed");
+            ApiError::unavailable(&format!("{backend} file index"))
+        }
+    }
+}
+
+fn scan_error(e: &ScanError) -> ApiError {
+    tracing::error!(error = %e, "scanner failed");
+    ApiError::unavailable("virus scanner")
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::TooLarge { limit } => Self::too_large(limit),
+            PipelineError::Type(t) => t.into(),
+            PipelineError::SizeMismatch { .. } | PipelineError::ChecksumMismatch => {
+                Self::bad_request(format!("{}.", capitalise(&e.to_string())))
+            }
+            PipelineError::Body(_) => Self::bad_request("The request body could not be read."),
+            PipelineError::Infected(signature) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "InfectedFileException",
+                format!("The file is infected ({signature}) and was not stored."),
+            ),
+            PipelineError::Scan(s) => scan_error(&s),
+            PipelineError::Store(s) => store_error(&s),
+        }
+    }
+}
+
+impl From<FilesError> for ApiError {
+    fn from(e: FilesError) -> Self {
+        match e {
+            FilesError::NotFound => Self::not_found(),
+            FilesError::Capability(_) => Self::forbidden(
+                "This URL is not valid: it has expired, was altered, or is for another use.",
+            ),
+            FilesError::UploadConsumed => {
+                Self::forbidden("This upload URL was already used or replaced by a newer one.")
+            }
+            FilesError::ContentTypeMismatch => Self::forbidden(
+                "The Content-Type is not the one this upload URL was issued for.",
+            ),
+            FilesError::TooLarge { limit } => Self::too_large(limit),
+            FilesError::Type(t) => t.into(),
+            FilesError::Pipeline(p) => p.into(),
+            FilesError::Index(i) => index_error(&i),
+            FilesError::Store(s) => store_error(&s),
+            FilesError::Contended => index_error(&IndexError::Conflict),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> Self {
+        Self::bad_request("The path is not valid.")
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(_: QueryRejection) -> Self {
+        Self::bad_request("The query string is not valid.")
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}

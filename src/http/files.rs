@@ -1,0 +1,384 @@
+//! Handlers for `/v3/participants/{userId}/files[/{fileId}]`: list, download URL, upload URL,
+//! upload through the service, delete, and erase-all.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, file_id};
+use super::shapes::{self, ParticipantFile, RequestParams, StatusMessage};
+use crate::audit::Action;
+use crate::model::FileId;
+use crate::pipeline::Declared;
+use crate::sniff;
+
+/// The largest JSON body a POST may send.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Writes the audit line for a finished access and passes the result on.
+fn audited<T>(
+    state: &AppState,
+    target: &Target,
+    request_id: &RequestId,
+    file: Option<&FileId>,
+    action: Action,
+    result: Result<(T, u64), ApiError>,
+) -> Result<T, ApiError> {
+    let (status, bytes) = match &result {
+        Ok((_, bytes)) => (success_status(action), *bytes),
+        Err(e) => (e.status.as_u16(), 0),
+    };
+    state
+        .audit
+        .record(&target.audit(request_id, file, action, status, bytes));
+    result.map(|(t, _)| t)
+}
+
+fn success_status(action: Action) -> u16 {
+    match action {
+        Action::Read => 302,
+        Action::UploadUrl | Action::Upload | Action::Replace => 201,
+        Action::List | Action::Download | Action::Delete | Action::Erase => 200,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    offset_key: Option<String>,
+    page_size: Option<String>,
+}
+
+fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
+    let bad = || ApiError::bad_request("pageSize must be from 5-100 records");
+    match raw {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (5..=100).contains(&n) => Ok(n),
+            _ => Err(bad()),
+        },
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath(user_id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<shapes::Page>, ApiError> {
+    let target = Target::resolve(&caller, &user_id, Access::Read)?;
+    let size = page_size(params.page_size.as_deref())?;
+    let offset = params
+        .offset_key
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}.")))
+        })
+        .transpose()?;
+    let result = state
+        .files
+        .list(&target.owner, offset.as_ref(), size)
+        .await
+        .map_err(ApiError::from)
+        .map(|page| (page, 0));
+    let page = audited(&state, &target, &request_id, None, Action::List, result)?;
+    Ok(Json(shapes::Page {
+        items: page
+            .items
+            .iter()
+            .map(|(id, f)| ParticipantFile::stored(&target.owner, id, f))
+            .collect(),
+        has_next: page.next.is_some(),
+        next_page_offset_key: page.next.map(|id| id.to_string()),
+        request_params: RequestParams {
+            offset_key: offset.map(|o| o.to_string()),
+            page_size: size,
+            kind: "RequestParams",
+        },
+        kind: "ForwardCursorPagedResourceList",
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let target = Target::resolve(&caller, &user_id, Access::Read)?;
+    let file = file_id(&raw_file)?;
+    let result = state
+        .files
+        .download_url(&target.owner, &file, &target.actor)
+        .await
+        .map_err(ApiError::from)
+        .map(|r| (r, 0));
+    let (stored, url) = audited(&state, &target, &request_id, Some(&file), Action::Read, result)?;
+    let location = url.url.clone();
+    let body = ParticipantFile::stored(&target.owner, &file, &stored).with_download(url);
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadRequest {
+    mime_type: Option<serde_json::Value>,
+    size: Option<serde_json::Value>,
+    sha256: Option<serde_json::Value>,
+}
+
+/// Checks a declared SHA-256: standard padded base64 of 32 bytes, as S3 checksums are written.
+fn sha256_value(s: &str) -> Option<String> {
+    let raw = STANDARD.decode(s).ok()?;
+    (raw.len() == 32).then(|| s.to_owned())
+}
+
+fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::invalid_entity("The request body is not valid JSON."))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_entity(
+            "The request body must be a JSON object.",
+        ));
+    }
+    let req: UploadRequest = serde_json::from_value(value)
+        .map_err(|_| ApiError::invalid_entity("The request body is not valid."))?;
+    let mime_type = match req.mime_type {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+            if sniff::essence(&s).is_none() {
+                return Err(ApiError::invalid_entity(
+                    "mimeType is not a valid media type.",
+                ));
+            }
+            s
+        }
+        None | Some(serde_json::Value::Null) => {
+            return Err(ApiError::invalid_entity("mimeType is required."));
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_entity(
+                "mimeType is not a valid media type.",
+            ));
+        }
+    };
+    let size = match req.size {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            return Err(ApiError::invalid_entity(
+                "size must be a whole number of bytes.",
+            ));
+        }
+    };
+    let sha256 = match req.sha256 {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if sha256_value(&s).is_some() => Some(s),
+        Some(_) => {
+            return Err(ApiError::invalid_entity(
+                "sha256 must be the standard base64 of a SHA-256 digest.",
+            ));
+        }
+    };
+    Ok(Declared {
+        mime_type: Some(mime_type),
+        size,
+        sha256,
+    })
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = Target::resolve(&caller, &user_id, Access::Write)?;
+    let file = file_id(&raw_file)?;
+    let result = async {
+        let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+            .await
+            .map_err(|_| ApiError::invalid_entity("The request body is too large or incomplete."))?;
+        let declared = parse_upload_request(&bytes)?;
+        let (pending, url) = state
+            .files
+            .upload_url(&target.owner, &file, &declared, &target.actor)
+            .await?;
+        Ok((ParticipantFile::pending(&target.owner, &file, &pending, url), 0))
+    }
+    .await;
+    let body = audited(&state, &target, &request_id, Some(&file), Action::UploadUrl, result)?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A Content-Length over the limit is refused before the body is read.
+pub fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ApiError::too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// The media type a PUT declares in Content-Type, if any.
+pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Content-Type is not a valid media type."))?;
+            if sniff::essence(s).is_none() {
+                return Err(ApiError::bad_request(
+                    "Content-Type is not a valid media type.",
+                ));
+            }
+            Ok(Some(s.to_owned()))
+        }
+    }
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = Target::resolve(&caller, &user_id, Access::Write)?;
+    let file = file_id(&raw_file)?;
+    let result = async {
+        check_content_length(&headers, state.files.max_file_size())?;
+        let sha256 = match headers.get("x-amz-checksum-sha256") {
+            None => None,
+            Some(v) => Some(v.to_str().ok().and_then(sha256_value).ok_or_else(|| {
+                ApiError::bad_request(
+                    "x-amz-checksum-sha256 must be the standard base64 of a SHA-256 digest.",
+                )
+            })?),
+        };
+        let declared = Declared {
+            mime_type: content_type(&headers)?,
+            size: None,
+            sha256,
+        };
+        let committed = state
+            .files
+            .upload(&target.owner, &file, body.into_data_stream(), &declared)
+            .await?;
+        let size = committed.file.size;
+        Ok((committed, size))
+    }
+    .await;
+    let action = match &result {
+        Ok((c, _)) if c.replaced => Action::Replace,
+        _ => Action::Upload,
+    };
+    let committed = audited(&state, &target, &request_id, Some(&file), action, result)?;
+    let body = ParticipantFile::stored(&target.owner, &file, &committed.file);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
+) -> Result<Json<StatusMessage>, ApiError> {
+    let target = Target::resolve(&caller, &user_id, Access::Write)?;
+    let file = file_id(&raw_file)?;
+    let result = state
+        .files
+        .delete(&target.owner, &file)
+        .await
+        .map_err(ApiError::from)
+        .map(|d| ((), d.map_or(0, |f| f.size)));
+    audited(&state, &target, &request_id, Some(&file), Action::Delete, result)?;
+    Ok(Json(StatusMessage::new("Participant file deleted.")))
+}
+
+pub async fn erase(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Json<StatusMessage>, ApiError> {
+    if user_id == "self" {
+        return Err(ApiError::forbidden(
+            "Erasing all files is for workers, at /v3/participants/{userId}/files.",
+        ));
+    }
+    let target = Target::resolve(&caller, &user_id, Access::Write)?;
+    let result = state
+        .files
+        .erase(&target.owner)
+        .await
+        .map_err(ApiError::from)
+        .map(|n| (n, 0));
+    let count = audited(&state, &target, &request_id, None, Action::Erase, result)?;
+    let mut message = StatusMessage::new(format!("{count} participant files deleted."));
+    message.count = Some(count);
+    Ok(Json(message))
+}
+
+/// A `{fileId}` path that is empty or holds a `/` is malformed.
+pub async fn malformed_file_id(Caller(_): Caller) -> ApiError {
+    ApiError::bad_request("fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_bounds() {
+        assert_eq!(page_size(None), Ok(50));
+        assert_eq!(page_size(Some("5")), Ok(5));
+        assert_eq!(page_size(Some("100")), Ok(100));
+        for bad in ["4", "101", "-1", "ten", "", "5.0"] {
+            assert!(page_size(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upload_request_validation() {
+        let ok = parse_upload_request(br#"{"mimeType":"image/jpeg","size":3}"#).unwrap();
+        assert_eq!(ok.mime_type.as_deref(), Some("image/jpeg"));
+        assert_eq!(ok.size, Some(3));
+        let sha = STANDARD.encode([7u8; 32]);
+        let with_sha =
+            parse_upload_request(format!(r#"{{"mimeType":"text/plain","sha256":"{sha}"}}"#).as_bytes())
+                .unwrap();
+        assert_eq!(with_sha.sha256, Some(sha));
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"{}",
+            br#"{"mimeType":""}"#,
+            br#"{"mimeType":"jpeg"}"#,
+            br#"{"mimeType":5}"#,
+            br#"{"mimeType":"image/jpeg","size":-1}"#,
+            br#"{"mimeType":"image/jpeg","size":"3"}"#,
+            br#"{"mimeType":"image/jpeg","sha256":"abc"}"#,
+        ] {
+            let err = parse_upload_request(bad).unwrap_err();
+            assert_eq!(err.kind, "InvalidEntityException", "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Service routes: liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::json;
+
+use super::AppState;
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 when the index and the store answer, else 503 naming the one that failed. The scanner's
+/// state is reported but does not make the instance unready: uploads fail closed by themselves.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let (index, store) = tokio::join!(state.files.index().check(), state.files.store().check());
+    let index_name = state.files.index().name();
+    let store_name = state.files.store().name();
+    let mut failed = Vec::new();
+    if let Err(e) = &index {
+        tracing::warn!(error = %e, "readiness: index check failed");
+        failed.push(format!("the {index_name} file index"));
+    }
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "readiness: store check failed");
+        failed.push(format!("the {store_name} file store"));
+    }
+    let scanner = match &state.scanner {
+        None => "not configured",
+        Some(s) => match s.check().await {
+            Ok(()) => "ok",
+            Err(_) => "unavailable",
+        },
+    };
+    let checks = json!({
+        "index": {"backend": index_name, "status": if index.is_ok() { "ok" } else { "unavailable" }},
+        "store": {"backend": store_name, "status": if store.is_ok() { "ok" } else { "unavailable" }},
+        "scanner": {"status": scanner},
+    });
+    if failed.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready", "checks": checks})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "statusCode": 503,
+                "message": format!("Not ready: {} unavailable.", failed.join(" and ")),
+                "type": "ServiceUnavailableException",
+                "checks": checks,
+            })),
+        )
+    }
+}

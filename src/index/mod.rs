@@ -1,0 +1,53 @@
+//! File indexes: the rows that say which object is a file's current bytes.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::model::{FileId, FileRow, Owner, Versioned};
+
+pub use sqlite::SqliteFileIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// A conditional write found another version than the one it was told to expect.
+    #[error("the row changed since it was read")]
+    Conflict,
+    #[error("{backend} index failed: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Rows are keyed by owner and file ID. Every write is a single-row conditional write on the
+/// version that was read, so two writers racing on one file cannot both win.
+#[async_trait]
+pub trait FileIndex: Send + Sync {
+    /// A short name for logs and error messages (`sqlite`, `dynamodb`).
+    fn name(&self) -> &'static str;
+
+    async fn get(&self, owner: &Owner, file: &FileId)
+    -> Result<Option<Versioned<FileRow>>, IndexError>;
+
+    /// Up to `limit` rows of `owner` in ascending file ID order, starting after `after`. Rows
+    /// that only hold a pending upload are included: callers decide what to show.
+    async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
+
+    /// Writes `row` if the stored version is `expected` (`None`: no row yet) and returns the
+    /// new version, else [`IndexError::Conflict`].
+    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError>;
+
+    /// Deletes the row if its version is `expected`, else [`IndexError::Conflict`].
+    async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError>;
+
+    /// Answers when the index can be read.
+    async fn check(&self) -> Result<(), IndexError>;
+}

@@ -1,0 +1,369 @@
+//! `SqliteFileIndex`: the embedded index, one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{FileIndex, IndexError};
+use crate::keys::ObjectKey;
+use crate::model::{
+    AppId, FileId, FileRow, Owner, PendingUpload, ScanStatus, StoredFile, UserId, Versioned,
+};
+
+const NAME: &str = "sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    app TEXT NOT NULL,
+    participant TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    object_key TEXT,
+    mime_type TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    scan_status TEXT,
+    created_on INTEGER,
+    pending_key TEXT,
+    pending_mime_type TEXT,
+    pending_size INTEGER,
+    pending_sha256 TEXT,
+    pending_created_on INTEGER,
+    pending_expires_on INTEGER,
+    PRIMARY KEY (app, participant, file_id)
+) WITHOUT ROWID;
+";
+
+const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type, size, sha256, \
+    scan_status, created_on, pending_key, pending_mime_type, pending_size, pending_sha256, \
+    pending_created_on, pending_expires_on";
+
+fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
+    IndexError::Backend {
+        backend: NAME,
+        message: message.to_owned(),
+        source: Some(Box::new(source)),
+    }
+}
+
+fn corrupt(what: &str) -> IndexError {
+    IndexError::Backend {
+        backend: NAME,
+        message: format!("stored row has an invalid {what}"),
+        source: None,
+    }
+}
+
+pub struct SqliteFileIndex {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteFileIndex {
+    /// Opens (creating when missing) the index file and its schema.
+    pub async fn open(path: &Path) -> Result<Self, IndexError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, IndexError> {
+            let conn = Connection::open(&path).map_err(|e| backend("cannot open", e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| backend("cannot enable WAL", e))?;
+            // With WAL, NORMAL keeps the database consistent after a crash; FULL also keeps
+            // the last commits after a power cut, which a file index that points at durable
+            // objects needs.
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| backend("cannot set synchronous", e))?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(|e| backend("cannot set busy timeout", e))?;
+            conn.execute_batch(SCHEMA)
+                .map_err(|e| backend("cannot create schema", e))?;
+            Ok(conn)
+        })
+        .await
+        .expect("sqlite open task panicked")?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .expect("sqlite task panicked")
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, IndexError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("timestamp"))
+}
+
+fn size_from(v: Option<i64>) -> Result<Option<u64>, IndexError> {
+    v.map(|n| u64::try_from(n).map_err(|_| corrupt("size")))
+        .transpose()
+}
+
+fn size_to(v: Option<u64>) -> Result<Option<i64>, IndexError> {
+    v.map(|n| i64::try_from(n).map_err(|_| corrupt("size")))
+        .transpose()
+}
+
+/// The columns of one row as SQLite returns them, before they are checked.
+struct RawRow {
+    app: String,
+    participant: String,
+    file_id: String,
+    version: i64,
+    object_key: Option<String>,
+    mime_type: Option<String>,
+    size: Option<i64>,
+    sha256: Option<String>,
+    scan_status: Option<String>,
+    created_on: Option<i64>,
+    pending_key: Option<String>,
+    pending_mime_type: Option<String>,
+    pending_size: Option<i64>,
+    pending_sha256: Option<String>,
+    pending_created_on: Option<i64>,
+    pending_expires_on: Option<i64>,
+}
+
+impl RawRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            app: r.get(0)?,
+            participant: r.get(1)?,
+            file_id: r.get(2)?,
+            version: r.get(3)?,
+            object_key: r.get(4)?,
+            mime_type: r.get(5)?,
+            size: r.get(6)?,
+            sha256: r.get(7)?,
+            scan_status: r.get(8)?,
+            created_on: r.get(9)?,
+            pending_key: r.get(10)?,
+            pending_mime_type: r.get(11)?,
+            pending_size: r.get(12)?,
+            pending_sha256: r.get(13)?,
+            pending_created_on: r.get(14)?,
+            pending_expires_on: r.get(15)?,
+        })
+    }
+
+    fn into_row(self) -> Result<Versioned<FileRow>, IndexError> {
+        let owner = Owner {
+            app: AppId::parse(&self.app).map_err(|_| corrupt("app"))?,
+            participant: UserId::parse(&self.participant).map_err(|_| corrupt("participant"))?,
+        };
+        let file_id = FileId::parse(&self.file_id).map_err(|_| corrupt("file ID"))?;
+        let current = match self.object_key {
+            None => None,
+            Some(key) => Some(StoredFile {
+                key: ObjectKey::parse(&key).ok_or_else(|| corrupt("object key"))?,
+                mime_type: self.mime_type.ok_or_else(|| corrupt("mime type"))?,
+                size: size_from(self.size)?.ok_or_else(|| corrupt("size"))?,
+                sha256: self.sha256,
+                scan_status: self
+                    .scan_status
+                    .as_deref()
+                    .and_then(ScanStatus::parse)
+                    .ok_or_else(|| corrupt("scan status"))?,
+                created_on: from_millis(self.created_on.ok_or_else(|| corrupt("created on"))?)?,
+            }),
+        };
+        let pending = match self.pending_key {
+            None => None,
+            Some(key) => {
+                let key = ObjectKey::parse(&key).ok_or_else(|| corrupt("pending key"))?;
+                Some(PendingUpload {
+                    upload_id: key.upload_id(),
+                    key,
+                    mime_type: self.pending_mime_type.ok_or_else(|| corrupt("pending type"))?,
+                    size: size_from(self.pending_size)?,
+                    sha256: self.pending_sha256,
+                    created_on: from_millis(
+                        self.pending_created_on
+                            .ok_or_else(|| corrupt("pending created on"))?,
+                    )?,
+                    expires_on: from_millis(
+                        self.pending_expires_on
+                            .ok_or_else(|| corrupt("pending expiry"))?,
+                    )?,
+                })
+            }
+        };
+        Ok(Versioned {
+            value: FileRow {
+                owner,
+                file_id,
+                current,
+                pending,
+            },
+            version: u64::try_from(self.version).map_err(|_| corrupt("version"))?,
+        })
+    }
+}
+
+#[async_trait]
+impl FileIndex for SqliteFileIndex {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn get(
+        &self,
+        owner: &Owner,
+        file: &FileId,
+    ) -> Result<Option<Versioned<FileRow>>, IndexError> {
+        let (app, participant, file) = (
+            owner.app.to_string(),
+            owner.participant.to_string(),
+            file.to_string(),
+        );
+        self.with(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3"
+            );
+            let raw = conn
+                .query_row(&sql, params![app, participant, file], RawRow::read)
+                .optional()
+                .map_err(|e| backend("get failed", e))?;
+            raw.map(RawRow::into_row).transpose()
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            // The empty string sorts before every valid file ID, so it stands for "from the start".
+            let sql = format!(
+                "SELECT {COLUMNS} FROM files WHERE app = ?1 AND participant = ?2 AND file_id > ?3 \
+                 ORDER BY file_id ASC LIMIT ?4"
+            );
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| backend("list failed", e))?;
+            let raws = stmt
+                .query_map(params![app, participant, after, limit], RawRow::read)
+                .map_err(|e| backend("list failed", e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| backend("list failed", e))?;
+            raws.into_iter().map(RawRow::into_row).collect()
+        })
+        .await
+    }
+
+    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+        let row = row.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(|e| backend("put failed", e))?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3",
+                    params![
+                        row.owner.app.as_str(),
+                        row.owner.participant.as_str(),
+                        row.file_id.as_str()
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| backend("put failed", e))?;
+            let current = current
+                .map(|v| u64::try_from(v).map_err(|_| corrupt("version")))
+                .transpose()?;
+            if current != expected {
+                return Err(IndexError::Conflict);
+            }
+            let version = expected.map_or(1, |v| v + 1);
+            let c = row.current.as_ref();
+            let p = row.pending.as_ref();
+            tx.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO files ({COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                ),
+                params![
+                    row.owner.app.as_str(),
+                    row.owner.participant.as_str(),
+                    row.file_id.as_str(),
+                    i64::try_from(version).map_err(|_| corrupt("version"))?,
+                    c.map(|c| c.key.as_str()),
+                    c.map(|c| c.mime_type.as_str()),
+                    size_to(c.map(|c| c.size))?,
+                    c.and_then(|c| c.sha256.as_deref()),
+                    c.map(|c| c.scan_status.as_str()),
+                    c.map(|c| millis(c.created_on)),
+                    p.map(|p| p.key.as_str()),
+                    p.map(|p| p.mime_type.as_str()),
+                    size_to(p.and_then(|p| p.size))?,
+                    p.and_then(|p| p.sha256.as_deref()),
+                    p.map(|p| millis(p.created_on)),
+                    p.map(|p| millis(p.expires_on)),
+                ],
+            )
+            .map_err(|e| backend("put failed", e))?;
+            tx.commit().map_err(|e| backend("put failed", e))?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
+        let (app, participant, file) = (
+            owner.app.to_string(),
+            owner.participant.to_string(),
+            file.to_string(),
+        );
+        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
+        self.with(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3 \
+                     AND version = ?4",
+                    params![app, participant, file, expected],
+                )
+                .map_err(|e| backend("delete failed", e))?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(IndexError::Conflict)
+            }
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<(), IndexError> {
+        self.with(|conn| {
+            conn.query_row("SELECT 1 FROM files LIMIT 1", [], |_| Ok(()))
+                .optional()
+                .map(|_| ())
+                .map_err(|e| backend("check failed", e))
+        })
+        .await
+    }
+}

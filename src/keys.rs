@@ -1,0 +1,140 @@
+//! Object keys and upload IDs: the one place where a file's storage location is built.
+
+use std::fmt;
+
+use crate::model::{AppId, FileId, Owner, UserId, validate_ident};
+
+/// A fresh random ID for one upload; every upload writes to its own object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    #[must_use]
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Accepts only what [`UploadId::generate`] makes: 32 lowercase hex digits.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(s.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `{app}/{participant}/{fileId}/{uploadId}`: every segment is a validated identifier, so a key
+/// is also a safe relative path, and a key names exactly one upload of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    #[must_use]
+    pub fn new(owner: &Owner, file_id: &FileId, upload: &UploadId) -> Self {
+        Self(format!(
+            "{}/{}/{}/{}",
+            owner.app,
+            owner.participant,
+            file_id,
+            upload.as_str()
+        ))
+    }
+
+    /// Parses a key read back from the index, a capability token or a store listing.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts = Self::split(s)?;
+        Some(Self::new(&parts.0, &parts.1, &parts.2))
+    }
+
+    fn split(s: &str) -> Option<(Owner, FileId, UploadId)> {
+        let mut it = s.split('/');
+        let app = AppId::parse(it.next()?).ok()?;
+        let participant = UserId::parse(it.next()?).ok()?;
+        let file = FileId::parse(it.next()?).ok()?;
+        let upload = UploadId::parse(it.next()?)?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some((Owner { app, participant }, file, upload))
+    }
+
+    /// The owner and file this key belongs to.
+    #[must_use]
+    pub fn file(&self) -> (Owner, FileId) {
+        let (owner, file, _) = Self::split(&self.0).expect("an ObjectKey is always well formed");
+        (owner, file)
+    }
+
+    #[must_use]
+    pub fn upload_id(&self) -> UploadId {
+        Self::split(&self.0)
+            .expect("an ObjectKey is always well formed")
+            .2
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key's segments, each a validated identifier (for building file system paths).
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        debug_assert!(self.0.split('/').all(|s| validate_ident(s).is_ok()));
+        self.0.split('/')
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            app: AppId::parse("app").unwrap(),
+            participant: UserId::parse("user-1").unwrap(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_names_its_file() {
+        let file = FileId::parse("photo.jpg").unwrap();
+        let upload = UploadId::generate();
+        let key = ObjectKey::new(&owner(), &file, &upload);
+        assert_eq!(ObjectKey::parse(key.as_str()), Some(key.clone()));
+        assert_eq!(key.file(), (owner(), file));
+        assert_eq!(key.upload_id(), upload);
+    }
+
+    #[test]
+    fn fresh_keys_differ() {
+        let file = FileId::parse("f").unwrap();
+        let a = ObjectKey::new(&owner(), &file, &UploadId::generate());
+        let b = ObjectKey::new(&owner(), &file, &UploadId::generate());
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rejects_malformed_keys() {
+        let upload = UploadId::generate();
+        for bad in [
+            String::new(),
+            format!("app/user/file/{}/x", upload.as_str()),
+            format!("app/user/../{}", upload.as_str()),
+            format!("app/user/file/{}", "not-an-upload-id"),
+            format!("app//file/{}", upload.as_str()),
+        ] {
+            assert_eq!(ObjectKey::parse(&bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The `participant-files` binary: parses the command line and runs the chosen command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use participant_files::config::{Cli, Command, Config, LogFormat, TokenArgs};
+use participant_files::{auth, build, secrets, serve};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => token(&args),
+        Some(Command::Serve(args)) => run_serve(args),
+        None => run_serve(cli.serve),
+    }
+}
+
+fn token(args: &TokenArgs) -> ExitCode {
+    let secret = match secrets::load_or_create(
+        args.secrets.jwt_secret.as_deref(),
+        &args.secrets.data_dir,
+        "jwt-secret",
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read or create the JWT secret in {}: {e}",
+                args.secrets.data_dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let roles = if args.roles.is_empty() {
+        vec![auth::Role::Participant]
+    } else {
+        args.roles.clone()
+    };
+    match auth::mint(&secret, &args.user, &args.app, &roles, args.ttl) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot sign the token: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_serve(args: participant_files::config::ServeArgs) -> ExitCode {
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("PF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let state = build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (PF_LISTEN)", config.listen))?;
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        "participant-files is serving"
+    );
+    serve(state, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

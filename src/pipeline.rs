@@ -1,0 +1,176 @@
+//! The upload pipeline: one pass over a request body that sniffs, counts, hashes, scans and
+//! stores it, and commits the object only when every check has passed.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::keys::ObjectKey;
+use crate::model::ScanStatus;
+use crate::scan::{ScanError, Scanner, Verdict};
+use crate::sniff::{self, AllowedTypes, SNIFF_LEN, TypeError};
+use crate::store::{BlobStore, StoreError};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the client said about the body before sending it.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub mime_type: Option<String>,
+    pub size: Option<u64>,
+    /// Standard padded base64 of the SHA-256.
+    pub sha256: Option<String>,
+}
+
+/// The limits an upload is held to.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub max_size: u64,
+    pub allowed: AllowedTypes,
+}
+
+/// What was stored, once committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub mime_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub scan_status: ScanStatus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Type(#[from] TypeError),
+    #[error("the body has {actual} bytes, not the declared {declared}")]
+    SizeMismatch { declared: u64, actual: u64 },
+    #[error("the body's SHA-256 is not the declared one")]
+    ChecksumMismatch,
+    #[error("the request body could not be read")]
+    Body(#[source] BoxError),
+    #[error("the file is infected: {0}")]
+    Infected(String),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Counts and hashes every byte and enforces the size limit as the bytes arrive.
+struct Meter {
+    count: u64,
+    limit: u64,
+    hash: Sha256,
+}
+
+impl Meter {
+    fn take(&mut self, chunk: &[u8]) -> Result<(), PipelineError> {
+        self.count += chunk.len() as u64;
+        if self.count > self.limit {
+            return Err(PipelineError::TooLarge { limit: self.limit });
+        }
+        self.hash.update(chunk);
+        Ok(())
+    }
+}
+
+/// Reads `body` to its end and stores it under `key`. Nothing is committed unless the body is
+/// complete, within the rules, matches what was declared and (with a scanner) is clean; on any
+/// error, or when the returned future is dropped, the store keeps nothing.
+pub async fn ingest<S, E>(
+    mut body: S,
+    declared: &Declared,
+    rules: &Rules,
+    scanner: Option<&dyn Scanner>,
+    store: &dyn BlobStore,
+    key: &ObjectKey,
+) -> Result<Ingested, PipelineError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    E: Into<BoxError>,
+{
+    let mut meter = Meter {
+        count: 0,
+        limit: rules.max_size,
+        hash: Sha256::new(),
+    };
+
+    // The type is decided on the first bytes, before anything is stored or scanned.
+    let mut head = BytesMut::new();
+    let mut ended = false;
+    while head.len() < SNIFF_LEN {
+        let Some(chunk) = body.next().await else {
+            ended = true;
+            break;
+        };
+        let chunk = chunk.map_err(|e| PipelineError::Body(e.into()))?;
+        meter.take(&chunk)?;
+        head.extend_from_slice(&chunk);
+    }
+    let head = head.freeze();
+    let mime_type = sniff::decide(
+        declared.mime_type.as_deref(),
+        sniff::detect(&head),
+        &rules.allowed,
+    )?;
+
+    let mut scan = match scanner {
+        Some(s) => Some(s.session().await?),
+        None => None,
+    };
+    let mut writer = store.create(key).await?;
+    let mut next = Some(head);
+    loop {
+        let chunk = match next.take() {
+            Some(chunk) => chunk,
+            None if ended => break,
+            None => match body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| PipelineError::Body(e.into()))?;
+                    meter.take(&chunk)?;
+                    chunk
+                }
+                None => break,
+            },
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        if let Some(scan) = scan.as_mut() {
+            scan.feed(chunk.clone()).await?;
+        }
+        writer.write(chunk).await?;
+    }
+
+    let size = meter.count;
+    if let Some(declared) = declared.size
+        && declared != size
+    {
+        return Err(PipelineError::SizeMismatch {
+            declared,
+            actual: size,
+        });
+    }
+    let sha256 = STANDARD.encode(meter.hash.finalize());
+    if declared.sha256.as_ref().is_some_and(|d| *d != sha256) {
+        return Err(PipelineError::ChecksumMismatch);
+    }
+    let scan_status = match scan {
+        None => ScanStatus::Unscanned,
+        Some(scan) => match scan.finish().await? {
+            Verdict::Clean => ScanStatus::Clean,
+            Verdict::Infected(signature) => return Err(PipelineError::Infected(signature)),
+        },
+    };
+    writer.commit().await?;
+    Ok(Ingested {
+        mime_type,
+        size,
+        sha256,
+        scan_status,
+    })
+}

@@ -1,0 +1,38 @@
+//! Virus scanners: a scan session receives the bytes of one upload and gives a verdict.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    /// The signature the scanner named, e.g. `Eicar-Signature`.
+    Infected(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("scanner unreachable")]
+    Unreachable(#[source] std::io::Error),
+    #[error("scanner timed out")]
+    Timeout,
+    #[error("scanner answered with an error: {0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait Scanner: Send + Sync {
+    /// Opens a session for one upload.
+    async fn session(&self) -> Result<Box<dyn ScanSession>, ScanError>;
+
+    /// Answers when the scanner can be reached.
+    async fn check(&self) -> Result<(), ScanError>;
+}
+
+#[async_trait]
+pub trait ScanSession: Send {
+    async fn feed(&mut self, chunk: Bytes) -> Result<(), ScanError>;
+
+    /// Waits for the verdict on everything fed so far.
+    async fn finish(self: Box<Self>) -> Result<Verdict, ScanError>;
+}
