@@ -168,7 +168,10 @@ mod tests {
     #[test]
     fn absent_roles_mean_participant_and_unknown_roles_grant_nothing() {
         let v = TokenVerifier::hs256(SECRET);
-        let t = raw(&serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60}), SECRET);
+        let t = raw(
+            &serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60}),
+            SECRET,
+        );
         assert_eq!(v.verify(&t).unwrap().roles, vec![Role::Participant]);
         let t = raw(
             &serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60, "roles": ["admin"]}),
@@ -181,7 +184,10 @@ mod tests {
     fn refuses_bad_tokens() {
         let v = TokenVerifier::hs256(SECRET);
         let good = serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60});
-        assert!(v.verify(&raw(&good, b"another secret of enough length")).is_err());
+        assert!(
+            v.verify(&raw(&good, b"another secret of enough length"))
+                .is_err()
+        );
         let expired = serde_json::json!({"sub": "u", "app": "a", "exp": now() - 120});
         assert!(v.verify(&raw(&expired, SECRET)).is_err());
         let no_exp = serde_json::json!({"sub": "u", "app": "a"});
@@ -207,6 +213,10 @@ mod tests {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = b64.encode(format!(r#"{{"sub":"u","app":"a","exp":{}}}"#, now() + 60));
-        assert!(TokenVerifier::hs256(SECRET).verify(&format!("{header}.{body}.")).is_err());
+        assert!(
+            TokenVerifier::hs256(SECRET)
+                .verify(&format!("{header}.{body}."))
+                .is_err()
+        );
     }
 }

@@ -139,12 +139,12 @@ impl UrlSigner {
         mac.update(&payload);
         mac.verify_slice(&tag)
             .map_err(|_| CapabilityError::BadSignature)?;
-        let wire: Wire = serde_json::from_slice(&payload).map_err(|_| CapabilityError::Malformed)?;
+        let wire: Wire =
+            serde_json::from_slice(&payload).map_err(|_| CapabilityError::Malformed)?;
         if wire.p != purpose {
             return Err(CapabilityError::WrongPurpose);
         }
-        let expires_on =
-            DateTime::from_timestamp(wire.exp, 0).ok_or(CapabilityError::Malformed)?;
+        let expires_on = DateTime::from_timestamp(wire.exp, 0).ok_or(CapabilityError::Malformed)?;
         if expires_on <= now {
             return Err(CapabilityError::Expired);
         }
@@ -236,7 +236,9 @@ mod tests {
         let t = s.sign(&grant(Purpose::Download, later()));
         let (payload, tag) = t.split_once('.').unwrap();
         let mut json = URL_SAFE_NO_PAD.decode(payload).unwrap();
-        let text = String::from_utf8(json.clone()).unwrap().replace("\"u1\"", "\"u2\"");
+        let text = String::from_utf8(json.clone())
+            .unwrap()
+            .replace("\"u1\"", "\"u2\"");
         json = text.into_bytes();
         let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(json));
         assert_eq!(

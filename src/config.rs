@@ -22,6 +22,8 @@ pub const MAX_URL_TTL: Duration = Duration::from_hours(7 * 24);
     about = "Stores files that belong to one study participant, behind Bridge's Participant Files API.",
     args_conflicts_with_subcommands = true
 )]
+// Each flag's value is named after its environment variable, so that an error message names the
+// variable a deployment most likely set.
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -40,10 +42,20 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct SecretArgs {
     /// Folder for the embedded index, local blobs and generated secrets.
-    #[arg(long, env = "PF_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        env = "PF_DATA_DIR",
+        value_name = "PF_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
     /// Shared HS256 secret for bearer tokens; a random one is generated into the data dir when unset.
-    #[arg(long, env = "PF_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PF_JWT_SECRET",
+        value_name = "PF_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
 }
 
@@ -107,48 +119,79 @@ pub enum AuditTarget {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "PF_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PF_LISTEN",
+        value_name = "PF_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// Base of capability URLs, like `https://files.example.org`; required when not on loopback.
-    #[arg(long, env = "PF_PUBLIC_URL", value_parser = parse_public_url)]
+    #[arg(long, env = "PF_PUBLIC_URL", value_name = "PF_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
     #[command(flatten)]
     pub secrets: SecretArgs,
     /// Blob store: `local` (a folder in the data dir) or `s3://bucket[/prefix]`.
-    #[arg(long, env = "PF_STORE", default_value = "local", value_parser = parse_store)]
+    #[arg(long, env = "PF_STORE", value_name = "PF_STORE", default_value = "local", value_parser = parse_store)]
     pub store: StoreLocation,
     /// Index: `sqlite` (a file in the data dir) or `dynamodb://table`.
-    #[arg(long, env = "PF_INDEX", default_value = "sqlite", value_parser = parse_index)]
+    #[arg(long, env = "PF_INDEX", value_name = "PF_INDEX", default_value = "sqlite", value_parser = parse_index)]
     pub index: IndexLocation,
     /// The `ClamAV` daemon: `tcp://host:port` or `unix:///path`; unset: no scanning.
-    #[arg(long, env = "PF_CLAMD", value_parser = parse_clamd)]
+    #[arg(long, env = "PF_CLAMD", value_name = "PF_CLAMD", value_parser = parse_clamd)]
     pub clamd: Option<ClamdAddress>,
     /// Where upload bytes go (default: presigned with S3 and no scanner, else streaming).
-    #[arg(long, env = "PF_UPLOAD_MODE", value_enum)]
+    #[arg(
+        long,
+        env = "PF_UPLOAD_MODE",
+        value_name = "PF_UPLOAD_MODE",
+        value_enum
+    )]
     pub upload_mode: Option<Mode>,
     /// Where download bytes come from (default as for uploads).
-    #[arg(long, env = "PF_DOWNLOAD_MODE", value_enum)]
+    #[arg(
+        long,
+        env = "PF_DOWNLOAD_MODE",
+        value_name = "PF_DOWNLOAD_MODE",
+        value_enum
+    )]
     pub download_mode: Option<Mode>,
     /// Lifetime of upload and download URLs, like 15m or 1h; at most 7d.
-    #[arg(long, env = "PF_URL_TTL", default_value = "1h", value_parser = parse_url_ttl)]
+    #[arg(long, env = "PF_URL_TTL", value_name = "PF_URL_TTL", default_value = "1h", value_parser = parse_url_ttl)]
     pub url_ttl: Duration,
     /// Largest accepted file, like 256MiB (default 256MiB, or 100MiB with a scanner).
-    #[arg(long, env = "PF_MAX_FILE_SIZE", value_parser = parse_size)]
+    #[arg(long, env = "PF_MAX_FILE_SIZE", value_name = "PF_MAX_FILE_SIZE", value_parser = parse_size)]
     pub max_file_size: Option<u64>,
     /// Accepted media types, a comma list like `image/*,application/pdf`.
-    #[arg(long, env = "PF_ALLOWED_TYPES", default_value = "*/*")]
+    #[arg(
+        long,
+        env = "PF_ALLOWED_TYPES",
+        value_name = "PF_ALLOWED_TYPES",
+        default_value = "*/*"
+    )]
     pub allowed_types: AllowedTypes,
     /// How long a scan may take before the upload fails with 503, like 60s.
-    #[arg(long, env = "PF_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "PF_SCAN_TIMEOUT", value_name = "PF_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub scan_timeout: Duration,
     /// HMAC secret for capability URLs; a random one is generated into the data dir when unset.
-    #[arg(long, env = "PF_URL_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PF_URL_SECRET",
+        value_name = "PF_URL_SECRET",
+        hide_env_values = true
+    )]
     pub url_secret: Option<String>,
     /// Where audit lines go: `stdout`, `stderr` or a file path (appended).
-    #[arg(long, env = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
+    #[arg(long, env = "PF_AUDIT_LOG", value_name = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
     pub audit_log: AuditTarget,
     /// Diagnostic log format on stderr.
-    #[arg(long, env = "PF_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "PF_LOG_FORMAT",
+        value_name = "PF_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -289,7 +332,9 @@ fn parse_public_url(s: &str) -> Result<String, String> {
         .or_else(|| trimmed.strip_prefix("https://"))
         .ok_or("expected an http:// or https:// URL")?;
     if rest.is_empty() || rest.contains(['?', '#', ' ']) {
-        return Err("expected a URL like https://files.example.org or http://host:8080/base".into());
+        return Err(
+            "expected a URL like https://files.example.org or http://host:8080/base".into(),
+        );
     }
     Ok(trimmed.to_owned())
 }
@@ -336,7 +381,10 @@ fn parse_index(s: &str) -> Result<IndexLocation, String> {
 
 fn parse_clamd(s: &str) -> Result<ClamdAddress, String> {
     if let Some(addr) = s.strip_prefix("tcp://") {
-        if addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+        if addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
             return Ok(ClamdAddress::Tcp(addr.to_owned()));
         }
     } else if let Some(path) = s.strip_prefix("unix://")

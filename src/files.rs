@@ -376,7 +376,11 @@ impl FileService {
                 }
                 row.pending = None;
             }
-            if row.pending.as_ref().is_some_and(|p| p.expires_on <= Utc::now()) {
+            if row
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.expires_on <= Utc::now())
+            {
                 row.pending = None;
             }
             let old = row.current.replace(file.clone());
@@ -396,7 +400,12 @@ impl FileService {
                     // when the row names it, and when the row cannot be read, leave it to
                     // `reconcile` rather than risk a row without its object.
                     if let Ok(Some(now)) = self.index.get(owner, file_id).await {
-                        if now.value.current.as_ref().is_some_and(|c| c.key == file.key) {
+                        if now
+                            .value
+                            .current
+                            .as_ref()
+                            .is_some_and(|c| c.key == file.key)
+                        {
                             if let Some(old) = &old {
                                 self.discard(&old.key).await;
                             }
@@ -451,7 +460,10 @@ impl FileService {
     ) -> Result<Option<StoredFile>, FilesError> {
         let mut deleted: Option<Option<StoredFile>> = None;
         for _ in 0..MAX_RACE_RETRIES {
-            let Some(Versioned { value: row, version }) = self.index.get(owner, file_id).await?
+            let Some(Versioned {
+                value: row,
+                version,
+            }) = self.index.get(owner, file_id).await?
             else {
                 return deleted.ok_or(FilesError::NotFound);
             };
@@ -463,10 +475,7 @@ impl FileService {
                 (Some(None), Some(_)) => return Ok(None),
                 _ => {}
             }
-            let live_pending = row
-                .pending
-                .as_ref()
-                .filter(|p| p.expires_on > Utc::now());
+            let live_pending = row.pending.as_ref().filter(|p| p.expires_on > Utc::now());
             if deleted.is_none() && row.current.is_none() && live_pending.is_none() {
                 // Only an expired pending upload: nothing a client could see. Drop the row.
                 let _ = self.index.delete(owner, file_id, version).await;
@@ -511,17 +520,19 @@ impl FileService {
         }
     }
 
-    /// Checks a download capability token: it serves only the object it was issued for.
-    pub async fn check_download_grant(
-        &self,
-        token: &str,
-    ) -> Result<(Grant, StoredFile), FilesError> {
-        let grant = self.signer.verify(token, Purpose::Download, Utc::now())?;
+    /// Verifies a download capability token's signature, purpose and expiry.
+    pub fn verify_download_grant(&self, token: &str) -> Result<Grant, FilesError> {
+        Ok(self.signer.verify(token, Purpose::Download, Utc::now())?)
+    }
+
+    /// The file a download grant serves: only the object it was issued for, so after a
+    /// replace or a delete it is [`FilesError::NotFound`].
+    pub async fn granted_file(&self, grant: &Grant) -> Result<StoredFile, FilesError> {
         let file = self.get(&grant.owner, &grant.file_id).await?;
         if file.key != grant.key {
             return Err(FilesError::NotFound);
         }
-        Ok((grant, file))
+        Ok(file)
     }
 
     /// Reads the file's bytes, or a range of them.

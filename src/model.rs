@@ -157,7 +157,14 @@ mod tests {
 
     #[test]
     fn accepts_the_contract_alphabet() {
-        for ok in ["a", "photo-1.jpg", "A_b.C-9", "..a", "a..", &"x".repeat(255)] {
+        for ok in [
+            "a",
+            "photo-1.jpg",
+            "A_b.C-9",
+            "..a",
+            "a..",
+            &"x".repeat(255),
+        ] {
             assert!(FileId::parse(ok).is_ok(), "{ok}");
         }
     }

@@ -63,10 +63,16 @@ mod tests {
         assert_eq!(a.len(), 64);
         let other = load_or_create(None, dir.path(), "url").unwrap();
         assert_ne!(a, other);
-        assert_eq!(load_or_create(Some("given"), dir.path(), "jwt").unwrap(), b"given");
+        assert_eq!(
+            load_or_create(Some("given"), dir.path(), "jwt").unwrap(),
+            b"given"
+        );
         let mode = std::fs::metadata(dir.path().join("secrets/jwt"))
             .unwrap()
             .permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 }

@@ -87,7 +87,9 @@ pub fn decide(
         (Some(d), Some(t)) if d == OCTET_STREAM => t.clone(),
         // A declared type that names the detected one, or a specific form of it, is what is
         // stored and served, so it is the one checked against the allowed types.
-        (Some(d), Some(t)) if canonical(d) == canonical(t) || specialises(canonical(d), canonical(t)) => {
+        (Some(d), Some(t))
+            if canonical(d) == canonical(t) || specialises(canonical(d), canonical(t)) =>
+        {
             d.clone()
         }
         (Some(d), Some(t)) => {
@@ -216,7 +218,10 @@ mod tests {
             decide(Some("application/octet-stream"), Some("image/png"), &any()),
             Ok("image/png".to_owned())
         );
-        assert_eq!(decide(None, Some("image/png"), &any()), Ok("image/png".to_owned()));
+        assert_eq!(
+            decide(None, Some("image/png"), &any()),
+            Ok("image/png".to_owned())
+        );
         assert_eq!(decide(None, None, &any()), Ok(OCTET_STREAM.to_owned()));
         assert_eq!(
             decide(Some("text/csv"), None, &any()),

@@ -15,7 +15,14 @@ use super::shapes::ParticipantFile;
 use crate::audit::{Action, AuditEvent};
 use crate::capability::Grant;
 
-fn audit(state: &AppState, grant: &Grant, request_id: &RequestId, action: Action, status: u16, bytes: u64) {
+fn audit(
+    state: &AppState,
+    grant: &Grant,
+    request_id: &RequestId,
+    action: Action,
+    status: u16,
+    bytes: u64,
+) {
     state.audit.record(&AuditEvent {
         request_id: request_id.0.clone(),
         app: grant.owner.app.to_string(),
@@ -54,13 +61,31 @@ pub async fn upload(
     .await;
     match result {
         Ok(committed) => {
-            let action = if committed.replaced { Action::Replace } else { Action::Upload };
-            audit(&state, &grant, &request_id, action, 201, committed.file.size);
+            let action = if committed.replaced {
+                Action::Replace
+            } else {
+                Action::Upload
+            };
+            audit(
+                &state,
+                &grant,
+                &request_id,
+                action,
+                201,
+                committed.file.size,
+            );
             let body = ParticipantFile::stored(&grant.owner, &grant.file_id, &committed.file);
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
         Err(e) => {
-            audit(&state, &grant, &request_id, Action::Upload, e.status.as_u16(), 0);
+            audit(
+                &state,
+                &grant,
+                &request_id,
+                Action::Upload,
+                e.status.as_u16(),
+                0,
+            );
             Err(e)
         }
     }
@@ -96,36 +121,50 @@ pub async fn download(
     ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (grant, file) = state.files.check_download_grant(&token).await?;
-    let range = match requested_range(&headers, file.size) {
-        Ok(r) => r,
-        Err(e) => {
-            audit(&state, &grant, &request_id, Action::Download, 416, 0);
-            let mut response = e.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{}", file.size)).expect("ascii"),
+    let grant = state.files.verify_download_grant(&token)?;
+    let opened = async {
+        let file = state.files.granted_file(&grant).await?;
+        let range = requested_range(&headers, file.size).map_err(|e| (e, Some(file.size)))?;
+        let read = state
+            .files
+            .read(&file, range.clone().map(|r| *r.start()..*r.end() + 1))
+            .await?;
+        Ok::<_, (ApiError, Option<u64>)>((file, range, read))
+    }
+    .await;
+    let (file, range, read) = match opened {
+        Ok(o) => o,
+        Err((e, size)) => {
+            audit(
+                &state,
+                &grant,
+                &request_id,
+                Action::Download,
+                e.status.as_u16(),
+                0,
             );
+            let mut response = e.into_response();
+            if let Some(size) = size {
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+                );
+            }
             return Ok(response);
-        }
-    };
-    let read = state
-        .files
-        .read(&file, range.clone().map(|r| *r.start()..*r.end() + 1))
-        .await;
-    let read = match read {
-        Ok(r) => r,
-        Err(e) => {
-            let e = ApiError::from(e);
-            audit(&state, &grant, &request_id, Action::Download, e.status.as_u16(), 0);
-            return Err(e);
         }
     };
     let (status, length) = match &range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.end() - r.start() + 1),
         None => (StatusCode::OK, file.size),
     };
-    audit(&state, &grant, &request_id, Action::Download, status.as_u16(), length);
+    audit(
+        &state,
+        &grant,
+        &request_id,
+        Action::Download,
+        status.as_u16(),
+        length,
+    );
     let mut response = Response::new(Body::from_stream(read.body));
     *response.status_mut() = status;
     let h = response.headers_mut();

@@ -194,9 +194,9 @@ impl From<FilesError> for ApiError {
             FilesError::UploadConsumed => {
                 Self::forbidden("This upload URL was already used or replaced by a newer one.")
             }
-            FilesError::ContentTypeMismatch => Self::forbidden(
-                "The Content-Type is not the one this upload URL was issued for.",
-            ),
+            FilesError::ContentTypeMismatch => {
+                Self::forbidden("The Content-Type is not the one this upload URL was issued for.")
+            }
             FilesError::TooLarge { limit } => Self::too_large(limit),
             FilesError::Type(t) => t.into(),
             FilesError::Pipeline(p) => p.into(),
@@ -204,6 +204,13 @@ impl From<FilesError> for ApiError {
             FilesError::Store(s) => store_error(&s),
             FilesError::Contended => index_error(&IndexError::Conflict),
         }
+    }
+}
+
+/// For handlers that also carry a detail for the response (such as an object's size).
+impl<T> From<FilesError> for (ApiError, Option<T>) {
+    fn from(e: FilesError) -> Self {
+        (e.into(), None)
     }
 }
 

@@ -18,9 +18,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim());
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
     headers.get("bridge-session")?.to_str().ok().map(str::trim)
 }
@@ -93,8 +91,8 @@ impl Target {
                 },
             });
         }
-        let participant = UserId::parse(user_id)
-            .map_err(|e| ApiError::bad_request(format!("userId {e}.")))?;
+        let participant =
+            UserId::parse(user_id).map_err(|e| ApiError::bad_request(format!("userId {e}.")))?;
         let role = match access {
             _ if caller.has(Role::Worker) => Role::Worker,
             Access::Read if caller.has(Role::Researcher) => Role::Researcher,

@@ -82,9 +82,7 @@ pub async fn list(
         .offset_key
         .as_deref()
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}.")))
-        })
+        .map(|s| FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}."))))
         .transpose()?;
     let result = state
         .files
@@ -124,10 +122,22 @@ pub async fn get(
         .await
         .map_err(ApiError::from)
         .map(|r| (r, 0));
-    let (stored, url) = audited(&state, &target, &request_id, Some(&file), Action::Read, result)?;
+    let (stored, url) = audited(
+        &state,
+        &target,
+        &request_id,
+        Some(&file),
+        Action::Read,
+        result,
+    )?;
     let location = url.url.clone();
     let body = ParticipantFile::stored(&target.owner, &file, &stored).with_download(url);
-    Ok((StatusCode::FOUND, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok((
+        StatusCode::FOUND,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -209,16 +219,28 @@ pub async fn post(
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
             .await
-            .map_err(|_| ApiError::invalid_entity("The request body is too large or incomplete."))?;
+            .map_err(|_| {
+                ApiError::invalid_entity("The request body is too large or incomplete.")
+            })?;
         let declared = parse_upload_request(&bytes)?;
         let (pending, url) = state
             .files
             .upload_url(&target.owner, &file, &declared, &target.actor)
             .await?;
-        Ok((ParticipantFile::pending(&target.owner, &file, &pending, url), 0))
+        Ok((
+            ParticipantFile::pending(&target.owner, &file, &pending, url),
+            0,
+        ))
     }
     .await;
-    let body = audited(&state, &target, &request_id, Some(&file), Action::UploadUrl, result)?;
+    let body = audited(
+        &state,
+        &target,
+        &request_id,
+        Some(&file),
+        Action::UploadUrl,
+        result,
+    )?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -308,7 +330,14 @@ pub async fn delete(
         .await
         .map_err(ApiError::from)
         .map(|d| ((), d.map_or(0, |f| f.size)));
-    audited(&state, &target, &request_id, Some(&file), Action::Delete, result)?;
+    audited(
+        &state,
+        &target,
+        &request_id,
+        Some(&file),
+        Action::Delete,
+        result,
+    )?;
     Ok(Json(StatusMessage::new("Participant file deleted.")))
 }
 
@@ -361,9 +390,10 @@ mod tests {
         assert_eq!(ok.mime_type.as_deref(), Some("image/jpeg"));
         assert_eq!(ok.size, Some(3));
         let sha = STANDARD.encode([7u8; 32]);
-        let with_sha =
-            parse_upload_request(format!(r#"{{"mimeType":"text/plain","sha256":"{sha}"}}"#).as_bytes())
-                .unwrap();
+        let with_sha = parse_upload_request(
+            format!(r#"{{"mimeType":"text/plain","sha256":"{sha}"}}"#).as_bytes(),
+        )
+        .unwrap();
         assert_eq!(with_sha.sha256, Some(sha));
         for bad in [
             &b""[..],
@@ -378,7 +408,12 @@ mod tests {
             br#"{"mimeType":"image/jpeg","sha256":"abc"}"#,
         ] {
             let err = parse_upload_request(bad).unwrap_err();
-            assert_eq!(err.kind, "InvalidEntityException", "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                err.kind,
+                "InvalidEntityException",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

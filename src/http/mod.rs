@@ -50,7 +50,10 @@ pub fn router(state: AppState) -> Router {
                 .put(files::put)
                 .delete(files::delete),
         )
-        .route(&format!("{files_of}/{{file_id}}/{{*rest}}"), any(files::malformed_file_id))
+        .route(
+            &format!("{files_of}/{{file_id}}/{{*rest}}"),
+            any(files::malformed_file_id),
+        )
         .route("/v3/uploads/{token}", put(capability::upload))
         .route("/v3/downloads/{token}", get(capability::download))
         .route("/health", get(service::health))

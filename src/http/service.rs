@@ -39,7 +39,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         "scanner": {"status": scanner},
     });
     if failed.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready", "checks": checks})))
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": checks})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -29,8 +29,11 @@ pub trait FileIndex: Send + Sync {
     /// A short name for logs and error messages (`sqlite`, `dynamodb`).
     fn name(&self) -> &'static str;
 
-    async fn get(&self, owner: &Owner, file: &FileId)
-    -> Result<Option<Versioned<FileRow>>, IndexError>;
+    async fn get(
+        &self,
+        owner: &Owner,
+        file: &FileId,
+    ) -> Result<Option<Versioned<FileRow>>, IndexError>;
 
     /// Up to `limit` rows of `owner` in ascending file ID order, starting after `after`. Rows
     /// that only hold a pending upload are included: callers decide what to show.

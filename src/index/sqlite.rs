@@ -192,7 +192,9 @@ impl RawRow {
                 Some(PendingUpload {
                     upload_id: key.upload_id(),
                     key,
-                    mime_type: self.pending_mime_type.ok_or_else(|| corrupt("pending type"))?,
+                    mime_type: self
+                        .pending_mime_type
+                        .ok_or_else(|| corrupt("pending type"))?,
                     size: size_from(self.pending_size)?,
                     sha256: self.pending_sha256,
                     created_on: from_millis(

@@ -123,10 +123,9 @@ impl BlobStore for LocalBlobStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let probe = self.staging.join(format!(
-            "ready-{}.probe",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let probe = self
+            .staging
+            .join(format!("ready-{}.probe", uuid::Uuid::new_v4().simple()));
         fs::write(&probe, b"").await.map_err(io)?;
         fs::remove_file(&probe).await.map_err(io)
     }
@@ -166,7 +165,11 @@ impl BlobWriter for LocalWriter {
         file.sync_all().await.map_err(io)?;
         drop(file);
         let parent = self.target.parent().expect("object paths have a parent");
-        let temp = self.guard.0.as_ref().expect("temp file present until commit");
+        let temp = self
+            .guard
+            .0
+            .as_ref()
+            .expect("temp file present until commit");
         // A delete of the file's last other object may remove the folder between the two
         // calls; making it again is enough.
         let mut attempts = 0;

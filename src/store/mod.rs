@@ -42,8 +42,11 @@ pub trait BlobStore: Send + Sync {
     async fn create(&self, key: &ObjectKey) -> Result<Box<dyn BlobWriter>, StoreError>;
 
     /// Reads an object, or the byte range of it.
-    async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>)
-    -> Result<BlobRead, StoreError>;
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobRead, StoreError>;
 
     /// The object's size, or `None` when there is no such object.
     async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError>;

@@ -1,0 +1,202 @@
+//! The binary as a user runs it: configuration errors, the embedded default with no
+//! configuration, `token`, what the diagnostic log may hold, and SIGTERM.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_participant-files");
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PF_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn bad_configuration_is_refused_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cases: [(&str, &str, &str); 7] = [
+        ("PF_MAX_FILE_SIZE", "lots", "PF_MAX_FILE_SIZE"),
+        ("PF_URL_TTL", "8d", "PF_URL_TTL"),
+        ("PF_LISTEN", "nowhere", "PF_LISTEN"),
+        ("PF_ALLOWED_TYPES", "images", "PF_ALLOWED_TYPES"),
+        ("PF_STORE", "ftp://x", "PF_STORE"),
+        ("PF_UPLOAD_MODE", "presigned", "PF_UPLOAD_MODE"),
+        ("PF_CLAMD", "clamd", "PF_CLAMD"),
+    ];
+    for (var, value, named) in cases {
+        let out = command(dir.path())
+            .env("PF_LISTEN", format!("127.0.0.1:{port}"))
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(named), "{var}={value}: {stderr}");
+    }
+    let out = command(dir.path())
+        .env("PF_LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PF_PUBLIC_URL"));
+    // None of them got as far as creating the data dir.
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn token_needs_a_user_and_an_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["token", "--app", "a"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = command(dir.path())
+        .args(["token", "--user", "../x", "--app", "a"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = command(dir.path())
+        .args(["token", "--user", "u", "--app", "a", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn embedded_default_runs_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = command(dir.path())
+        .env("PF_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    while !client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for made in [
+        "data/secrets/jwt-secret",
+        "data/secrets/url-secret",
+        "data/index.sqlite",
+        "data/blobs",
+    ] {
+        assert!(dir.path().join(made).exists(), "{made} was not created");
+    }
+    let out = command(dir.path())
+        .args(["token", "--user", "alice", "--app", "study"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let content = b"%PDF-1.4 the content of a private file".to_vec();
+    let files = format!("{base}/v3/participants/self/files/report.pdf");
+    let res = client
+        .put(&files)
+        .bearer_auth(&token)
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let res = client.get(&files).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let res = client.get(&location).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().to_vec(), content);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = server.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "SIGTERM did not stop the service"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut stdout = String::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    // Diagnostic logs carry routes and statuses, never tokens, capability URLs or contents.
+    assert!(
+        stderr.contains("/v3/participants/{user_id}/files/{file_id}"),
+        "{stderr}"
+    );
+    let capability = location.rsplit('/').next().unwrap();
+    for secret in [
+        token.as_str(),
+        capability,
+        "private file",
+        "report.pdf",
+        "alice",
+    ] {
+        assert!(
+            !stderr.contains(secret),
+            "the log holds {secret:?}: {stderr}"
+        );
+    }
+    // The audit log (stdout by default) has one line per access.
+    let actions: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(actions, ["upload", "read", "download"]);
+}

@@ -1,0 +1,323 @@
+//! Test harness: starts the real service on a loopback port with its own data dir, and speaks
+//! HTTP to it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use participant_files::auth::{self, Role};
+use participant_files::config::{Cli, Config};
+use participant_files::model::{AppId, UserId};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub data: TempDir,
+    pub audit_path: PathBuf,
+    pub client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the service with extra command-line flags, like `["--max-file-size", "1KiB"]`.
+    pub async fn start_with(flags: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), flags).await
+    }
+
+    /// Starts the service on an existing folder (its `data` subfolder is the data dir).
+    pub async fn start_in(data: TempDir, flags: &[&str]) -> Self {
+        let audit_path = data.path().join("audit.log");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let listen = addr.to_string();
+        let data_dir = data.path().join("data");
+        let mut args: Vec<String> = vec![
+            "participant-files".into(),
+            "--listen".into(),
+            listen,
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--jwt-secret".into(),
+            JWT_SECRET.into(),
+            "--audit-log".into(),
+            audit_path.display().to_string(),
+        ];
+        args.extend(flags.iter().map(|s| (*s).to_owned()));
+        let cli = Cli::try_parse_from(&args).expect("test flags parse");
+        let config = Config::from_args(cli.serve).expect("test config is valid");
+        let state = participant_files::build(&config).await.expect("app builds");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(participant_files::serve(state, listener, async {
+            let _ = rx.await;
+        }));
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_mins(1))
+            .build()
+            .unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            data,
+            audit_path,
+            client,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A participant token for `user` in `app` (roles absent: participant).
+    pub fn token(&self, user: &str, app: &str) -> String {
+        self.token_with(user, app, &[Role::Participant])
+    }
+
+    #[allow(
+        clippy::unused_self,
+        reason = "tokens belong to the app under test, like its URLs"
+    )]
+    pub fn token_with(&self, user: &str, app: &str, roles: &[Role]) -> String {
+        auth::mint(
+            JWT_SECRET.as_bytes(),
+            &UserId::parse(user).unwrap(),
+            &AppId::parse(app).unwrap(),
+            roles,
+            Duration::from_mins(10),
+        )
+        .unwrap()
+    }
+
+    /// Every audit line written so far.
+    pub fn audit(&self) -> Vec<Value> {
+        match std::fs::read_to_string(&self.audit_path) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Every file under the local store (objects and staging).
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.data.path().join("data/blobs"), &mut out);
+        out.sort();
+        out
+    }
+
+    /// Files in the store's staging folder (uploads in progress or left behind).
+    pub fn staged_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.data.path().join("data/blobs/staging"), &mut out);
+        out
+    }
+
+    /// Stops the server and hands back its folder, for a restart on the same data.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data, placeholder)
+    }
+
+    /// Sends raw bytes as an HTTP/1.1 request (for paths a URL library would normalise) and
+    /// returns the status code and body.
+    pub async fn raw(&self, request: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// A GET with a bearer token on a path sent exactly as given.
+    pub async fn raw_get(&self, token: &str, path: &str) -> (u16, String) {
+        self.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ))
+        .await
+    }
+
+    // Participant-route helpers: each sends one request with `token`.
+
+    pub async fn put_file(
+        &self,
+        token: &str,
+        user: &str,
+        file: &str,
+        mime: &str,
+        body: Vec<u8>,
+    ) -> Response {
+        self.request(
+            Method::PUT,
+            &format!("/v3/participants/{user}/files/{file}"),
+        )
+        .bearer_auth(token)
+        .header("content-type", mime)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn post_file(&self, token: &str, user: &str, file: &str, body: &Value) -> Response {
+        self.request(
+            Method::POST,
+            &format!("/v3/participants/{user}/files/{file}"),
+        )
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn get_file(&self, token: &str, user: &str, file: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/v3/participants/{user}/files/{file}"),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn delete_file(&self, token: &str, user: &str, file: &str) -> Response {
+        self.request(
+            Method::DELETE,
+            &format!("/v3/participants/{user}/files/{file}"),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn list(&self, token: &str, user: &str, query: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/v3/participants/{user}/files{query}"),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Follows a GET's 302 to the capability URL and returns the bytes.
+    pub async fn download(&self, token: &str, user: &str, file: &str) -> Vec<u8> {
+        let res = self.get_file(token, user, file).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        let res = self.client.get(location).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.bytes().await.unwrap().to_vec()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Reads a response as JSON, asserting its status first.
+pub async fn json(res: Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let text = res.text().await.unwrap();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts a Bridge-shaped error with this status and type.
+pub async fn error(res: Response, status: StatusCode, kind: &str) -> Value {
+    let body = json(res, status).await;
+    assert_eq!(body["statusCode"], status.as_u16(), "{body}");
+    assert_eq!(body["type"], kind, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// A tiny valid JPEG header followed by filler; `infer` reads it as image/jpeg.
+pub fn jpeg(len: usize) -> Vec<u8> {
+    let mut v = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00,
+    ];
+    v.resize(len.max(v.len()), 0x42);
+    v
+}
+
+pub fn pdf(len: usize) -> Vec<u8> {
+    let mut v = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    v.resize(len.max(v.len()), b' ');
+    v
+}
+
+/// Deterministic pseudo-random bytes (no sniffable header).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[3]
+        })
+        .collect()
+}
