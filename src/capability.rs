@@ -154,8 +154,8 @@ impl UrlSigner {
         };
         let file_id = FileId::parse(&wire.f).map_err(|_| CapabilityError::Malformed)?;
         let key = ObjectKey::parse(&wire.k).ok_or(CapabilityError::Malformed)?;
-        // A key always names its own file; one that names another was not made by us.
-        if key.file() != (owner.clone(), file_id.clone()) {
+        // A key always belongs to its grant's participant; one that does not was not made by us.
+        if key.owner() != owner {
             return Err(CapabilityError::Malformed);
         }
         Ok(Grant {
@@ -186,7 +186,7 @@ mod tests {
         let file_id = FileId::parse("f.jpg").unwrap();
         Grant {
             purpose,
-            key: ObjectKey::new(&owner, &file_id, &UploadId::generate()),
+            key: ObjectKey::new(&owner, &UploadId::generate()),
             owner,
             file_id,
             mime_type: Some("image/jpeg".into()),

@@ -37,6 +37,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a JWT signed with the configured secret, for trying the API with curl.
     Token(TokenArgs),
+    /// Create the bucket (private, encrypted) and the table when missing; harmless when they exist.
+    Setup(ServeArgs),
+    /// Remove objects that no row names and pending uploads that expired; print what was removed.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// Objects younger than this are left alone: an upload may be between storing its object
+    /// and writing its row.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub min_age: Duration,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -181,6 +195,26 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub url_secret: Option<String>,
+    /// Address S3 by path (`http://host/bucket/key`), as S3-compatible servers need.
+    #[arg(long, env = "PF_S3_FORCE_PATH_STYLE", value_name = "PF_S3_FORCE_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_force_path_style: bool,
+    /// Size of each part of a multipart upload to S3, at least 5MiB.
+    #[arg(long, env = "PF_S3_PART_SIZE", value_name = "PF_S3_PART_SIZE", default_value = "8MiB", value_parser = parse_part_size)]
+    pub s3_part_size: u64,
+    /// How many parts of one upload may travel to S3 at once.
+    #[arg(long, env = "PF_S3_PARTS_IN_FLIGHT", value_name = "PF_S3_PARTS_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub s3_parts_in_flight: u16,
+    /// Encryption at rest the service asks for on every object it writes: `AES256` (SSE-S3)
+    /// or `aws:kms` (SSE-KMS).
+    #[arg(long, env = "PF_S3_SSE", value_name = "PF_S3_SSE", default_value = "AES256", value_parser = ["AES256", "aws:kms"])]
+    pub s3_sse: String,
+    /// The KMS key (ID or ARN) for `aws:kms`; unset: the account's default key for S3.
+    #[arg(
+        long,
+        env = "PF_S3_SSE_KMS_KEY_ID",
+        value_name = "PF_S3_SSE_KMS_KEY_ID"
+    )]
+    pub s3_sse_kms_key_id: Option<String>,
     /// Where audit lines go: `stdout`, `stderr` or a file path (appended).
     #[arg(long, env = "PF_AUDIT_LOG", value_name = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
     pub audit_log: AuditTarget,
@@ -214,6 +248,16 @@ pub struct Config {
     pub scan_timeout: Duration,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
+    pub s3: S3Options,
+}
+
+/// How the S3 store is reached and written.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    pub force_path_style: bool,
+    pub part_size: u64,
+    pub parts_in_flight: u16,
+    pub encryption: crate::store::Encryption,
 }
 
 /// A configuration that parsed but does not hold together; the message names the variables.
@@ -236,29 +280,37 @@ impl Config {
                 );
             }
         };
-        if !matches!(args.store, StoreLocation::Local) {
-            return err(
-                "PF_STORE: this build supports only `local`; the S3 store is not available yet",
-            );
-        }
-        if !matches!(args.index, IndexLocation::Sqlite) {
-            return err(
-                "PF_INDEX: this build supports only `sqlite`; the DynamoDB index is not available yet",
-            );
-        }
         if args.clamd.is_some() {
             return err("PF_CLAMD: virus scanning is not available in this build yet");
         }
-        let default_mode = Mode::Streaming;
+        let s3 = matches!(args.store, StoreLocation::S3 { .. });
+        let default_mode = if s3 && args.clamd.is_none() {
+            Mode::Presigned
+        } else {
+            Mode::Streaming
+        };
         let upload_mode = args.upload_mode.unwrap_or(default_mode);
         let download_mode = args.download_mode.unwrap_or(default_mode);
-        if args.store == StoreLocation::Local
-            && (upload_mode == Mode::Presigned || download_mode == Mode::Presigned)
-        {
+        if !s3 && (upload_mode == Mode::Presigned || download_mode == Mode::Presigned) {
             return err(
                 "PF_UPLOAD_MODE / PF_DOWNLOAD_MODE: `presigned` needs an S3 store (PF_STORE=s3://...); \
                  the local store always streams",
             );
+        }
+        if s3 && args.url_secret.is_none() {
+            return err(
+                "PF_URL_SECRET is required with the S3 store: every instance must sign and check \
+                 capability URLs with the same secret",
+            );
+        }
+        if s3 && args.secrets.jwt_secret.is_none() {
+            return err(
+                "PF_JWT_SECRET is required with the S3 store: instances share no data dir, so a \
+                 generated secret would differ between them",
+            );
+        }
+        if args.s3_sse_kms_key_id.is_some() && args.s3_sse != "aws:kms" {
+            return err("PF_S3_SSE_KMS_KEY_ID needs PF_S3_SSE=aws:kms");
         }
         let max_file_size = args.max_file_size.unwrap_or(if args.clamd.is_some() {
             100 * MIB
@@ -282,6 +334,16 @@ impl Config {
             scan_timeout: args.scan_timeout,
             audit_log: args.audit_log,
             log_format: args.log_format,
+            s3: S3Options {
+                force_path_style: args.s3_force_path_style,
+                part_size: args.s3_part_size,
+                parts_in_flight: args.s3_parts_in_flight,
+                encryption: if args.s3_sse == "aws:kms" {
+                    crate::store::Encryption::Kms(args.s3_sse_kms_key_id)
+                } else {
+                    crate::store::Encryption::S3Managed
+                },
+            },
         })
     }
 }
@@ -321,6 +383,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .as_u64();
     if size == 0 {
         return Err("must be more than zero".to_owned());
+    }
+    Ok(size)
+}
+
+fn parse_part_size(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    if !(crate::store::MIN_PART_SIZE..=5 * 1024 * MIB).contains(&size) {
+        return Err("must be from 5MiB to 5GiB, as S3 requires".to_owned());
     }
     Ok(size)
 }

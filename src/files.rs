@@ -11,9 +11,12 @@ use futures::Stream;
 
 use crate::auth::Role;
 use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
+use crate::config::Mode;
 use crate::index::{FileIndex, IndexError};
 use crate::keys::{ObjectKey, UploadId};
-use crate::model::{FileId, FileRow, Owner, PendingUpload, StoredFile, UserId, Versioned};
+use crate::model::{
+    FileId, FileRow, Owner, PendingUpload, ScanStatus, StoredFile, UserId, Versioned,
+};
 use crate::pipeline::{self, BoxError, Declared, PipelineError, Rules};
 use crate::scan::Scanner;
 use crate::sniff::{self, TypeError};
@@ -76,6 +79,17 @@ pub struct Committed {
     pub replaced: bool,
 }
 
+/// How the service hands out URLs and which limits uploads are held to.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base of capability URLs.
+    pub public_url: String,
+    pub url_ttl: Duration,
+    pub rules: Rules,
+    pub upload_mode: Mode,
+    pub download_mode: Mode,
+}
+
 pub struct FileService {
     index: Arc<dyn FileIndex>,
     store: Arc<dyn BlobStore>,
@@ -84,28 +98,44 @@ pub struct FileService {
     public_url: String,
     url_ttl: Duration,
     rules: Rules,
+    upload_mode: Mode,
+    download_mode: Mode,
 }
 
 impl FileService {
+    /// # Panics
+    /// When a presigned mode is asked of a store that cannot presign (configuration checks this).
     #[must_use]
     pub fn new(
         index: Arc<dyn FileIndex>,
         store: Arc<dyn BlobStore>,
         scanner: Option<Arc<dyn Scanner>>,
         signer: UrlSigner,
-        public_url: String,
-        url_ttl: Duration,
-        rules: Rules,
+        settings: Settings,
     ) -> Self {
+        assert!(
+            store.presigner().is_some()
+                || (settings.upload_mode == Mode::Streaming
+                    && settings.download_mode == Mode::Streaming),
+            "presigned modes need a store that presigns"
+        );
         Self {
             index,
             store,
             scanner,
             signer,
-            public_url,
-            url_ttl,
-            rules,
+            public_url: settings.public_url,
+            url_ttl: settings.url_ttl,
+            rules: settings.rules,
+            upload_mode: settings.upload_mode,
+            download_mode: settings.download_mode,
         }
+    }
+
+    fn presigner(&self) -> &dyn crate::store::Presigner {
+        self.store
+            .presigner()
+            .expect("checked in new(): presigned modes have a presigner")
     }
 
     #[must_use]
@@ -146,10 +176,18 @@ impl FileService {
                 .await?;
             let exhausted = rows.len() < page_size - items.len();
             cursor = rows.last().map(|r| r.value.file_id.clone());
-            items.extend(
-                rows.into_iter()
-                    .filter_map(|r| r.value.current.map(|c| (r.value.file_id, c))),
-            );
+            for row in rows {
+                let row = if row.value.pending.is_some() {
+                    self.settle(row).await?
+                } else {
+                    Some(row)
+                };
+                if let Some(Versioned { value, .. }) = row
+                    && let Some(current) = value.current
+                {
+                    items.push((value.file_id, current));
+                }
+            }
             if exhausted {
                 break;
             }
@@ -160,13 +198,97 @@ impl FileService {
         Ok(Page { items, next })
     }
 
+    /// The file's row, with an arrived or expired pending upload settled first.
+    async fn current_row(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<Option<Versioned<FileRow>>, FilesError> {
+        match self.index.get(owner, file_id).await? {
+            Some(row) if row.value.pending.is_some() => self.settle(row).await,
+            other => Ok(other),
+        }
+    }
+
     /// The committed file, or [`FilesError::NotFound`].
     pub async fn get(&self, owner: &Owner, file_id: &FileId) -> Result<StoredFile, FilesError> {
-        self.index
-            .get(owner, file_id)
+        self.current_row(owner, file_id)
             .await?
             .and_then(|r| r.value.current)
             .ok_or(FilesError::NotFound)
+    }
+
+    /// Settles a row's pending upload. In presigned mode the object may have arrived in the
+    /// store: within the limits it becomes the file (the replaced object is deleted), over
+    /// them it is deleted. An expired upload that has not arrived is dropped, and with it a row
+    /// that held nothing else. Returns the row as it now stands.
+    async fn settle(
+        &self,
+        mut row: Versioned<FileRow>,
+    ) -> Result<Option<Versioned<FileRow>>, FilesError> {
+        for _ in 0..MAX_RACE_RETRIES {
+            let Some(pending) = row.value.pending.clone() else {
+                return Ok(Some(row));
+            };
+            let now = Utc::now();
+            let arrived = if self.upload_mode == Mode::Presigned {
+                self.store.size(&pending.key).await?
+            } else {
+                None
+            };
+            let mut next = row.value.clone();
+            next.pending = None;
+            let mut unreferenced = None;
+            match arrived {
+                Some(size)
+                    if size <= self.rules.max_size && pending.size.is_none_or(|s| s == size) =>
+                {
+                    let old = next.current.replace(StoredFile {
+                        key: pending.key.clone(),
+                        mime_type: pending.mime_type.clone(),
+                        size,
+                        sha256: pending.sha256.clone(),
+                        scan_status: ScanStatus::Unscanned,
+                        created_on: now,
+                    });
+                    unreferenced = old.map(|o| o.key);
+                }
+                Some(_) => unreferenced = Some(pending.key.clone()),
+                None if pending.expires_on <= now => {}
+                None => return Ok(Some(row)),
+            }
+            let (owner, file_id) = (&row.value.owner, &row.value.file_id);
+            let written = if next.current.is_none() {
+                self.index
+                    .delete(owner, file_id, row.version)
+                    .await
+                    .map(|()| None)
+            } else {
+                self.index
+                    .put(&next, Some(row.version))
+                    .await
+                    .map(|version| {
+                        Some(Versioned {
+                            value: next,
+                            version,
+                        })
+                    })
+            };
+            match written {
+                Ok(now_row) => {
+                    if let Some(key) = unreferenced {
+                        self.discard(&key).await;
+                    }
+                    return Ok(now_row);
+                }
+                Err(IndexError::Conflict) => match self.index.get(owner, file_id).await? {
+                    Some(r) => row = r,
+                    None => return Ok(None),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(FilesError::Contended)
     }
 
     /// Issues a download URL for the file's current bytes.
@@ -178,6 +300,13 @@ impl FileService {
     ) -> Result<(StoredFile, IssuedUrl), FilesError> {
         let file = self.get(owner, file_id).await?;
         let expires_on = self.expiry();
+        if self.download_mode == Mode::Presigned {
+            let url = self
+                .presigner()
+                .presign_get(&file.key, &file.mime_type, file_id.as_str(), self.url_ttl)
+                .await?;
+            return Ok((file, IssuedUrl { url, expires_on }));
+        }
         let token = self.signer.sign(&Grant {
             purpose: Purpose::Download,
             owner: owner.clone(),
@@ -213,7 +342,7 @@ impl FileService {
         let now = Utc::now();
         let upload_id = UploadId::generate();
         let pending = PendingUpload {
-            key: ObjectKey::new(owner, file_id, &upload_id),
+            key: ObjectKey::new(owner, &upload_id),
             upload_id,
             mime_type: mime_type.to_owned(),
             size: declared.size,
@@ -222,9 +351,27 @@ impl FileService {
             expires_on: self.expiry(),
         };
         for _ in 0..MAX_RACE_RETRIES {
-            let (mut row, version) = self.read_row(owner, file_id).await?;
+            // An earlier upload that arrived becomes the file before its slot is reused.
+            let (mut row, version) = match self.current_row(owner, file_id).await? {
+                Some(Versioned { value, version }) => (value, Some(version)),
+                None => self.read_row(owner, file_id).await?,
+            };
             row.pending = Some(pending.clone());
             match self.index.put(&row, version).await {
+                Ok(_) if self.upload_mode == Mode::Presigned => {
+                    let url = self
+                        .presigner()
+                        .presign_put(
+                            &pending.key,
+                            &pending.mime_type,
+                            pending.size,
+                            pending.sha256.as_deref(),
+                            self.url_ttl,
+                        )
+                        .await?;
+                    let expires_on = pending.expires_on;
+                    return Ok((pending, IssuedUrl { url, expires_on }));
+                }
                 Ok(_) => {
                     let token = self.signer.sign(&Grant {
                         purpose: Purpose::Upload,
@@ -331,7 +478,7 @@ impl FileService {
         E: Into<BoxError>,
     {
         // A fresh key for every attempt, so two uploads of one file never write one object.
-        let key = ObjectKey::new(owner, file_id, &UploadId::generate());
+        let key = ObjectKey::new(owner, &UploadId::generate());
         let ingested = pipeline::ingest(
             body,
             declared,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::model::{AppId, FileId, Owner, UserId, validate_ident};
+use crate::model::{AppId, Owner, UserId};
 
 /// A fresh random ID for one upload; every upload writes to its own object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,19 +27,20 @@ impl UploadId {
     }
 }
 
-/// `{app}/{participant}/{fileId}/{uploadId}`: every segment is a validated identifier, so a key
-/// is also a safe relative path, and a key names exactly one upload of one file.
+/// `{app}/{participant}/{uploadId}`: every segment is validated, so a key is also a safe
+/// relative path; it names exactly one upload. The file ID stays out of it on purpose: file
+/// names ("left-arm-plaque.jpg") can say something about a participant, and object keys end up
+/// in bucket listings, access logs and audit trails that this service does not control.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey(String);
 
 impl ObjectKey {
     #[must_use]
-    pub fn new(owner: &Owner, file_id: &FileId, upload: &UploadId) -> Self {
+    pub fn new(owner: &Owner, upload: &UploadId) -> Self {
         Self(format!(
-            "{}/{}/{}/{}",
+            "{}/{}/{}",
             owner.app,
             owner.participant,
-            file_id,
             upload.as_str()
         ))
     }
@@ -47,34 +48,34 @@ impl ObjectKey {
     /// Parses a key read back from the index, a capability token or a store listing.
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        let parts = Self::split(s)?;
-        Some(Self::new(&parts.0, &parts.1, &parts.2))
+        let (owner, upload) = Self::split(s)?;
+        Some(Self::new(&owner, &upload))
     }
 
-    fn split(s: &str) -> Option<(Owner, FileId, UploadId)> {
+    fn split(s: &str) -> Option<(Owner, UploadId)> {
         let mut it = s.split('/');
         let app = AppId::parse(it.next()?).ok()?;
         let participant = UserId::parse(it.next()?).ok()?;
-        let file = FileId::parse(it.next()?).ok()?;
         let upload = UploadId::parse(it.next()?)?;
         if it.next().is_some() {
             return None;
         }
-        Some((Owner { app, participant }, file, upload))
+        Some((Owner { app, participant }, upload))
     }
 
-    /// The owner and file this key belongs to.
+    /// The participant this key belongs to.
     #[must_use]
-    pub fn file(&self) -> (Owner, FileId) {
-        let (owner, file, _) = Self::split(&self.0).expect("an ObjectKey is always well formed");
-        (owner, file)
+    pub fn owner(&self) -> Owner {
+        Self::split(&self.0)
+            .expect("an ObjectKey is always well formed")
+            .0
     }
 
     #[must_use]
     pub fn upload_id(&self) -> UploadId {
         Self::split(&self.0)
             .expect("an ObjectKey is always well formed")
-            .2
+            .1
     }
 
     #[must_use]
@@ -84,7 +85,6 @@ impl ObjectKey {
 
     /// The key's segments, each a validated identifier (for building file system paths).
     pub fn segments(&self) -> impl Iterator<Item = &str> {
-        debug_assert!(self.0.split('/').all(|s| validate_ident(s).is_ok()));
         self.0.split('/')
     }
 }
@@ -107,20 +107,19 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_and_names_its_file() {
-        let file = FileId::parse("photo.jpg").unwrap();
+    fn round_trips_and_names_its_owner() {
         let upload = UploadId::generate();
-        let key = ObjectKey::new(&owner(), &file, &upload);
+        let key = ObjectKey::new(&owner(), &upload);
+        assert_eq!(key.as_str(), format!("app/user-1/{}", upload.as_str()));
         assert_eq!(ObjectKey::parse(key.as_str()), Some(key.clone()));
-        assert_eq!(key.file(), (owner(), file));
+        assert_eq!(key.owner(), owner());
         assert_eq!(key.upload_id(), upload);
     }
 
     #[test]
     fn fresh_keys_differ() {
-        let file = FileId::parse("f").unwrap();
-        let a = ObjectKey::new(&owner(), &file, &UploadId::generate());
-        let b = ObjectKey::new(&owner(), &file, &UploadId::generate());
+        let a = ObjectKey::new(&owner(), &UploadId::generate());
+        let b = ObjectKey::new(&owner(), &UploadId::generate());
         assert_ne!(a, b);
     }
 
@@ -129,10 +128,11 @@ mod tests {
         let upload = UploadId::generate();
         for bad in [
             String::new(),
-            format!("app/user/file/{}/x", upload.as_str()),
-            format!("app/user/../{}", upload.as_str()),
-            format!("app/user/file/{}", "not-an-upload-id"),
-            format!("app//file/{}", upload.as_str()),
+            format!("app/user/{}/x", upload.as_str()),
+            format!("app/../{}", upload.as_str()),
+            "app/user/not-an-upload-id".to_owned(),
+            format!("app//{}", upload.as_str()),
+            format!("app/user/file/{}", upload.as_str()),
         ] {
             assert_eq!(ObjectKey::parse(&bad), None, "{bad}");
         }

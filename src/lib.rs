@@ -7,10 +7,13 @@
 //! - [`model`]: identifiers and rows; [`keys`]: object keys, built only there.
 //! - [`files`]: what each route does, over the [`index`], the [`store`] and the [`scan`]ner.
 //! - [`pipeline`]: the one pass over an upload body; [`sniff`]: content types.
+//! - [`backends`]: opens the configured index and store; [`setup`] and [`reconcile`]: the
+//!   maintenance commands.
 //! - [`http`]: routes, errors and JSON shapes; [`audit`]: the audit log.
 
 pub mod audit;
 pub mod auth;
+pub mod backends;
 pub mod capability;
 pub mod config;
 pub mod files;
@@ -19,8 +22,10 @@ pub mod index;
 pub mod keys;
 pub mod model;
 pub mod pipeline;
+pub mod reconcile;
 pub mod scan;
 pub mod secrets;
+pub mod setup;
 pub mod sniff;
 pub mod store;
 
@@ -33,53 +38,34 @@ use tokio::net::TcpListener;
 use crate::audit::AuditLog;
 use crate::auth::TokenVerifier;
 use crate::capability::UrlSigner;
-use crate::config::{Config, IndexLocation, StoreLocation};
-use crate::files::FileService;
-use crate::index::{FileIndex, SqliteFileIndex};
+use crate::config::Config;
+use crate::files::{FileService, Settings};
 use crate::pipeline::Rules;
-use crate::store::{BlobStore, LocalBlobStore};
 
-/// Builds the application from its configuration: opens (and on the embedded default, creates)
-/// the data dir, the index, the store and the secrets.
+/// Builds the application from its configuration: opens the index and the store (on the
+/// embedded default creating the data dir, the schema and the secrets).
 pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data dir {} (PF_DATA_DIR)",
-            config.data_dir.display()
-        )
-    })?;
+    let backends = backends::open(config).await?;
     let jwt_secret =
         secrets::load_or_create(config.jwt_secret.as_deref(), &config.data_dir, "jwt-secret")
             .context("cannot read or create the JWT secret in the data dir")?;
     let url_secret =
         secrets::load_or_create(config.url_secret.as_deref(), &config.data_dir, "url-secret")
             .context("cannot read or create the URL secret in the data dir")?;
-    let index: Arc<dyn FileIndex> = match &config.index {
-        IndexLocation::Sqlite => Arc::new(
-            SqliteFileIndex::open(&config.data_dir.join("index.sqlite"))
-                .await
-                .context("cannot open the SQLite index")?,
-        ),
-        IndexLocation::DynamoDb { .. } => anyhow::bail!("the DynamoDB index is not available yet"),
-    };
-    let store: Arc<dyn BlobStore> = match &config.store {
-        StoreLocation::Local => Arc::new(
-            LocalBlobStore::open(&config.data_dir.join("blobs"))
-                .await
-                .context("cannot open the local blob store")?,
-        ),
-        StoreLocation::S3 { .. } => anyhow::bail!("the S3 store is not available yet"),
-    };
     let files = FileService::new(
-        index,
-        store,
+        backends.index,
+        backends.store,
         None,
         UrlSigner::new(&url_secret),
-        config.public_url.clone(),
-        config.url_ttl,
-        Rules {
-            max_size: config.max_file_size,
-            allowed: config.allowed_types.clone(),
+        Settings {
+            public_url: config.public_url.clone(),
+            url_ttl: config.url_ttl,
+            rules: Rules {
+                max_size: config.max_file_size,
+                allowed: config.allowed_types.clone(),
+            },
+            upload_mode: config.upload_mode,
+            download_mode: config.download_mode,
         },
     );
     let audit = AuditLog::open(&config.audit_log).context("cannot open the audit log")?;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use participant_files::config::{Cli, Command, Config, LogFormat, TokenArgs};
-use participant_files::{auth, build, secrets, serve};
+use participant_files::config::{Cli, Command, Config, LogFormat, ServeArgs, TokenArgs};
+use participant_files::{auth, backends, build, reconcile, secrets, serve, setup};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -13,7 +13,46 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Token(args)) => token(&args),
         Some(Command::Serve(args)) => run_serve(args),
+        Some(Command::Setup(args)) => maintain(args, |config| async move {
+            let backends = backends::open(&config).await?;
+            setup::run(&backends).await
+        }),
+        Some(Command::Reconcile(args)) => {
+            let min_age = args.min_age;
+            maintain(args.serve, move |config| async move {
+                let backends = backends::open(&config).await?;
+                reconcile::run(&backends, min_age).await
+            })
+        }
         None => run_serve(cli.serve),
+    }
+}
+
+/// Runs a maintenance command and prints its report, one line each.
+fn maintain<F, Fut>(args: ServeArgs, job: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<String>>>,
+{
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    match runtime.block_on(job(config)) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -49,7 +88,7 @@ fn token(args: &TokenArgs) -> ExitCode {
     }
 }
 
-fn run_serve(args: participant_files::config::ServeArgs) -> ExitCode {
+fn run_serve(args: ServeArgs) -> ExitCode {
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {

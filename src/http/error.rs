@@ -138,7 +138,7 @@ fn store_error(e: &StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::not_found(),
         StoreError::RangeNotSatisfiable => ApiError::range_not_satisfiable(),
-        StoreError::Io { backend, .. } => {
+        StoreError::Io { backend, .. } | StoreError::Backend { backend, .. } => {
             tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failed");
             ApiError::unavailable(&format!("{backend} file store"))
         }

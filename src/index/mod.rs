@@ -1,11 +1,13 @@
 //! File indexes: the rows that say which object is a file's current bytes.
 
+mod dynamo;
 mod sqlite;
 
 use async_trait::async_trait;
 
 use crate::model::{FileId, FileRow, Owner, Versioned};
 
+pub use dynamo::{DynamoFileIndex, TableSetup};
 pub use sqlite::SqliteFileIndex;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,14 @@ pub trait FileIndex: Send + Sync {
         &self,
         owner: &Owner,
         after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
+
+    /// Every row of every owner, `limit` at a time, starting after the given row; for
+    /// `reconcile`. Fewer than `limit` rows means there are no more.
+    async fn scan(
+        &self,
+        after: Option<(&Owner, &FileId)>,
         limit: usize,
     ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
 

@@ -277,6 +277,33 @@ impl FileIndex for SqliteFileIndex {
         .await
     }
 
+    async fn scan(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        let after =
+            after.map(|(o, f)| (o.app.to_string(), o.participant.to_string(), f.to_string()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let (a, p, f) = after.unwrap_or_default();
+            let sql = format!(
+                "SELECT {COLUMNS} FROM files WHERE (app, participant, file_id) > (?1, ?2, ?3) \
+                 ORDER BY app, participant, file_id LIMIT ?4"
+            );
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| backend("scan failed", e))?;
+            let raws = stmt
+                .query_map(params![a, p, f, limit], RawRow::read)
+                .map_err(|e| backend("scan failed", e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| backend("scan failed", e))?;
+            raws.into_iter().map(RawRow::into_row).collect()
+        })
+        .await
+    }
+
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let row = row.clone();
         self.with(move |conn| {

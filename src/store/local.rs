@@ -11,7 +11,7 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobRead, BlobStore, BlobWriter, StoreError};
+use super::{BlobRead, BlobStore, BlobWriter, ListedObject, StoreError};
 use crate::keys::ObjectKey;
 
 const NAME: &str = "local";
@@ -120,6 +120,38 @@ impl BlobStore for LocalBlobStore {
             dir = d.parent();
         }
         Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ListedObject>, StoreError> {
+        let root = self.objects.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).map_err(io)? {
+                    let entry = entry.map_err(io)?;
+                    let path = entry.path();
+                    let meta = entry.metadata().map_err(io)?;
+                    if meta.is_dir() {
+                        dirs.push(path);
+                        continue;
+                    }
+                    let Some(rel) = path.strip_prefix(&root).ok().and_then(|p| p.to_str()) else {
+                        continue;
+                    };
+                    if let Some(key) = ObjectKey::parse(rel) {
+                        let modified = meta.modified().map_or_else(
+                            |_| chrono::Utc::now(),
+                            chrono::DateTime::<chrono::Utc>::from,
+                        );
+                        out.push(ListedObject { key, modified });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .expect("listing task panicked")
     }
 
     async fn check(&self) -> Result<(), StoreError> {

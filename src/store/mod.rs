@@ -1,16 +1,20 @@
 //! Blob stores: where a file's bytes live. One trait, one implementation per technology.
 
 mod local;
+mod s3;
 
 use std::ops::Range;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use crate::keys::ObjectKey;
 
 pub use local::LocalBlobStore;
+pub use s3::{Encryption, MIN_PART_SIZE, S3BlobStore, S3Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +28,30 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{backend} store: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// The store that failed, for a 503 that names it.
+    pub fn backend(&self) -> Option<&'static str> {
+        match self {
+            Self::Io { backend, .. } | Self::Backend { backend, .. } => Some(backend),
+            Self::NotFound | Self::RangeNotSatisfiable => None,
+        }
+    }
+}
+
+/// An object found by [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: ObjectKey,
+    pub modified: DateTime<Utc>,
 }
 
 /// Bytes read from a store: the whole object's size and the requested part of it.
@@ -54,8 +82,40 @@ pub trait BlobStore: Send + Sync {
     /// Removes an object; removing one that is not there is not an error.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
 
-    /// Answers when the store can be reached and written to.
+    /// Every object this service wrote (keys it can parse), for `reconcile`.
+    async fn list(&self) -> Result<Vec<ListedObject>, StoreError>;
+
+    /// Answers when the store can be reached.
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// Presigned URLs, when the store can make them (S3).
+    fn presigner(&self) -> Option<&dyn Presigner> {
+        None
+    }
+}
+
+/// URLs that let a client upload or download an object directly, without the service.
+#[async_trait]
+pub trait Presigner: Send + Sync {
+    /// A PUT URL whose signature covers the Content-Type and, when given, the Content-Length
+    /// and the `x-amz-checksum-sha256` (base64), so that the store refuses any other body.
+    async fn presign_put(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        size: Option<u64>,
+        sha256: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, StoreError>;
+
+    /// A GET URL that serves the object as an attachment named `filename`.
+    async fn presign_get(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        filename: &str,
+        ttl: Duration,
+    ) -> Result<String, StoreError>;
 }
 
 #[async_trait]

@@ -15,12 +15,126 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+pub const URL_SECRET: &str = "test-url-secret-0123456789abcdef0123456789";
+
+/// Which backend set the suite runs against: `PF_TEST_BACKEND=embedded` (the default) or `aws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("PF_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("" | "embedded") => Backend::Embedded,
+        Ok("aws") => Backend::Aws,
+        Ok(other) => panic!("PF_TEST_BACKEND={other}: expected embedded or aws"),
+    }
+}
+
+/// The S3 and DynamoDB emulators `scripts/test` starts; a test that needs them fails, never
+/// skips, when they are not there.
+pub struct AwsEnv {
+    /// The folder s3s-fs serves, to look at what it keeps on disk.
+    pub s3_dir: PathBuf,
+}
+
+pub fn aws_env() -> AwsEnv {
+    let missing: Vec<&str> = [
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_REGION",
+        "PF_TEST_S3_DIR",
+    ]
+    .into_iter()
+    .filter(|v| std::env::var(v).is_err())
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "the S3 and DynamoDB test servers are not configured ({} unset): run the suite with \
+         scripts/test, which installs and starts s3s-fs and moto_server on loopback",
+        missing.join(", ")
+    );
+    for endpoint in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"] {
+        let url = std::env::var(endpoint).unwrap();
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("http://[::1]:"),
+            "{endpoint}={url}: tests talk to loopback only"
+        );
+    }
+    AwsEnv {
+        s3_dir: PathBuf::from(std::env::var("PF_TEST_S3_DIR").unwrap()),
+    }
+}
+
+/// A fresh bucket and table name, so tests running at once never share state.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Flags that put the service on fresh AWS resources, created with `setup`.
+pub async fn aws_flags() -> (Vec<String>, String) {
+    aws_env();
+    let bucket = unique_name("pf");
+    let flags = vec![
+        "--store".to_owned(),
+        format!("s3://{bucket}/files"),
+        "--index".to_owned(),
+        format!("dynamodb://{}", unique_name("pf")),
+        "--s3-force-path-style".to_owned(),
+        "true".to_owned(),
+        "--url-secret".to_owned(),
+        URL_SECRET.to_owned(),
+        "--upload-mode".to_owned(),
+        "streaming".to_owned(),
+        "--download-mode".to_owned(),
+        "streaming".to_owned(),
+    ];
+    (flags, bucket)
+}
+
+/// Multipart uploads of `bucket` that s3s-fs still keeps (metadata and parts on disk).
+pub fn s3_multipart_leftovers(s3_dir: &Path, bucket: &str) -> Vec<PathBuf> {
+    use base64::Engine;
+    let tag = format!(
+        ".bucket-{}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bucket)
+    );
+    let mut uploads = Vec::new();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(s3_dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&tag) && name.contains(".upload-") {
+            if let Some(id) = name
+                .split(".upload-")
+                .nth(1)
+                .and_then(|r| r.split('.').next())
+            {
+                uploads.push(id.to_owned());
+            }
+            out.push(entry.path());
+        }
+    }
+    for entry in std::fs::read_dir(s3_dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if uploads.iter().any(|u| {
+            name.starts_with(&format!(".upload_id-{u}.")) || name == format!(".upload-{u}.json")
+        }) {
+            out.push(entry.path());
+        }
+    }
+    out
+}
 
 pub struct TestApp {
     pub base: String,
     pub data: TempDir,
     pub audit_path: PathBuf,
     pub client: Client,
+    pub backend: Backend,
+    /// With the AWS backends: the bucket this app writes to.
+    pub bucket: Option<String>,
+    flags: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -35,8 +149,33 @@ impl TestApp {
         Self::start_in(tempfile::tempdir().expect("temp dir"), flags).await
     }
 
-    /// Starts the service on an existing folder (its `data` subfolder is the data dir).
+    /// Starts the service on an existing folder (its `data` subfolder is the data dir), on the
+    /// backend set that `PF_TEST_BACKEND` names.
     pub async fn start_in(data: TempDir, flags: &[&str]) -> Self {
+        let (mut all, bucket) = match backend() {
+            Backend::Embedded => (Vec::new(), None),
+            Backend::Aws => {
+                let (f, b) = aws_flags().await;
+                (f, Some(b))
+            }
+        };
+        all.extend(flags.iter().map(|s| (*s).to_owned()));
+        Self::launch(data, all, bucket).await
+    }
+
+    /// Starts the service on the embedded backends whatever `PF_TEST_BACKEND` says, for tests
+    /// of what only the local store does.
+    pub async fn start_embedded(flags: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        Self::launch(data, flags.iter().map(|s| (*s).to_owned()).collect(), None).await
+    }
+
+    /// Starts the embedded backends again on a folder an earlier app left.
+    pub async fn start_in_embedded(data: TempDir) -> Self {
+        Self::launch(data, Vec::new(), None).await
+    }
+
+    async fn launch(data: TempDir, flags: Vec<String>, bucket: Option<String>) -> Self {
         let audit_path = data.path().join("audit.log");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -55,9 +194,17 @@ impl TestApp {
             "--audit-log".into(),
             audit_path.display().to_string(),
         ];
-        args.extend(flags.iter().map(|s| (*s).to_owned()));
+        args.extend(flags.iter().cloned());
         let cli = Cli::try_parse_from(&args).expect("test flags parse");
         let config = Config::from_args(cli.serve).expect("test config is valid");
+        if bucket.is_some() {
+            let backends = participant_files::backends::open(&config)
+                .await
+                .expect("AWS backends open");
+            participant_files::setup::run(&backends)
+                .await
+                .expect("setup creates the bucket and table");
+        }
         let state = participant_files::build(&config).await.expect("app builds");
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(participant_files::serve(state, listener, async {
@@ -73,6 +220,13 @@ impl TestApp {
             data,
             audit_path,
             client,
+            backend: if bucket.is_some() {
+                Backend::Aws
+            } else {
+                Backend::Embedded
+            },
+            bucket,
+            flags,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -117,19 +271,44 @@ impl TestApp {
         }
     }
 
-    /// Every file under the local store (objects and staging).
+    /// Everything the store keeps on disk for this app: objects, and uploads in progress or
+    /// left behind (the local store's staging files; s3s-fs's multipart uploads).
     pub fn stored_files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.data.path().join("data/blobs"), &mut out);
+        let mut out = self.staged_files();
+        match &self.bucket {
+            None => walk(&self.data.path().join("data/blobs/objects"), &mut out),
+            Some(bucket) => walk(&aws_env().s3_dir.join(bucket), &mut out),
+        }
         out.sort();
         out
     }
 
-    /// Files in the store's staging folder (uploads in progress or left behind).
+    /// Uploads in progress or left behind.
     pub fn staged_files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.data.path().join("data/blobs/staging"), &mut out);
-        out
+        match &self.bucket {
+            None => {
+                let mut out = Vec::new();
+                walk(&self.data.path().join("data/blobs/staging"), &mut out);
+                out
+            }
+            Some(bucket) => s3_multipart_leftovers(&aws_env().s3_dir, bucket),
+        }
+    }
+
+    /// Makes the store unreachable for this app (its folder or bucket disappears).
+    pub fn break_store(&self) {
+        match &self.bucket {
+            None => std::fs::remove_dir_all(self.data.path().join("data/blobs")).unwrap(),
+            Some(bucket) => std::fs::remove_dir_all(aws_env().s3_dir.join(bucket)).unwrap(),
+        }
+    }
+
+    /// Stops the server and starts it again on the same data and backends.
+    pub async fn restart(self) -> Self {
+        let flags = self.flags.clone();
+        let bucket = self.bucket.clone();
+        let data = self.stop().await;
+        Self::launch(data, flags, bucket).await
     }
 
     /// Stops the server and hands back its folder, for a restart on the same data.

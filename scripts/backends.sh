@@ -1,0 +1,63 @@
+# Sourced by scripts/test and scripts/bench: installs (when missing) and starts the test backends
+# on loopback, exports what the tests need to reach them, and stops them on exit.
+#   S3:       s3s-fs 0.14.1 (crates.io; verifies SigV4 and presigned signatures)
+#   DynamoDB: moto_server (PyPI)
+
+PF_S3S_VERSION=0.14.1
+
+pf_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+pf_wait_for() { # name, url
+  local i
+  for i in $(seq 1 100); do
+    if curl -s -o /dev/null "$2"; then return 0; fi
+    sleep 0.1
+  done
+  echo "error: $1 did not answer at $2" >&2
+  return 1
+}
+
+pf_install_backends() {
+  if ! command -v s3s-fs >/dev/null || ! s3s-fs --version 2>/dev/null | grep -q "$PF_S3S_VERSION"; then
+    echo "installing s3s-fs $PF_S3S_VERSION (a few minutes, once)..." >&2
+    cargo install "s3s-fs@$PF_S3S_VERSION" --features binary --locked --quiet
+  fi
+  if ! command -v moto_server >/dev/null; then
+    echo "installing moto_server..." >&2
+    python3 -m pip install --quiet 'moto[server]'
+  fi
+  command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+}
+
+pf_start_backends() {
+  pf_install_backends
+  PF_BACKENDS_DIR=$(mktemp -d)
+  mkdir -p "$PF_BACKENDS_DIR/s3"
+  local s3_port ddb_port
+  s3_port=$(pf_free_port)
+  ddb_port=$(pf_free_port)
+  export AWS_ACCESS_KEY_ID=pf-test-access-key
+  export AWS_SECRET_ACCESS_KEY=pf-test-secret-key
+  export AWS_REGION=us-east-1
+  export AWS_EC2_METADATA_DISABLED=true
+  export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$s3_port"
+  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
+  export PF_TEST_S3_DIR="$PF_BACKENDS_DIR/s3"
+  s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key "$AWS_ACCESS_KEY_ID" \
+    --secret-key "$AWS_SECRET_ACCESS_KEY" "$PF_TEST_S3_DIR" >"$PF_BACKENDS_DIR/s3s-fs.log" 2>&1 &
+  PF_S3S_PID=$!
+  moto_server -H 127.0.0.1 -p "$ddb_port" >"$PF_BACKENDS_DIR/moto.log" 2>&1 &
+  PF_MOTO_PID=$!
+  trap pf_stop_backends EXIT
+  pf_wait_for s3s-fs "$AWS_ENDPOINT_URL_S3/"
+  pf_wait_for moto_server "$AWS_ENDPOINT_URL_DYNAMODB/moto-api/"
+  echo "test backends: s3s-fs on $AWS_ENDPOINT_URL_S3, moto_server on $AWS_ENDPOINT_URL_DYNAMODB" >&2
+}
+
+pf_stop_backends() {
+  kill "${PF_S3S_PID:-}" "${PF_MOTO_PID:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "${PF_BACKENDS_DIR:-/nonexistent}"
+}
