@@ -73,7 +73,7 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// Flags that put the service on fresh AWS resources, created with `setup`.
-pub async fn aws_flags() -> (Vec<String>, String) {
+pub fn aws_flags() -> (Vec<String>, String) {
     aws_env();
     let bucket = unique_name("pf");
     let flags = vec![
@@ -155,7 +155,7 @@ impl TestApp {
         let (mut all, bucket) = match backend() {
             Backend::Embedded => (Vec::new(), None),
             Backend::Aws => {
-                let (f, b) = aws_flags().await;
+                let (f, b) = aws_flags();
                 (f, Some(b))
             }
         };
