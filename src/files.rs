@@ -5,9 +5,11 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use sha2::Digest;
 
 use crate::auth::Role;
 use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
@@ -239,10 +241,16 @@ impl FileService {
             let mut next = row.value.clone();
             next.pending = None;
             let mut unreferenced = None;
-            match arrived {
+            let acceptable = match arrived {
                 Some(size)
                     if size <= self.rules.max_size && pending.size.is_none_or(|s| s == size) =>
                 {
+                    self.matches_declared_sha256(&pending).await?
+                }
+                _ => false,
+            };
+            match arrived {
+                Some(size) if acceptable => {
                     let old = next.current.replace(StoredFile {
                         key: pending.key.clone(),
                         mime_type: pending.mime_type.clone(),
@@ -289,6 +297,24 @@ impl FileService {
             }
         }
         Err(FilesError::Contended)
+    }
+
+    /// Whether an arrived presigned upload has the SHA-256 its POST declared. S3 refuses such a
+    /// PUT itself; this also holds S3-compatible servers to it that store the body anyway.
+    async fn matches_declared_sha256(&self, pending: &PendingUpload) -> Result<bool, FilesError> {
+        let Some(declared) = &pending.sha256 else {
+            return Ok(true);
+        };
+        let mut read = match self.store.read(&pending.key, None).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let mut hash = sha2::Sha256::new();
+        while let Some(chunk) = read.body.next().await {
+            hash.update(&chunk?);
+        }
+        Ok(base64::engine::general_purpose::STANDARD.encode(hash.finalize()) == *declared)
     }
 
     /// Issues a download URL for the file's current bytes.
@@ -542,16 +568,21 @@ impl FileService {
                     });
                 }
                 Err(IndexError::Conflict) => {}
+                Err(e) if e.is_definite() => {
+                    self.discard(&file.key).await;
+                    return Err(e.into());
+                }
                 Err(e) => {
                     // The write may have landed all the same (a timeout, say): keep the object
-                    // when the row names it, and when the row cannot be read, leave it to
-                    // `reconcile` rather than risk a row without its object.
-                    if let Ok(Some(now)) = self.index.get(owner, file_id).await {
-                        if now
-                            .value
-                            .current
-                            .as_ref()
-                            .is_some_and(|c| c.key == file.key)
+                    // when the row names it. When the row cannot be read either, the object is
+                    // left to `reconcile` rather than risk a row without its object.
+                    match self.index.get(owner, file_id).await {
+                        Ok(Some(now))
+                            if now
+                                .value
+                                .current
+                                .as_ref()
+                                .is_some_and(|c| c.key == file.key) =>
                         {
                             if let Some(old) = &old {
                                 self.discard(&old.key).await;
@@ -561,7 +592,10 @@ impl FileService {
                                 replaced: old.is_some(),
                             });
                         }
-                        self.discard(&file.key).await;
+                        Ok(_) => self.discard(&file.key).await,
+                        Err(_) => tracing::warn!(
+                            "index unreachable after an uncertain write; the new object is left for reconcile"
+                        ),
                     }
                     return Err(e.into());
                 }

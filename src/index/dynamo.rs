@@ -15,6 +15,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
@@ -31,18 +33,46 @@ const NAME: &str = "dynamodb";
 
 type Item = HashMap<String, AttributeValue>;
 
-fn failed(message: &str, e: impl std::error::Error + Send + Sync + 'static) -> IndexError {
+fn failed<E>(message: &str, e: SdkError<E, HttpResponse>) -> IndexError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let definite = match &e {
+        // DynamoDB answered with a client error: it refused the request.
+        SdkError::ServiceError(s) => s.raw().status().is_client_error(),
+        // Never sent: the request could not be built, or no connection was made.
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::DispatchFailure(d) => refused_connection(
+            d.as_connector_error()
+                .map(|c| c as &(dyn std::error::Error + 'static)),
+        ),
+        _ => false,
+    };
     IndexError::Backend {
         backend: NAME,
         message: message.to_owned(),
+        definite,
         source: Some(Box::new(e)),
     }
+}
+
+/// Whether a connection error is a refused connection, before any byte of the request left.
+fn refused_connection(e: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    let mut cause = e;
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn corrupt(what: &str) -> IndexError {
     IndexError::Backend {
         backend: NAME,
         message: format!("stored item has an invalid {what}"),
+        definite: true,
         source: None,
     }
 }
@@ -225,6 +255,7 @@ impl DynamoFileIndex {
                 if schema != wanted {
                     return Err(IndexError::Backend {
                         backend: NAME,
+                        definite: true,
                         message: format!(
                             "table {} exists with key schema {schema:?}, not hash key pk and range key fileId",
                             self.table

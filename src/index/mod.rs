@@ -19,9 +19,22 @@ pub enum IndexError {
     Backend {
         backend: &'static str,
         message: String,
+        /// Whether the backend surely did not apply a write that failed (it refused it, or it
+        /// was never sent), as opposed to a timeout after which it may have landed.
+        definite: bool,
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+}
+
+impl IndexError {
+    /// Whether a failed write surely did not happen. A conflict never writes.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            Self::Conflict => true,
+            Self::Backend { definite, .. } => *definite,
+        }
+    }
 }
 
 /// Rows are keyed by owner and file ID. Every write is a single-row conditional write on the

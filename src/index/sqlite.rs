@@ -42,9 +42,11 @@ const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type
     pending_created_on, pending_expires_on";
 
 fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
+    // A failed statement rolls its transaction back: nothing was written.
     IndexError::Backend {
         backend: NAME,
         message: message.to_owned(),
+        definite: true,
         source: Some(Box::new(source)),
     }
 }
@@ -53,6 +55,7 @@ fn corrupt(what: &str) -> IndexError {
     IndexError::Backend {
         backend: NAME,
         message: format!("stored row has an invalid {what}"),
+        definite: true,
         source: None,
     }
 }

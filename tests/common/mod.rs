@@ -74,6 +74,13 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Flags that put the service on fresh AWS resources, created with `setup`.
 pub fn aws_flags() -> (Vec<String>, String) {
+    let (mut flags, bucket) = aws_presigned_flags();
+    flags.extend(["--upload-mode", "streaming", "--download-mode", "streaming"].map(str::to_owned));
+    (flags, bucket)
+}
+
+/// Flags for fresh AWS resources with the S3 default modes (presigned uploads and downloads).
+pub fn aws_presigned_flags() -> (Vec<String>, String) {
     aws_env();
     let bucket = unique_name("pf");
     let flags = vec![
@@ -85,10 +92,6 @@ pub fn aws_flags() -> (Vec<String>, String) {
         "true".to_owned(),
         "--url-secret".to_owned(),
         URL_SECRET.to_owned(),
-        "--upload-mode".to_owned(),
-        "streaming".to_owned(),
-        "--download-mode".to_owned(),
-        "streaming".to_owned(),
     ];
     (flags, bucket)
 }
@@ -168,6 +171,22 @@ impl TestApp {
     pub async fn start_embedded(flags: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         Self::launch(data, flags.iter().map(|s| (*s).to_owned()).collect(), None).await
+    }
+
+    /// Starts the service on fresh S3 and DynamoDB resources in streaming mode, whatever
+    /// `PF_TEST_BACKEND` says.
+    pub async fn start_aws(flags: &[&str]) -> Self {
+        let (mut all, bucket) = aws_flags();
+        all.extend(flags.iter().map(|s| (*s).to_owned()));
+        Self::launch(tempfile::tempdir().expect("temp dir"), all, Some(bucket)).await
+    }
+
+    /// Starts the service on fresh S3 and DynamoDB resources in presigned mode: uploads and
+    /// downloads go straight to the S3 server.
+    pub async fn start_presigned(flags: &[&str]) -> Self {
+        let (mut all, bucket) = aws_presigned_flags();
+        all.extend(flags.iter().map(|s| (*s).to_owned()));
+        Self::launch(tempfile::tempdir().expect("temp dir"), all, Some(bucket)).await
     }
 
     /// Starts the embedded backends again on a folder an earlier app left.
@@ -301,6 +320,11 @@ impl TestApp {
             None => std::fs::remove_dir_all(self.data.path().join("data/blobs")).unwrap(),
             Some(bucket) => std::fs::remove_dir_all(aws_env().s3_dir.join(bucket)).unwrap(),
         }
+    }
+
+    /// The backend flags this app was started with (store, index, modes...).
+    pub fn flags(&self) -> &[String] {
+        &self.flags
     }
 
     /// Stops the server and starts it again on the same data and backends.
@@ -439,6 +463,11 @@ impl Drop for TestApp {
     }
 }
 
+/// Every file below `dir` (none when it does not exist).
+pub fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    walk(dir, out);
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -499,4 +528,77 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             x.to_le_bytes()[3]
         })
         .collect()
+}
+
+/// Opens backends straight from flags (no HTTP), for the conformance suites. The data dir is
+/// a fresh temp dir; AWS resources named in the flags are created with `setup`.
+pub async fn open_backends(flags: &[&str]) -> (TempDir, participant_files::backends::Backends) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut args: Vec<String> = vec![
+        "participant-files".into(),
+        "--data-dir".into(),
+        data.path().display().to_string(),
+        "--jwt-secret".into(),
+        JWT_SECRET.into(),
+        "--url-secret".into(),
+        URL_SECRET.into(),
+    ];
+    args.extend(flags.iter().map(|s| (*s).to_owned()));
+    let cli = Cli::try_parse_from(&args).expect("flags parse");
+    let config = Config::from_args(cli.serve).expect("config is valid");
+    let backends = participant_files::backends::open(&config)
+        .await
+        .expect("backends open");
+    participant_files::setup::run(&backends)
+        .await
+        .expect("setup");
+    (data, backends)
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The service binary, running in its own process with extra environment; stopped on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Process {
+    pub async fn spawn(env: &[(&str, String)], args: &[String]) -> Self {
+        let port = closed_port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_participant-files"));
+        cmd.args(args)
+            .env("PF_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = Client::new();
+        let started = std::time::Instant::now();
+        while client.get(format!("{base}/health")).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the service did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

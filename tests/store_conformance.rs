@@ -1,0 +1,280 @@
+//! One conformance suite for `BlobStore`, run on every implementation: the local folder and
+//! S3 (on s3s-fs). Plus what only S3 does: multipart uploads, aborts, encryption headers.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{aws_env, noise, open_backends, s3_multipart_leftovers, unique_name};
+use futures::TryStreamExt;
+use participant_files::keys::{ObjectKey, UploadId};
+use participant_files::model::{AppId, Owner, UserId};
+use participant_files::store::{BlobStore, StoreError};
+use tempfile::TempDir;
+
+struct Subject {
+    name: &'static str,
+    store: Arc<dyn BlobStore>,
+    bucket: Option<String>,
+    _data: TempDir,
+}
+
+async fn subjects() -> Vec<Subject> {
+    let (data, local) = open_backends(&[]).await;
+    aws_env();
+    let bucket = unique_name("pf");
+    let (s3_data, s3) = open_backends(&[
+        "--store",
+        &format!("s3://{bucket}/conformance"),
+        "--s3-force-path-style",
+        "true",
+        "--s3-part-size",
+        "5MiB",
+    ])
+    .await;
+    vec![
+        Subject {
+            name: "local",
+            store: local.store,
+            bucket: None,
+            _data: data,
+        },
+        Subject {
+            name: "s3",
+            store: s3.store,
+            bucket: Some(bucket),
+            _data: s3_data,
+        },
+    ]
+}
+
+fn key() -> ObjectKey {
+    let owner = Owner {
+        app: AppId::parse("app").unwrap(),
+        participant: UserId::parse("u1").unwrap(),
+    };
+    ObjectKey::new(&owner, &UploadId::generate())
+}
+
+async fn write(store: &dyn BlobStore, key: &ObjectKey, bytes: &[u8], chunk: usize) {
+    let mut w = store.create(key).await.unwrap();
+    for c in bytes.chunks(chunk.max(1)) {
+        w.write(Bytes::copy_from_slice(c)).await.unwrap();
+    }
+    w.commit().await.unwrap();
+}
+
+async fn read_all(
+    store: &dyn BlobStore,
+    key: &ObjectKey,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
+    let read = store.read(key, range).await.unwrap();
+    read.body
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn write_read_list_delete() {
+    for s in subjects().await {
+        let store = s.store.as_ref();
+        let k = key();
+        let bytes = noise(100_000, 1);
+        write(store, &k, &bytes, 7_000).await;
+        assert_eq!(store.size(&k).await.unwrap(), Some(100_000), "{}", s.name);
+        assert_eq!(read_all(store, &k, None).await, bytes, "{}", s.name);
+        assert_eq!(
+            read_all(store, &k, Some(10..20)).await,
+            bytes[10..20],
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            read_all(store, &k, Some(99_990..100_000)).await,
+            bytes[99_990..],
+            "{}",
+            s.name
+        );
+        let read = store.read(&k, Some(5..6)).await.unwrap();
+        assert_eq!(read.object_size, 100_000, "{}", s.name);
+        let listed = store.list().await.unwrap();
+        assert_eq!(
+            listed.iter().map(|o| &o.key).collect::<Vec<_>>(),
+            vec![&k],
+            "{}",
+            s.name
+        );
+        store.delete(&k).await.unwrap();
+        assert_eq!(store.size(&k).await.unwrap(), None, "{}", s.name);
+        assert!(
+            matches!(store.read(&k, None).await, Err(StoreError::NotFound)),
+            "{}",
+            s.name
+        );
+        // Deleting what is not there is not an error.
+        store.delete(&k).await.unwrap();
+        assert!(store.list().await.unwrap().is_empty(), "{}", s.name);
+        store.check().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn empty_and_multi_part_objects() {
+    for s in subjects().await {
+        let store = s.store.as_ref();
+        let empty = key();
+        write(store, &empty, b"", 1).await;
+        assert_eq!(store.size(&empty).await.unwrap(), Some(0), "{}", s.name);
+        assert!(read_all(store, &empty, None).await.is_empty(), "{}", s.name);
+        // 12 MiB in 64 KiB chunks: three parts of 5, 5 and 2 MiB on S3.
+        let big = key();
+        let bytes = noise(12 * 1024 * 1024, 2);
+        write(store, &big, &bytes, 64 * 1024).await;
+        assert_eq!(read_all(store, &big, None).await, bytes, "{}", s.name);
+        let mid = 5 * 1024 * 1024 - 10..5 * 1024 * 1024 + 10;
+        assert_eq!(
+            read_all(store, &big, Some(mid.clone())).await,
+            bytes[usize::try_from(mid.start).unwrap()..usize::try_from(mid.end).unwrap()],
+            "{}",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_visible_before_commit_and_nothing_is_kept_without_it() {
+    for s in subjects().await {
+        let store = s.store.as_ref();
+        for len in [1_000, 6 * 1024 * 1024] {
+            let k = key();
+            let mut w = store.create(&k).await.unwrap();
+            w.write(Bytes::from(noise(len, 3))).await.unwrap();
+            assert_eq!(store.size(&k).await.unwrap(), None, "{} {len}", s.name);
+            drop(w);
+            assert_eq!(store.size(&k).await.unwrap(), None, "{} {len}", s.name);
+        }
+        assert!(store.list().await.unwrap().is_empty(), "{}", s.name);
+        if let Some(bucket) = &s.bucket {
+            // The dropped multipart upload is aborted in the background.
+            let dir = aws_env().s3_dir;
+            let mut left = s3_multipart_leftovers(&dir, bucket);
+            for _ in 0..100 {
+                if left.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                left = s3_multipart_leftovers(&dir, bucket);
+            }
+            assert!(left.is_empty(), "multipart uploads left: {left:?}");
+        }
+    }
+}
+
+/// Records the encryption headers of every request the S3 client sends.
+#[derive(Debug, Default, Clone)]
+struct SeenHeaders(Arc<Mutex<Vec<Seen>>>);
+
+/// A request's method and query, and its SSE and SSE-KMS key headers.
+type Seen = (String, Option<String>, Option<String>);
+
+impl aws_sdk_s3::config::Intercept for SeenHeaders {
+    fn name(&self) -> &'static str {
+        "SeenHeaders"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let req = context.request();
+        let header = |name: &str| req.headers().get(name).map(str::to_owned);
+        let query = req.uri().split('?').nth(1).unwrap_or("").to_owned();
+        self.0.lock().unwrap().push((
+            format!("{} {query}", req.method()),
+            header("x-amz-server-side-encryption"),
+            header("x-amz-server-side-encryption-aws-kms-key-id"),
+        ));
+        Ok(())
+    }
+}
+
+async fn recording_store(
+    encryption: participant_files::store::Encryption,
+) -> (participant_files::store::S3BlobStore, SeenHeaders) {
+    aws_env();
+    let bucket = unique_name("pf");
+    // Create the bucket through the service's own setup.
+    let _ = open_backends(&[
+        "--store",
+        &format!("s3://{bucket}"),
+        "--s3-force-path-style",
+        "true",
+    ])
+    .await;
+    let seen = SeenHeaders::default();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let conf = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(true)
+        .interceptor(seen.clone())
+        .build();
+    let store = participant_files::store::S3BlobStore::new(
+        aws_sdk_s3::Client::from_conf(conf),
+        participant_files::store::S3Settings {
+            bucket,
+            prefix: String::new(),
+            part_size: 5 * 1024 * 1024,
+            parts_in_flight: 2,
+            encryption,
+        },
+    );
+    (store, seen)
+}
+
+#[tokio::test]
+async fn every_object_written_asks_for_encryption_at_rest() {
+    use participant_files::store::Encryption;
+    let (store, seen) = recording_store(Encryption::S3Managed).await;
+    write(&store, &key(), &noise(1000, 4), 1000).await;
+    write(&store, &key(), &noise(6 * 1024 * 1024, 5), 1024 * 1024).await;
+    let log = seen.0.lock().unwrap().clone();
+    let writes: Vec<_> = log
+        .iter()
+        .filter(|(m, _, _)| {
+            m.starts_with("PUT") && !m.contains("partNumber")
+                || m.starts_with("POST") && m.contains("uploads")
+        })
+        .collect();
+    assert_eq!(
+        writes.len(),
+        2,
+        "one PutObject, one CreateMultipartUpload: {log:?}"
+    );
+    for (what, sse, _) in writes {
+        assert_eq!(sse.as_deref(), Some("AES256"), "{what}");
+    }
+
+    let (store, seen) = recording_store(Encryption::Kms(Some("alias/pf-test".into()))).await;
+    let k = key();
+    let mut w = store.create(&k).await.unwrap();
+    w.write(Bytes::from(noise(10, 6))).await.unwrap();
+    // Whatever the S3 test server does with KMS, the request must have asked for it.
+    let _ = w.commit().await;
+    let log = seen.0.lock().unwrap().clone();
+    let put = log
+        .iter()
+        .find(|(m, _, _)| m.starts_with("PUT"))
+        .expect("a PutObject was sent");
+    assert_eq!(put.1.as_deref(), Some("aws:kms"));
+    assert_eq!(put.2.as_deref(), Some("alias/pf-test"));
+}
