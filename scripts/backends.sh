@@ -2,6 +2,8 @@
 # on loopback, exports what the tests need to reach them, and stops them on exit.
 #   S3:       s3s-fs 0.14.1 (crates.io; verifies SigV4 and presigned signatures)
 #   DynamoDB: moto_server (PyPI)
+#   ClamAV:   Debian's clamd, with a signature database of our own (no internet for freshclam)
+#             that finds the EICAR test string anywhere in a stream
 
 PF_S3S_VERSION=0.14.1
 
@@ -28,7 +30,60 @@ pf_install_backends() {
     echo "installing moto_server..." >&2
     python3 -m pip install --quiet 'moto[server]'
   fi
-  command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+  if ! command -v clamd >/dev/null || ! command -v sigtool >/dev/null || ! command -v curl >/dev/null; then
+    echo "installing clamd (Debian's clamav-daemon)..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      clamav-daemon clamav clamdscan curl >/dev/null
+  fi
+}
+
+# The EICAR test string is assembled here, never stored in the repository.
+pf_eicar_hex() {
+  python3 -c 'import sys; s = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-FILE!$H+H*"; assert len(s) == 68; sys.stdout.write(s.encode().hex())'
+}
+
+pf_start_clamd() {
+  local dir="$PF_BACKENDS_DIR/clamd" port
+  mkdir -p "$dir/db" "$dir/tmp"
+  port=$(pf_free_port)
+  echo "Eicar-Test-Signature:0:*:$(pf_eicar_hex)" >"$dir/db/custom.ndb"
+  # Limits at least as large as the largest file the service accepts, and a verdict (not a
+  # silent OK) for anything over them.
+  cat >"$dir/clamd.conf" <<CONF
+Foreground no
+PidFile $dir/clamd.pid
+DatabaseDirectory $dir/db
+TemporaryDirectory $dir/tmp
+LocalSocket $dir/clamd.sock
+TCPSocket $port
+TCPAddr 127.0.0.1
+StreamMaxLength 512M
+MaxFileSize 512M
+MaxScanSize 512M
+AlertExceedsMax yes
+MaxThreads 20
+SelfCheck 0
+Bytecode no
+LogFile $dir/clamd.log
+CONF
+  clamd -c "$dir/clamd.conf"
+  export PF_TEST_CLAMD="tcp://127.0.0.1:$port"
+  export PF_TEST_CLAMD_SOCKET="unix://$dir/clamd.sock"
+  local i
+  for i in $(seq 1 100); do
+    if timeout 2 python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+s.sendall(b"zPING\0"); sys.exit(0 if s.recv(16).startswith(b"PONG") else 1)' "$port" 2>/dev/null; then
+      echo "test clamd on $PF_TEST_CLAMD" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: clamd did not answer PING on port $port" >&2
+  cat "$dir/clamd.log" >&2 || true
+  return 1
 }
 
 pf_start_backends() {
@@ -53,11 +108,15 @@ pf_start_backends() {
   trap pf_stop_backends EXIT
   pf_wait_for s3s-fs "$AWS_ENDPOINT_URL_S3/"
   pf_wait_for moto_server "$AWS_ENDPOINT_URL_DYNAMODB/moto-api/"
+  pf_start_clamd
   echo "test backends: s3s-fs on $AWS_ENDPOINT_URL_S3, moto_server on $AWS_ENDPOINT_URL_DYNAMODB" >&2
 }
 
 pf_stop_backends() {
   kill "${PF_S3S_PID:-}" "${PF_MOTO_PID:-}" 2>/dev/null || true
+  if [ -f "${PF_BACKENDS_DIR:-/nonexistent}/clamd/clamd.pid" ]; then
+    kill "$(cat "$PF_BACKENDS_DIR/clamd/clamd.pid")" 2>/dev/null || true
+  fi
   wait 2>/dev/null || true
   rm -rf "${PF_BACKENDS_DIR:-/nonexistent}"
 }

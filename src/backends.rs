@@ -7,12 +7,15 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 
+use crate::budget::MemoryBudget;
 use crate::config::{Config, IndexLocation, StoreLocation};
 use crate::index::{DynamoFileIndex, FileIndex, SqliteFileIndex};
 use crate::store::{BlobStore, LocalBlobStore, S3BlobStore, S3Settings};
 
 pub struct Backends {
     pub index: Arc<dyn FileIndex>,
+    /// Buffer memory shared by every upload (`PF_MAX_BUFFER_MEMORY`).
+    pub budget: MemoryBudget,
     pub store: Arc<dyn BlobStore>,
     /// Present when the index is DynamoDB, for `setup`.
     pub dynamo: Option<Arc<DynamoFileIndex>>,
@@ -36,6 +39,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
     let needs_aws = matches!(config.store, StoreLocation::S3 { .. })
         || matches!(config.index, IndexLocation::DynamoDb { .. });
     let sdk = if needs_aws { Some(aws().await?) } else { None };
+    let budget = MemoryBudget::new(config.max_buffer_memory);
     let (index, dynamo): (Arc<dyn FileIndex>, _) = match &config.index {
         IndexLocation::Sqlite => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -79,12 +83,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
                     parts_in_flight: usize::from(config.s3.parts_in_flight),
                     encryption: config.s3.encryption.clone(),
                 },
+                budget.clone(),
             ));
             (Arc::clone(&store) as Arc<dyn BlobStore>, Some(store))
         }
     };
     Ok(Backends {
         index,
+        budget,
         store,
         dynamo,
         s3,

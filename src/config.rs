@@ -218,6 +218,9 @@ pub struct ServeArgs {
     /// Where audit lines go: `stdout`, `stderr` or a file path (appended).
     #[arg(long, env = "PF_AUDIT_LOG", value_name = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
     pub audit_log: AuditTarget,
+    /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.
+    #[arg(long, env = "PF_MAX_BUFFER_MEMORY", value_name = "PF_MAX_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    pub max_buffer_memory: u64,
     /// Diagnostic log format on stderr.
     #[arg(
         long,
@@ -248,6 +251,7 @@ pub struct Config {
     pub scan_timeout: Duration,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
+    pub max_buffer_memory: u64,
     pub s3: S3Options,
 }
 
@@ -280,8 +284,11 @@ impl Config {
                 );
             }
         };
-        if args.clamd.is_some() {
-            return err("PF_CLAMD: virus scanning is not available in this build yet");
+        if args.clamd.is_some() && args.upload_mode == Some(Mode::Presigned) {
+            return err(
+                "PF_CLAMD with PF_UPLOAD_MODE=presigned: presigned uploads go straight to S3 and \
+                 would never be scanned; use streaming uploads with a scanner",
+            );
         }
         let s3 = matches!(args.store, StoreLocation::S3 { .. });
         let default_mode = if s3 && args.clamd.is_none() {
@@ -309,6 +316,11 @@ impl Config {
                  generated secret would differ between them",
             );
         }
+        if s3 && args.max_buffer_memory < 2 * args.s3_part_size {
+            return err(
+                "PF_MAX_BUFFER_MEMORY must hold at least two S3 parts (2 x PF_S3_PART_SIZE)",
+            );
+        }
         if args.s3_sse_kms_key_id.is_some() && args.s3_sse != "aws:kms" {
             return err("PF_S3_SSE_KMS_KEY_ID needs PF_S3_SSE=aws:kms");
         }
@@ -334,6 +346,7 @@ impl Config {
             scan_timeout: args.scan_timeout,
             audit_log: args.audit_log,
             log_format: args.log_format,
+            max_buffer_memory: args.max_buffer_memory,
             s3: S3Options {
                 force_path_style: args.s3_force_path_style,
                 part_size: args.s3_part_size,
@@ -508,6 +521,54 @@ mod tests {
         );
         assert!(parse_clamd("tcp://nohost").is_err());
         assert!(parse_clamd("unix://relative").is_err());
+    }
+
+    #[test]
+    fn a_scanner_means_streaming_uploads_and_a_smaller_default_limit() {
+        let cli = Cli::parse_from(["participant-files", "--clamd", "tcp://127.0.0.1:3310"]);
+        let config = Config::from_args(cli.serve).unwrap();
+        assert_eq!(config.max_file_size, 100 * MIB);
+        assert_eq!(config.upload_mode, Mode::Streaming);
+        let cli = Cli::parse_from([
+            "participant-files",
+            "--clamd",
+            "tcp://127.0.0.1:3310",
+            "--upload-mode",
+            "presigned",
+        ]);
+        let e = Config::from_args(cli.serve).unwrap_err().to_string();
+        assert!(e.contains("would never be scanned"), "{e}");
+        // With S3, a scanner also turns the default to streaming.
+        let cli = Cli::parse_from([
+            "participant-files",
+            "--store",
+            "s3://bucket",
+            "--jwt-secret",
+            "j",
+            "--url-secret",
+            "u",
+            "--clamd",
+            "unix:///run/clamd.sock",
+        ]);
+        let config = Config::from_args(cli.serve).unwrap();
+        assert_eq!(
+            (config.upload_mode, config.download_mode),
+            (Mode::Streaming, Mode::Streaming)
+        );
+        let cli = Cli::parse_from([
+            "participant-files",
+            "--store",
+            "s3://bucket",
+            "--jwt-secret",
+            "j",
+            "--url-secret",
+            "u",
+        ]);
+        let config = Config::from_args(cli.serve).unwrap();
+        assert_eq!(
+            (config.upload_mode, config.download_mode),
+            (Mode::Presigned, Mode::Presigned)
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backends;
+pub mod budget;
 pub mod capability;
 pub mod config;
 pub mod files;
@@ -41,6 +42,7 @@ use crate::capability::UrlSigner;
 use crate::config::Config;
 use crate::files::{FileService, Settings};
 use crate::pipeline::Rules;
+use crate::scan::{ClamdScanner, Scanner};
 
 /// Builds the application from its configuration: opens the index and the store (on the
 /// embedded default creating the data dir, the schema and the secrets).
@@ -52,10 +54,13 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     let url_secret =
         secrets::load_or_create(config.url_secret.as_deref(), &config.data_dir, "url-secret")
             .context("cannot read or create the URL secret in the data dir")?;
+    let scanner: Option<Arc<dyn Scanner>> = config.clamd.as_ref().map(|address| {
+        Arc::new(ClamdScanner::new(address.clone(), config.scan_timeout)) as Arc<dyn Scanner>
+    });
     let files = FileService::new(
         backends.index,
         backends.store,
-        None,
+        scanner.clone(),
         UrlSigner::new(&url_secret),
         Settings {
             public_url: config.public_url.clone(),
@@ -73,7 +78,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         files,
         verifier: TokenVerifier::hs256(&jwt_secret),
         audit,
-        scanner: None,
+        scanner,
     }))
 }
 

@@ -140,10 +140,16 @@ where
         if chunk.is_empty() {
             continue;
         }
-        if let Some(scan) = scan.as_mut() {
-            scan.feed(chunk.clone()).await?;
+        // The scanner and the store take each chunk at the same time; the slower of the two
+        // sets the pace, and with it the client's.
+        match scan.as_mut() {
+            Some(scan) => {
+                let (fed, written) = tokio::join!(scan.feed(chunk.clone()), writer.write(chunk));
+                fed?;
+                written?;
+            }
+            None => writer.write(chunk).await?,
         }
-        writer.write(chunk).await?;
     }
 
     let size = meter.count;

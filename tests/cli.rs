@@ -30,7 +30,7 @@ fn free_port() -> u16 {
 fn bad_configuration_is_refused_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("PF_MAX_FILE_SIZE", "lots", "PF_MAX_FILE_SIZE"),
         ("PF_URL_TTL", "8d", "PF_URL_TTL"),
         ("PF_LISTEN", "nowhere", "PF_LISTEN"),
@@ -38,6 +38,7 @@ fn bad_configuration_is_refused_before_listening() {
         ("PF_STORE", "ftp://x", "PF_STORE"),
         ("PF_UPLOAD_MODE", "presigned", "PF_UPLOAD_MODE"),
         ("PF_CLAMD", "clamd", "PF_CLAMD"),
+        ("PF_MAX_BUFFER_MEMORY", "a lot", "PF_MAX_BUFFER_MEMORY"),
     ];
     for (var, value, named) in cases {
         let out = command(dir.path())

@@ -237,6 +237,7 @@ async fn recording_store(
             parts_in_flight: 2,
             encryption,
         },
+        participant_files::budget::MemoryBudget::new(64 * 1024 * 1024),
     );
     (store, seen)
 }

@@ -1,7 +1,11 @@
 //! Virus scanners: a scan session receives the bytes of one upload and gives a verdict.
 
+mod clamd;
+
 use async_trait::async_trait;
 use bytes::Bytes;
+
+pub use clamd::{ClamdScanner, INSTREAM_CHUNK, parse_reply};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -22,6 +22,7 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use super::{BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StoreError};
+use crate::budget::{MemoryBudget, Reservation};
 use crate::keys::ObjectKey;
 
 const NAME: &str = "s3";
@@ -59,14 +60,17 @@ pub struct S3Settings {
 pub struct S3BlobStore {
     client: Client,
     settings: Arc<S3Settings>,
+    budget: MemoryBudget,
 }
 
 impl S3BlobStore {
+    /// Part buffers of every upload are reserved from `budget`.
     #[must_use]
-    pub fn new(client: Client, settings: S3Settings) -> Self {
+    pub fn new(client: Client, settings: S3Settings, budget: MemoryBudget) -> Self {
         Self {
             client,
             settings: Arc::new(settings),
+            budget,
         }
     }
 
@@ -112,6 +116,8 @@ impl BlobStore for S3BlobStore {
             settings: Arc::clone(&self.settings),
             key: self.key(key),
             buffer: BytesMut::new(),
+            reserved: Reservation::empty(),
+            budget: self.budget.clone(),
             multipart: None,
         }))
     }
@@ -318,6 +324,9 @@ struct S3Writer {
     settings: Arc<S3Settings>,
     key: String,
     buffer: BytesMut,
+    /// The budget held for what `buffer` holds.
+    reserved: Reservation,
+    budget: MemoryBudget,
     multipart: Option<Multipart>,
 }
 
@@ -355,7 +364,7 @@ impl S3Writer {
 
     /// Sends one part, first waiting for a slot when `parts_in_flight` are travelling: this
     /// wait is what slows the client down when S3 is slower than the client.
-    async fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+    async fn send_part(&mut self, part: Bytes, reservation: Reservation) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             self.start_multipart().await?;
         }
@@ -381,6 +390,8 @@ impl S3Writer {
                 .send()
                 .await
                 .map_err(|e| failed("UploadPart failed", e))?;
+            // The part's memory goes back to the budget once S3 has it.
+            drop(reservation);
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_owned))
@@ -404,10 +415,22 @@ fn joined(
 #[async_trait]
 impl BlobWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        let part_size = self.settings.part_size;
+        // Reserve before holding: when the budget is spent this waits, and the client with it.
+        let more = self.budget.reserve(chunk.len()).await;
+        self.reserved.merge(more);
+        if self.buffer.capacity() == 0 {
+            self.buffer = BytesMut::with_capacity(part_size);
+        }
         self.buffer.extend_from_slice(&chunk);
-        while self.buffer.len() >= self.settings.part_size {
-            let part = self.buffer.split_to(self.settings.part_size).freeze();
-            self.send_part(part).await?;
+        while self.buffer.len() >= part_size {
+            let part = self.buffer.split_to(part_size).freeze();
+            // A fresh buffer for the rest, so that the part's allocation is freed with the part.
+            let mut rest = BytesMut::with_capacity(part_size);
+            rest.extend_from_slice(&self.buffer);
+            self.buffer = rest;
+            let reservation = self.reserved.split(part_size);
+            self.send_part(part, reservation).await?;
         }
         Ok(())
     }
@@ -430,7 +453,8 @@ impl BlobWriter for S3Writer {
             return Ok(());
         }
         if !rest.is_empty() {
-            self.send_part(rest).await?;
+            let reservation = std::mem::replace(&mut self.reserved, Reservation::empty());
+            self.send_part(rest, reservation).await?;
         }
         let mp = self.multipart.as_mut().expect("multipart");
         while let Some(done) = mp.in_flight.join_next().await {
