@@ -58,9 +58,9 @@ TemporaryDirectory $dir/tmp
 LocalSocket $dir/clamd.sock
 TCPSocket $port
 TCPAddr 127.0.0.1
-StreamMaxLength 512M
-MaxFileSize 512M
-MaxScanSize 512M
+StreamMaxLength 1200M
+MaxFileSize 1200M
+MaxScanSize 1200M
 AlertExceedsMax yes
 MaxThreads 20
 SelfCheck 0

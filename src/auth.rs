@@ -60,6 +60,8 @@ pub enum AuthError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("token claim {0} is not a valid identifier")]
     BadClaim(&'static str),
+    #[error("token names no key this service knows, or the wrong algorithm for it")]
+    UnknownKey,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,27 +76,110 @@ struct Claims {
 /// How far a token's `exp` may lie in the past, for clocks that disagree a little.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 
-pub struct TokenVerifier {
+/// One key tokens may be signed with.
+struct VerifyingKey {
+    /// The `kid` a token names this key by: a public key file's name without extension.
+    kid: Option<String>,
+    algorithm: Algorithm,
     key: DecodingKey,
-    validation: Validation,
+}
+
+/// `iss` and `aud` a token must carry, when configured.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+pub struct TokenVerifier {
+    keys: Vec<VerifyingKey>,
+    expected: Expected,
+}
+
+/// A public key file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct KeyFileError {
+    pub path: String,
+    pub reason: String,
 }
 
 impl TokenVerifier {
     /// Verifies HS256 tokens signed with a shared secret.
     #[must_use]
-    pub fn hs256(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = LEEWAY.as_secs();
-        validation.validate_exp = true;
+    pub fn hs256(secret: &[u8], expected: Expected) -> Self {
         Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
+            keys: vec![VerifyingKey {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+            }],
+            expected,
         }
     }
 
+    /// Verifies RS256 (RSA keys) and ES256 (P-256 keys) tokens against PEM public keys; each
+    /// key's `kid` is its file name without extension, so keys can be rotated by adding a file.
+    pub fn public_keys(paths: &[std::path::PathBuf], expected: Expected) -> Result<Self, KeyFileError> {
+        let mut keys = Vec::new();
+        for path in paths {
+            let shown = path.display().to_string();
+            let pem = std::fs::read(path).map_err(|e| KeyFileError { path: shown.clone(), reason: e.to_string() })?;
+            let (algorithm, key) = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                (Algorithm::RS256, k)
+            } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                (Algorithm::ES256, k)
+            } else {
+                return Err(KeyFileError {
+                    path: shown,
+                    reason: "not a PEM RSA or P-256 public key".to_owned(),
+                });
+            };
+            let kid = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_owned);
+            keys.push(VerifyingKey { kid, algorithm, key });
+        }
+        if keys.is_empty() {
+            return Err(KeyFileError { path: String::new(), reason: "no public key given".to_owned() });
+        }
+        Ok(Self { keys, expected })
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = LEEWAY.as_secs();
+        validation.validate_exp = true;
+        if let Some(iss) = &self.expected.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        match &self.expected.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
+            None => validation.validate_aud = false,
+        }
+        validation
+    }
+
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
+        let header = jsonwebtoken::decode_header(token)?;
+        // The key is chosen by `kid` (or is the only one), and the token's algorithm must be the
+        // key's: a token cannot pick a weaker algorithm than the key was made for.
+        let key = match &header.kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid.as_str())),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+        .ok_or(AuthError::UnknownKey)?;
+        if header.alg != key.algorithm {
+            return Err(AuthError::UnknownKey);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(key.algorithm))?.claims;
         let app = AppId::parse(&claims.app).map_err(|_| AuthError::BadClaim("app"))?;
         let subject = UserId::parse(&claims.sub).map_err(|_| AuthError::BadClaim("sub"))?;
         // Bridge knows more roles than these (developer, admin, ...): they grant nothing here.
@@ -159,7 +244,7 @@ mod tests {
     fn minted_token_verifies_with_its_roles() {
         let (u, a) = ids();
         let t = mint(SECRET, &u, &a, &[Role::Researcher], Duration::from_mins(1)).unwrap();
-        let p = TokenVerifier::hs256(SECRET).verify(&t).unwrap();
+        let p = TokenVerifier::hs256(SECRET, Expected::default()).verify(&t).unwrap();
         assert_eq!(p.subject, u);
         assert_eq!(p.app, a);
         assert_eq!(p.roles, vec![Role::Researcher]);
@@ -167,7 +252,7 @@ mod tests {
 
     #[test]
     fn absent_roles_mean_participant_and_unknown_roles_grant_nothing() {
-        let v = TokenVerifier::hs256(SECRET);
+        let v = TokenVerifier::hs256(SECRET, Expected::default());
         let t = raw(
             &serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60}),
             SECRET,
@@ -182,7 +267,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_tokens() {
-        let v = TokenVerifier::hs256(SECRET);
+        let v = TokenVerifier::hs256(SECRET, Expected::default());
         let good = serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60});
         assert!(
             v.verify(&raw(&good, b"another secret of enough length"))
@@ -207,6 +292,58 @@ mod tests {
         assert!(v.verify(&tampered).is_err());
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jwt").join(name)
+    }
+
+    fn signed(alg: Algorithm, private: &str, kid: Option<&str>, claims: &serde_json::Value) -> String {
+        let pem = std::fs::read(fixture(private)).unwrap();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    #[test]
+    fn public_keys_by_kid_with_issuer_and_audience() {
+        let v = TokenVerifier::public_keys(
+            &[fixture("rsa-key-1.pem"), fixture("ec-key-2.pem")],
+            Expected { issuer: Some("https://bridge.example".into()), audience: Some("participant-files".into()) },
+        )
+        .unwrap();
+        let good = serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60, "iss": "https://bridge.example", "aud": "participant-files"});
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &good)).is_ok());
+        assert!(v.verify(&signed(Algorithm::ES256, "ec-key-2.private.pem", Some("ec-key-2"), &good)).is_ok());
+        // Several keys: a token must say which.
+        assert!(v.verify(&signed(Algorithm::ES256, "ec-key-2.private.pem", None, &good)).is_err());
+        // Signed by a key the service does not know, under a known kid.
+        assert!(v.verify(&signed(Algorithm::ES256, "unknown.private.pem", Some("ec-key-2"), &good)).is_err());
+        // Right key, other kid.
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("ec-key-2"), &good)).is_err());
+        let mut wrong_aud = good.clone();
+        wrong_aud["aud"] = "someone-else".into();
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &wrong_aud)).is_err());
+        let mut wrong_iss = good.clone();
+        wrong_iss["iss"] = "https://evil.example".into();
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &wrong_iss)).is_err());
+        let mut no_aud = good.clone();
+        no_aud.as_object_mut().unwrap().remove("aud");
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &no_aud)).is_err());
+        let mut expired = good.clone();
+        expired["exp"] = (now() - 120).into();
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &expired)).is_err());
+        // Within the leeway, a token just past exp still passes.
+        let mut skewed = good.clone();
+        skewed["exp"] = (now() - 5).into();
+        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &skewed)).is_ok());
+        // An HS256 token cannot pass against public keys (no algorithm confusion).
+        let hs = raw(&good, SECRET);
+        assert!(v.verify(&hs).is_err());
+    }
+
     #[test]
     fn refuses_unsigned_tokens() {
         use base64::Engine;
@@ -214,7 +351,7 @@ mod tests {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = b64.encode(format!(r#"{{"sub":"u","app":"a","exp":{}}}"#, now() + 60));
         assert!(
-            TokenVerifier::hs256(SECRET)
+            TokenVerifier::hs256(SECRET, Expected::default())
                 .verify(&format!("{header}.{body}."))
                 .is_err()
         );

@@ -71,6 +71,15 @@ pub struct SecretArgs {
         hide_env_values = true
     )]
     pub jwt_secret: Option<String>,
+    /// PEM public keys (RSA for RS256, P-256 for ES256), a comma list of files; a token's `kid`
+    /// names the file without its extension. Replaces the shared secret.
+    #[arg(
+        long,
+        env = "PF_JWT_PUBLIC_KEY_FILE",
+        value_name = "PF_JWT_PUBLIC_KEY_FILE",
+        value_delimiter = ','
+    )]
+    pub jwt_public_key_file: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -215,6 +224,12 @@ pub struct ServeArgs {
         value_name = "PF_S3_SSE_KMS_KEY_ID"
     )]
     pub s3_sse_kms_key_id: Option<String>,
+    /// The `iss` every token must carry; unset: not checked.
+    #[arg(long, env = "PF_JWT_ISSUER", value_name = "PF_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every token must carry; unset: not checked.
+    #[arg(long, env = "PF_JWT_AUDIENCE", value_name = "PF_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// Where audit lines go: `stdout`, `stderr` or a file path (appended).
     #[arg(long, env = "PF_AUDIT_LOG", value_name = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
     pub audit_log: AuditTarget,
@@ -239,6 +254,9 @@ pub struct Config {
     pub public_url: String,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
+    pub jwt_public_keys: Vec<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
     pub url_secret: Option<String>,
     pub store: StoreLocation,
     pub index: IndexLocation,
@@ -310,10 +328,16 @@ impl Config {
                  capability URLs with the same secret",
             );
         }
-        if s3 && args.secrets.jwt_secret.is_none() {
+        let public_keys = !args.secrets.jwt_public_key_file.is_empty();
+        if public_keys && args.secrets.jwt_secret.is_some() {
             return err(
-                "PF_JWT_SECRET is required with the S3 store: instances share no data dir, so a \
-                 generated secret would differ between them",
+                "PF_JWT_SECRET and PF_JWT_PUBLIC_KEY_FILE are both set: choose one way to verify tokens",
+            );
+        }
+        if s3 && args.secrets.jwt_secret.is_none() && !public_keys {
+            return err(
+                "PF_JWT_SECRET or PF_JWT_PUBLIC_KEY_FILE is required with the S3 store: instances \
+                 share no data dir, so a generated secret would differ between them",
             );
         }
         if s3 && args.max_buffer_memory < 2 * args.s3_part_size {
@@ -334,6 +358,9 @@ impl Config {
             public_url,
             data_dir: args.secrets.data_dir,
             jwt_secret: args.secrets.jwt_secret,
+            jwt_public_keys: args.secrets.jwt_public_key_file,
+            jwt_issuer: args.jwt_issuer,
+            jwt_audience: args.jwt_audience,
             url_secret: args.url_secret,
             store: args.store,
             index: args.index,

@@ -48,9 +48,19 @@ use crate::scan::{ClamdScanner, Scanner};
 /// embedded default creating the data dir, the schema and the secrets).
 pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     let backends = backends::open(config).await?;
-    let jwt_secret =
-        secrets::load_or_create(config.jwt_secret.as_deref(), &config.data_dir, "jwt-secret")
-            .context("cannot read or create the JWT secret in the data dir")?;
+    let expected = auth::Expected {
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    };
+    let verifier = if config.jwt_public_keys.is_empty() {
+        let jwt_secret =
+            secrets::load_or_create(config.jwt_secret.as_deref(), &config.data_dir, "jwt-secret")
+                .context("cannot read or create the JWT secret in the data dir")?;
+        TokenVerifier::hs256(&jwt_secret, expected)
+    } else {
+        TokenVerifier::public_keys(&config.jwt_public_keys, expected)
+            .context("PF_JWT_PUBLIC_KEY_FILE")?
+    };
     let url_secret =
         secrets::load_or_create(config.url_secret.as_deref(), &config.data_dir, "url-secret")
             .context("cannot read or create the URL secret in the data dir")?;
@@ -76,7 +86,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     let audit = AuditLog::open(&config.audit_log).context("cannot open the audit log")?;
     Ok(Arc::new(http::App {
         files,
-        verifier: TokenVerifier::hs256(&jwt_secret),
+        verifier,
         audit,
         scanner,
     }))

@@ -57,6 +57,13 @@ where
 }
 
 fn token(args: &TokenArgs) -> ExitCode {
+    if !args.secrets.jwt_public_key_file.is_empty() {
+        eprintln!(
+            "error: PF_JWT_PUBLIC_KEY_FILE is set: tokens are signed by whoever holds the private \
+             keys, not by this service, so it cannot print one"
+        );
+        return ExitCode::from(2);
+    }
     let secret = match secrets::load_or_create(
         args.secrets.jwt_secret.as_deref(),
         &args.secrets.data_dir,

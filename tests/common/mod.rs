@@ -208,11 +208,12 @@ impl TestApp {
             listen,
             "--data-dir".into(),
             data_dir.display().to_string(),
-            "--jwt-secret".into(),
-            JWT_SECRET.into(),
             "--audit-log".into(),
             audit_path.display().to_string(),
         ];
+        if !flags.iter().any(|f| f == "--jwt-public-key-file") {
+            args.extend(["--jwt-secret".to_owned(), JWT_SECRET.to_owned()]);
+        }
         args.extend(flags.iter().cloned());
         let cli = Cli::try_parse_from(&args).expect("test flags parse");
         let config = Config::from_args(cli.serve).expect("test config is valid");
