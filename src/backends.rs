@@ -7,6 +7,8 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 
+use tokio_util::task::TaskTracker;
+
 use crate::budget::MemoryBudget;
 use crate::config::{Config, IndexLocation, StoreLocation};
 use crate::index::{DynamoFileIndex, FileIndex, SqliteFileIndex};
@@ -16,6 +18,8 @@ pub struct Backends {
     pub index: Arc<dyn FileIndex>,
     /// Buffer memory shared by every upload (`PF_MAX_BUFFER_MEMORY`).
     pub budget: MemoryBudget,
+    /// Background clean-ups the store starts (multipart aborts), for a shutdown to wait for.
+    pub cleanup: TaskTracker,
     pub store: Arc<dyn BlobStore>,
     /// Present when the index is DynamoDB, for `setup`.
     pub dynamo: Option<Arc<DynamoFileIndex>>,
@@ -40,6 +44,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
         || matches!(config.index, IndexLocation::DynamoDb { .. });
     let sdk = if needs_aws { Some(aws().await?) } else { None };
     let budget = MemoryBudget::new(config.max_buffer_memory);
+    let cleanup = TaskTracker::new();
     let (index, dynamo): (Arc<dyn FileIndex>, _) = match &config.index {
         IndexLocation::Sqlite => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -84,6 +89,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
                     encryption: config.s3.encryption.clone(),
                 },
                 budget.clone(),
+                cleanup.clone(),
             ));
             (Arc::clone(&store) as Arc<dyn BlobStore>, Some(store))
         }
@@ -91,6 +97,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
     Ok(Backends {
         index,
         budget,
+        cleanup,
         store,
         dynamo,
         s3,

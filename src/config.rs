@@ -233,6 +233,14 @@ pub struct ServeArgs {
     /// Where audit lines go: `stdout`, `stderr` or a file path (appended).
     #[arg(long, env = "PF_AUDIT_LOG", value_name = "PF_AUDIT_LOG", default_value = "stdout", value_parser = parse_audit)]
     pub audit_log: AuditTarget,
+    /// How long a client may send nothing in the middle of an upload before it is given up
+    /// (408); time the service holds the upload back itself does not count.
+    #[arg(long, env = "PF_CLIENT_TIMEOUT", value_name = "PF_CLIENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub client_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take to finish before uploads
+    /// still receiving are stopped.
+    #[arg(long, env = "PF_SHUTDOWN_TIMEOUT", value_name = "PF_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.
     #[arg(long, env = "PF_MAX_BUFFER_MEMORY", value_name = "PF_MAX_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub max_buffer_memory: u64,
@@ -270,6 +278,8 @@ pub struct Config {
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
+    pub client_timeout: Duration,
+    pub shutdown_timeout: Duration,
     pub s3: S3Options,
 }
 
@@ -374,6 +384,8 @@ impl Config {
             audit_log: args.audit_log,
             log_format: args.log_format,
             max_buffer_memory: args.max_buffer_memory,
+            client_timeout: args.client_timeout,
+            shutdown_timeout: args.shutdown_timeout,
             s3: S3Options {
                 force_path_style: args.s3_force_path_style,
                 part_size: args.s3_part_size,

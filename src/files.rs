@@ -102,6 +102,8 @@ pub struct FileService {
     rules: Rules,
     upload_mode: Mode,
     download_mode: Mode,
+    /// Cancelled when a shutdown's deadline has passed: uploads still receiving stop.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl FileService {
@@ -131,7 +133,13 @@ impl FileService {
             rules: settings.rules,
             upload_mode: settings.upload_mode,
             download_mode: settings.download_mode,
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Stops every upload that is still receiving its body (see [`pipeline::ingest`]).
+    pub fn cancel_uploads(&self) {
+        self.cancel.cancel();
     }
 
     fn presigner(&self) -> &dyn crate::store::Presigner {
@@ -512,6 +520,7 @@ impl FileService {
             self.scanner.as_deref(),
             self.store.as_ref(),
             &key,
+            &self.cancel,
         )
         .await?;
         let file = StoredFile {

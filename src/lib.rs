@@ -30,7 +30,7 @@ pub mod setup;
 pub mod sniff;
 pub mod store;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -67,6 +67,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     let scanner: Option<Arc<dyn Scanner>> = config.clamd.as_ref().map(|address| {
         Arc::new(ClamdScanner::new(address.clone(), config.scan_timeout)) as Arc<dyn Scanner>
     });
+    let cleanup = backends.cleanup.clone();
     let files = FileService::new(
         backends.index,
         backends.store,
@@ -78,6 +79,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
             rules: Rules {
                 max_size: config.max_file_size,
                 allowed: config.allowed_types.clone(),
+                client_timeout: config.client_timeout,
             },
             upload_mode: config.upload_mode,
             download_mode: config.download_mode,
@@ -89,16 +91,49 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         verifier,
         audit,
         scanner,
+        cleanup,
     }))
 }
 
-/// Serves the application on `listener` until `shutdown` completes.
+/// Serves the application on `listener` until `shutdown` completes. Then no new connection is
+/// taken and requests in flight have `deadline` to finish; uploads still receiving after that
+/// are stopped (temp files removed, multipart uploads aborted, nothing committed).
 pub async fn serve(
     state: http::AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    deadline: std::time::Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, http::router(Arc::clone(&state)))
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    tracing::info!(deadline_s = deadline.as_secs_f64(), "shutting down: requests in flight may finish");
+    let _ = stop.send(());
+    let result = match tokio::time::timeout(deadline, &mut server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("shutdown deadline passed: stopping uploads still in flight");
+            state.files.cancel_uploads();
+            tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    // Aborts of multipart uploads run in the background; they must reach S3 before exit.
+    state.cleanup.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), state.cleanup.wait())
         .await
+        .is_err()
+    {
+        tracing::warn!("some multipart uploads could not be aborted; the bucket's lifecycle rule will");
+    }
+    result
 }

@@ -132,7 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "participant-files is serving"
     );
-    serve(state, listener, shutdown_signal()).await?;
+    serve(state, listener, shutdown_signal(), config.shutdown_timeout).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::keys::ObjectKey;
 use crate::model::ScanStatus;
@@ -29,6 +30,8 @@ pub struct Declared {
 pub struct Rules {
     pub max_size: u64,
     pub allowed: AllowedTypes,
+    /// How long the client may send nothing before its upload is given up (slowloris).
+    pub client_timeout: std::time::Duration,
 }
 
 /// What was stored, once committed.
@@ -52,6 +55,10 @@ pub enum PipelineError {
     ChecksumMismatch,
     #[error("the request body could not be read")]
     Body(#[source] BoxError),
+    #[error("the client sent nothing for too long")]
+    ClientTooSlow,
+    #[error("the service is shutting down")]
+    ShuttingDown,
     #[error("the file is infected: {0}")]
     Infected(String),
     #[error(transparent)]
@@ -78,6 +85,35 @@ impl Meter {
     }
 }
 
+/// The next chunk of the body, counted; `None` at its end. A client that sends nothing for
+/// `rules.client_timeout` is given up on: only time spent waiting for the client counts, not
+/// time the service itself holds the upload back (that is spent in the store or the scanner).
+async fn next_chunk<S, E>(
+    body: &mut S,
+    meter: &mut Meter,
+    rules: &Rules,
+    cancel: &CancellationToken,
+) -> Result<Option<Bytes>, PipelineError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    E: Into<BoxError>,
+{
+    let next = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(PipelineError::ShuttingDown),
+        next = tokio::time::timeout(rules.client_timeout, body.next()) => next,
+    };
+    match next {
+        Err(_) => Err(PipelineError::ClientTooSlow),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(PipelineError::Body(e.into())),
+        Ok(Some(Ok(chunk))) => {
+            meter.take(&chunk)?;
+            Ok(Some(chunk))
+        }
+    }
+}
+
 /// Reads `body` to its end and stores it under `key`. Nothing is committed unless the body is
 /// complete, within the rules, matches what was declared and (with a scanner) is clean; on any
 /// error, or when the returned future is dropped, the store keeps nothing.
@@ -88,6 +124,7 @@ pub async fn ingest<S, E>(
     scanner: Option<&dyn Scanner>,
     store: &dyn BlobStore,
     key: &ObjectKey,
+    cancel: &CancellationToken,
 ) -> Result<Ingested, PipelineError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -103,12 +140,10 @@ where
     let mut head = BytesMut::new();
     let mut ended = false;
     while head.len() < SNIFF_LEN {
-        let Some(chunk) = body.next().await else {
+        let Some(chunk) = next_chunk(&mut body, &mut meter, rules, cancel).await? else {
             ended = true;
             break;
         };
-        let chunk = chunk.map_err(|e| PipelineError::Body(e.into()))?;
-        meter.take(&chunk)?;
         head.extend_from_slice(&chunk);
     }
     let head = head.freeze();
@@ -123,33 +158,40 @@ where
         None => None,
     };
     let mut writer = store.create(key).await?;
-    let mut next = Some(head);
-    loop {
-        let chunk = match next.take() {
-            Some(chunk) => chunk,
-            None if ended => break,
-            None => match body.next().await {
-                Some(chunk) => {
-                    let chunk = chunk.map_err(|e| PipelineError::Body(e.into()))?;
-                    meter.take(&chunk)?;
-                    chunk
-                }
-                None => break,
-            },
-        };
-        if chunk.is_empty() {
-            continue;
-        }
-        // The scanner and the store take each chunk at the same time; the slower of the two
-        // sets the pace, and with it the client's.
-        match scan.as_mut() {
-            Some(scan) => {
-                let (fed, written) = tokio::join!(scan.feed(chunk.clone()), writer.write(chunk));
-                fed?;
-                written?;
+    let streamed = async {
+        let mut next = Some(head);
+        loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None if ended => break,
+                None => match next_chunk(&mut body, &mut meter, rules, cancel).await? {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+            };
+            if chunk.is_empty() {
+                continue;
             }
-            None => writer.write(chunk).await?,
+            // The scanner and the store take each chunk at the same time; the slower of the
+            // two sets the pace, and with it the client's.
+            match scan.as_mut() {
+                Some(scan) => {
+                    let (fed, written) =
+                        tokio::join!(scan.feed(chunk.clone()), writer.write(chunk));
+                    fed?;
+                    written?;
+                }
+                None => writer.write(chunk).await?,
+            }
         }
+        Ok::<_, PipelineError>(())
+    };
+    // A shutdown stops an upload that is still receiving, also while it waits on the store or
+    // the scanner; one that has all its bytes goes on to its verdict and commit.
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(PipelineError::ShuttingDown),
+        r = streamed => r?,
     }
 
     let size = meter.count;

@@ -238,6 +238,7 @@ async fn recording_store(
             encryption,
         },
         participant_files::budget::MemoryBudget::new(64 * 1024 * 1024),
+        tokio_util::task::TaskTracker::new(),
     );
     (store, seen)
 }

@@ -173,6 +173,16 @@ impl From<PipelineError> for ApiError {
                 Self::bad_request(format!("{}.", capitalise(&e.to_string())))
             }
             PipelineError::Body(_) => Self::bad_request("The request body could not be read."),
+            PipelineError::ClientTooSlow => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "BadRequestException",
+                "The request body stopped arriving; the upload was given up.",
+            ),
+            PipelineError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+                "The service is shutting down; the upload was not stored. Try again.",
+            ),
             PipelineError::Infected(signature) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "InfectedFileException",

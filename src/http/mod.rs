@@ -31,6 +31,8 @@ pub struct App {
     pub verifier: TokenVerifier,
     pub audit: AuditLog,
     pub scanner: Option<Arc<dyn Scanner>>,
+    /// Background clean-ups (multipart aborts) that a shutdown waits for.
+    pub cleanup: tokio_util::task::TaskTracker,
 }
 
 pub type AppState = Arc<App>;

@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use super::{BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StoreError};
 use crate::budget::{MemoryBudget, Reservation};
@@ -61,16 +62,24 @@ pub struct S3BlobStore {
     client: Client,
     settings: Arc<S3Settings>,
     budget: MemoryBudget,
+    cleanup: TaskTracker,
 }
 
 impl S3BlobStore {
     /// Part buffers of every upload are reserved from `budget`.
     #[must_use]
-    pub fn new(client: Client, settings: S3Settings, budget: MemoryBudget) -> Self {
+    /// Aborts of dropped multipart uploads run on `cleanup`, so a shutdown can wait for them.
+    pub fn new(
+        client: Client,
+        settings: S3Settings,
+        budget: MemoryBudget,
+        cleanup: TaskTracker,
+    ) -> Self {
         Self {
             client,
             settings: Arc::new(settings),
             budget,
+            cleanup,
         }
     }
 
@@ -118,6 +127,7 @@ impl BlobStore for S3BlobStore {
             buffer: BytesMut::new(),
             reserved: Reservation::empty(),
             budget: self.budget.clone(),
+            cleanup: self.cleanup.clone(),
             multipart: None,
         }))
     }
@@ -327,6 +337,7 @@ struct S3Writer {
     /// The budget held for what `buffer` holds.
     reserved: Reservation,
     budget: MemoryBudget,
+    cleanup: TaskTracker,
     multipart: Option<Multipart>,
 }
 
@@ -496,8 +507,8 @@ impl Drop for S3Writer {
             .bucket(&self.settings.bucket)
             .key(&self.key)
             .upload_id(&mp.upload_id);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.cleanup.spawn(async move {
                 if let Err(e) = req.send().await {
                     tracing::warn!(error = %e, "AbortMultipartUpload failed; the bucket's lifecycle rule will remove the parts");
                 }

@@ -227,9 +227,14 @@ impl TestApp {
         }
         let state = participant_files::build(&config).await.expect("app builds");
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(participant_files::serve(state, listener, async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(participant_files::serve(
+            state,
+            listener,
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(5),
+        ));
         let client = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_mins(1))
