@@ -120,11 +120,17 @@ impl TokenVerifier {
 
     /// Verifies RS256 (RSA keys) and ES256 (P-256 keys) tokens against PEM public keys; each
     /// key's `kid` is its file name without extension, so keys can be rotated by adding a file.
-    pub fn public_keys(paths: &[std::path::PathBuf], expected: Expected) -> Result<Self, KeyFileError> {
+    pub fn public_keys(
+        paths: &[std::path::PathBuf],
+        expected: Expected,
+    ) -> Result<Self, KeyFileError> {
         let mut keys = Vec::new();
         for path in paths {
             let shown = path.display().to_string();
-            let pem = std::fs::read(path).map_err(|e| KeyFileError { path: shown.clone(), reason: e.to_string() })?;
+            let pem = std::fs::read(path).map_err(|e| KeyFileError {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
             let (algorithm, key) = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
                 (Algorithm::RS256, k)
             } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
@@ -135,14 +141,18 @@ impl TokenVerifier {
                     reason: "not a PEM RSA or P-256 public key".to_owned(),
                 });
             };
-            let kid = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .map(str::to_owned);
-            keys.push(VerifyingKey { kid, algorithm, key });
+            let kid = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+            keys.push(VerifyingKey {
+                kid,
+                algorithm,
+                key,
+            });
         }
         if keys.is_empty() {
-            return Err(KeyFileError { path: String::new(), reason: "no public key given".to_owned() });
+            return Err(KeyFileError {
+                path: String::new(),
+                reason: "no public key given".to_owned(),
+            });
         }
         Ok(Self { keys, expected })
     }
@@ -171,7 +181,10 @@ impl TokenVerifier {
         // The key is chosen by `kid` (or is the only one), and the token's algorithm must be the
         // key's: a token cannot pick a weaker algorithm than the key was made for.
         let key = match &header.kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid.as_str())),
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid.as_str())),
             None if self.keys.len() == 1 => self.keys.first(),
             None => None,
         }
@@ -179,7 +192,9 @@ impl TokenVerifier {
         if header.alg != key.algorithm {
             return Err(AuthError::UnknownKey);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(key.algorithm))?.claims;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(key.algorithm))?
+                .claims;
         let app = AppId::parse(&claims.app).map_err(|_| AuthError::BadClaim("app"))?;
         let subject = UserId::parse(&claims.sub).map_err(|_| AuthError::BadClaim("sub"))?;
         // Bridge knows more roles than these (developer, admin, ...): they grant nothing here.
@@ -244,7 +259,9 @@ mod tests {
     fn minted_token_verifies_with_its_roles() {
         let (u, a) = ids();
         let t = mint(SECRET, &u, &a, &[Role::Researcher], Duration::from_mins(1)).unwrap();
-        let p = TokenVerifier::hs256(SECRET, Expected::default()).verify(&t).unwrap();
+        let p = TokenVerifier::hs256(SECRET, Expected::default())
+            .verify(&t)
+            .unwrap();
         assert_eq!(p.subject, u);
         assert_eq!(p.app, a);
         assert_eq!(p.roles, vec![Role::Researcher]);
@@ -293,10 +310,17 @@ mod tests {
     }
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jwt").join(name)
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/jwt")
+            .join(name)
     }
 
-    fn signed(alg: Algorithm, private: &str, kid: Option<&str>, claims: &serde_json::Value) -> String {
+    fn signed(
+        alg: Algorithm,
+        private: &str,
+        kid: Option<&str>,
+        claims: &serde_json::Value,
+    ) -> String {
         let pem = std::fs::read(fixture(private)).unwrap();
         let key = match alg {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
@@ -311,34 +335,117 @@ mod tests {
     fn public_keys_by_kid_with_issuer_and_audience() {
         let v = TokenVerifier::public_keys(
             &[fixture("rsa-key-1.pem"), fixture("ec-key-2.pem")],
-            Expected { issuer: Some("https://bridge.example".into()), audience: Some("participant-files".into()) },
+            Expected {
+                issuer: Some("https://bridge.example".into()),
+                audience: Some("participant-files".into()),
+            },
         )
         .unwrap();
         let good = serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60, "iss": "https://bridge.example", "aud": "participant-files"});
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &good)).is_ok());
-        assert!(v.verify(&signed(Algorithm::ES256, "ec-key-2.private.pem", Some("ec-key-2"), &good)).is_ok());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("rsa-key-1"),
+                &good
+            ))
+            .is_ok()
+        );
+        assert!(
+            v.verify(&signed(
+                Algorithm::ES256,
+                "ec-key-2.private.pem",
+                Some("ec-key-2"),
+                &good
+            ))
+            .is_ok()
+        );
         // Several keys: a token must say which.
-        assert!(v.verify(&signed(Algorithm::ES256, "ec-key-2.private.pem", None, &good)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::ES256,
+                "ec-key-2.private.pem",
+                None,
+                &good
+            ))
+            .is_err()
+        );
         // Signed by a key the service does not know, under a known kid.
-        assert!(v.verify(&signed(Algorithm::ES256, "unknown.private.pem", Some("ec-key-2"), &good)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::ES256,
+                "unknown.private.pem",
+                Some("ec-key-2"),
+                &good
+            ))
+            .is_err()
+        );
         // Right key, other kid.
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("ec-key-2"), &good)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("ec-key-2"),
+                &good
+            ))
+            .is_err()
+        );
         let mut wrong_aud = good.clone();
         wrong_aud["aud"] = "someone-else".into();
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &wrong_aud)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("rsa-key-1"),
+                &wrong_aud
+            ))
+            .is_err()
+        );
         let mut wrong_iss = good.clone();
         wrong_iss["iss"] = "https://evil.example".into();
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &wrong_iss)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("rsa-key-1"),
+                &wrong_iss
+            ))
+            .is_err()
+        );
         let mut no_aud = good.clone();
         no_aud.as_object_mut().unwrap().remove("aud");
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &no_aud)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("rsa-key-1"),
+                &no_aud
+            ))
+            .is_err()
+        );
         let mut expired = good.clone();
         expired["exp"] = (now() - 120).into();
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &expired)).is_err());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("rsa-key-1"),
+                &expired
+            ))
+            .is_err()
+        );
         // Within the leeway, a token just past exp still passes.
         let mut skewed = good.clone();
         skewed["exp"] = (now() - 5).into();
-        assert!(v.verify(&signed(Algorithm::RS256, "rsa-key-1.private.pem", Some("rsa-key-1"), &skewed)).is_ok());
+        assert!(
+            v.verify(&signed(
+                Algorithm::RS256,
+                "rsa-key-1.private.pem",
+                Some("rsa-key-1"),
+                &skewed
+            ))
+            .is_ok()
+        );
         // An HS256 token cannot pass against public keys (no algorithm confusion).
         let hs = raw(&good, SECRET);
         assert!(v.verify(&hs).is_err());

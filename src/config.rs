@@ -241,6 +241,28 @@ pub struct ServeArgs {
     /// still receiving are stopped.
     #[arg(long, env = "PF_SHUTDOWN_TIMEOUT", value_name = "PF_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Uploads that may run at once; beyond it 503 with Retry-After. 0: no limit.
+    #[arg(
+        long,
+        env = "PF_MAX_UPLOADS",
+        value_name = "PF_MAX_UPLOADS",
+        default_value_t = 0
+    )]
+    pub max_uploads: usize,
+    /// Files one participant may have; unset: no limit.
+    #[arg(
+        long,
+        env = "PF_MAX_FILES_PER_PARTICIPANT",
+        value_name = "PF_MAX_FILES_PER_PARTICIPANT"
+    )]
+    pub max_files_per_participant: Option<u64>,
+    /// Bytes one participant may store, like 1GiB; unset: no limit.
+    #[arg(long, env = "PF_MAX_BYTES_PER_PARTICIPANT", value_name = "PF_MAX_BYTES_PER_PARTICIPANT", value_parser = parse_size)]
+    pub max_bytes_per_participant: Option<u64>,
+    /// Bytes of one participant's files that may be downloaded per hour (per instance), like
+    /// 1GiB; beyond it 429. Unset: no limit.
+    #[arg(long, env = "PF_DOWNLOAD_BYTES_PER_HOUR", value_name = "PF_DOWNLOAD_BYTES_PER_HOUR", value_parser = parse_size)]
+    pub download_bytes_per_hour: Option<u64>,
     /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.
     #[arg(long, env = "PF_MAX_BUFFER_MEMORY", value_name = "PF_MAX_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub max_buffer_memory: u64,
@@ -280,6 +302,7 @@ pub struct Config {
     pub max_buffer_memory: u64,
     pub client_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub limits: crate::limits::LimitSettings,
     pub s3: S3Options,
 }
 
@@ -386,6 +409,12 @@ impl Config {
             max_buffer_memory: args.max_buffer_memory,
             client_timeout: args.client_timeout,
             shutdown_timeout: args.shutdown_timeout,
+            limits: crate::limits::LimitSettings {
+                max_uploads: (args.max_uploads > 0).then_some(args.max_uploads),
+                max_files_per_participant: args.max_files_per_participant,
+                max_bytes_per_participant: args.max_bytes_per_participant,
+                download_bytes_per_hour: args.download_bytes_per_hour,
+            },
             s3: S3Options {
                 force_path_style: args.s3_force_path_style,
                 part_size: args.s3_part_size,

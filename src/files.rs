@@ -16,6 +16,7 @@ use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
 use crate::config::Mode;
 use crate::index::{FileIndex, IndexError};
 use crate::keys::{ObjectKey, UploadId};
+use crate::limits::{LimitSettings, Limits};
 use crate::model::{
     FileId, FileRow, Owner, PendingUpload, ScanStatus, StoredFile, UserId, Versioned,
 };
@@ -49,6 +50,12 @@ pub enum FilesError {
     Store(#[from] StoreError),
     #[error("too many concurrent writes to one file")]
     Contended,
+    #[error("every upload slot is taken")]
+    Busy,
+    #[error("the participant's {0} quota would be exceeded")]
+    Quota(&'static str),
+    #[error("the participant's download budget is spent for now")]
+    DownloadBudget(Duration),
 }
 
 /// Who is acting, for capability URLs and the audit trail.
@@ -90,6 +97,7 @@ pub struct Settings {
     pub rules: Rules,
     pub upload_mode: Mode,
     pub download_mode: Mode,
+    pub limits: LimitSettings,
 }
 
 pub struct FileService {
@@ -104,6 +112,7 @@ pub struct FileService {
     download_mode: Mode,
     /// Cancelled when a shutdown's deadline has passed: uploads still receiving stop.
     cancel: tokio_util::sync::CancellationToken,
+    limits: Limits,
 }
 
 impl FileService {
@@ -134,6 +143,7 @@ impl FileService {
             upload_mode: settings.upload_mode,
             download_mode: settings.download_mode,
             cancel: tokio_util::sync::CancellationToken::new(),
+            limits: Limits::new(settings.limits),
         }
     }
 
@@ -333,6 +343,9 @@ impl FileService {
         actor: &Actor,
     ) -> Result<(StoredFile, IssuedUrl), FilesError> {
         let file = self.get(owner, file_id).await?;
+        self.limits
+            .charge_download(owner, file.size)
+            .map_err(FilesError::DownloadBudget)?;
         let expires_on = self.expiry();
         if self.download_mode == Mode::Presigned {
             let url = self
@@ -511,18 +524,44 @@ impl FileService {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Into<BoxError>,
     {
+        let _slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
+        let mut rules = self.rules.clone();
+        let mut quota_bound = false;
+        let quotas = self.limits.settings;
+        if quotas.max_files_per_participant.is_some() || quotas.max_bytes_per_participant.is_some()
+        {
+            let (files, bytes, this) = self.usage(owner, file_id).await?;
+            if this.is_none()
+                && quotas
+                    .max_files_per_participant
+                    .is_some_and(|max| files >= max)
+            {
+                return Err(FilesError::Quota("files"));
+            }
+            if let Some(max) = quotas.max_bytes_per_participant {
+                let remaining = max.saturating_sub(bytes - this.unwrap_or(0));
+                if remaining < rules.max_size {
+                    rules.max_size = remaining;
+                    quota_bound = true;
+                }
+            }
+        }
         // A fresh key for every attempt, so two uploads of one file never write one object.
         let key = ObjectKey::new(owner, &UploadId::generate());
         let ingested = pipeline::ingest(
             body,
             declared,
-            &self.rules,
+            &rules,
             self.scanner.as_deref(),
             self.store.as_ref(),
             &key,
             &self.cancel,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            PipelineError::TooLarge { .. } if quota_bound => FilesError::Quota("storage"),
+            other => other.into(),
+        })?;
         let file = StoredFile {
             key,
             mime_type: ingested.mime_type,
@@ -532,6 +571,33 @@ impl FileService {
             created_on: Utc::now(),
         };
         self.switch(owner, file_id, file, consumes).await
+    }
+
+    /// How many files and bytes `owner` has, and the size of `file_id` among them.
+    async fn usage(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<(u64, u64, Option<u64>), FilesError> {
+        let (mut files, mut bytes, mut this) = (0u64, 0u64, None);
+        let mut after: Option<FileId> = None;
+        loop {
+            let rows = self.index.list(owner, after.as_ref(), 100).await?;
+            let full = rows.len() == 100;
+            after = rows.last().map(|r| r.value.file_id.clone());
+            for row in rows {
+                if let Some(c) = &row.value.current {
+                    files += 1;
+                    bytes += c.size;
+                    if &row.value.file_id == file_id {
+                        this = Some(c.size);
+                    }
+                }
+            }
+            if !full {
+                return Ok((files, bytes, this));
+            }
+        }
     }
 
     /// Makes a committed object the file's current version with a conditional write, then

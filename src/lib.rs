@@ -21,6 +21,7 @@ pub mod files;
 pub mod http;
 pub mod index;
 pub mod keys;
+pub mod limits;
 pub mod model;
 pub mod pipeline;
 pub mod reconcile;
@@ -83,6 +84,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
             },
             upload_mode: config.upload_mode,
             download_mode: config.download_mode,
+            limits: config.limits,
         },
     );
     let audit = AuditLog::open(&config.audit_log).context("cannot open the audit log")?;
@@ -115,17 +117,19 @@ pub async fn serve(
         result = &mut server => return result,
         () = shutdown => {}
     }
-    tracing::info!(deadline_s = deadline.as_secs_f64(), "shutting down: requests in flight may finish");
+    tracing::info!(
+        deadline_s = deadline.as_secs_f64(),
+        "shutting down: requests in flight may finish"
+    );
     let _ = stop.send(());
-    let result = match tokio::time::timeout(deadline, &mut server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("shutdown deadline passed: stopping uploads still in flight");
-            state.files.cancel_uploads();
-            tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
-                .await
-                .unwrap_or(Ok(()))
-        }
+    let result = if let Ok(result) = tokio::time::timeout(deadline, &mut server).await {
+        result
+    } else {
+        tracing::warn!("shutdown deadline passed: stopping uploads still in flight");
+        state.files.cancel_uploads();
+        tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
+            .await
+            .unwrap_or(Ok(()))
     };
     // Aborts of multipart uploads run in the background; they must reach S3 before exit.
     state.cleanup.close();
@@ -133,7 +137,9 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("some multipart uploads could not be aborted; the bucket's lifecycle rule will");
+        tracing::warn!(
+            "some multipart uploads could not be aborted; the bucket's lifecycle rule will"
+        );
     }
     result
 }

@@ -6,13 +6,23 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{JWT_SECRET, Process, URL_SECRET, aws_env, noise, s3_multipart_leftovers, unique_name, walk_files};
+use common::{
+    JWT_SECRET, Process, URL_SECRET, aws_env, noise, s3_multipart_leftovers, unique_name,
+    walk_files,
+};
 use participant_files::auth::{self, Role};
 use participant_files::model::{AppId, UserId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn token() -> String {
-    auth::mint(JWT_SECRET.as_bytes(), &UserId::parse("alice").unwrap(), &AppId::parse("study").unwrap(), &[Role::Participant], Duration::from_mins(10)).unwrap()
+    auth::mint(
+        JWT_SECRET.as_bytes(),
+        &UserId::parse("alice").unwrap(),
+        &AppId::parse("study").unwrap(),
+        &[Role::Participant],
+        Duration::from_mins(10),
+    )
+    .unwrap()
 }
 
 async fn sigterm_mid_upload(env: Vec<(&'static str, String)>) -> Process {
@@ -34,7 +44,10 @@ async fn sigterm_mid_upload(env: Vec<(&'static str, String)>) -> Process {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&noise(7_000_000, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let kill = std::process::Command::new("kill").args(["-TERM", &service.child.id().to_string()]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     // The client sends nothing more; the service answers 503 once the deadline has passed.
     let mut reply = Vec::new();
@@ -46,7 +59,10 @@ async fn sigterm_mid_upload(env: Vec<(&'static str, String)>) -> Process {
         if let Some(s) = service.child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the service did not stop");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -61,7 +77,12 @@ async fn no_row(data_dir: &std::path::Path, extra: Vec<(&'static str, String)>) 
     ];
     env.extend(extra);
     let again = Process::spawn(&env, &[]).await;
-    let res = reqwest::Client::new().get(format!("{}/v3/participants/self/files", again.base)).bearer_auth(token()).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("{}/v3/participants/self/files", again.base))
+        .bearer_auth(token())
+        .send()
+        .await
+        .unwrap();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["items"], serde_json::json!([]));
 }
@@ -82,7 +103,13 @@ async fn s3_store() {
     let s3_dir = aws_env().s3_dir;
     let data = tempfile::tempdir().unwrap();
     let bucket = unique_name("pf");
-    let _ = common::open_backends(&["--store", &format!("s3://{bucket}"), "--s3-force-path-style", "true"]).await;
+    let _ = common::open_backends(&[
+        "--store",
+        &format!("s3://{bucket}"),
+        "--s3-force-path-style",
+        "true",
+    ])
+    .await;
     let store = vec![
         ("PF_STORE", format!("s3://{bucket}")),
         ("PF_S3_FORCE_PATH_STYLE", "true".to_owned()),
@@ -95,6 +122,9 @@ async fn s3_store() {
     let mut objects = Vec::new();
     walk_files(&s3_dir.join(&bucket), &mut objects);
     assert!(objects.is_empty(), "objects: {objects:?}");
-    assert!(s3_multipart_leftovers(&s3_dir, &bucket).is_empty(), "a multipart upload was left");
+    assert!(
+        s3_multipart_leftovers(&s3_dir, &bucket).is_empty(),
+        "a multipart upload was left"
+    );
     no_row(data.path(), store).await;
 }

@@ -9,7 +9,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 fn fixture(name: &str) -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jwt").join(name).display().to_string()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/jwt")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn sign(alg: Algorithm, private: &str, kid: &str, claims: &serde_json::Value) -> String {
@@ -26,10 +30,21 @@ fn sign(alg: Algorithm, private: &str, kid: &str, claims: &serde_json::Value) ->
 #[tokio::test]
 async fn public_keys_with_rotation_issuer_and_audience() {
     let keys = format!("{},{}", fixture("rsa-key-1.pem"), fixture("ec-key-2.pem"));
-    let app = TestApp::start_with(&["--jwt-public-key-file", &keys, "--jwt-issuer", "https://bridge.example", "--jwt-audience", "participant-files"]).await;
+    let app = TestApp::start_with(&[
+        "--jwt-public-key-file",
+        &keys,
+        "--jwt-issuer",
+        "https://bridge.example",
+        "--jwt-audience",
+        "participant-files",
+    ])
+    .await;
     let now = chrono::Utc::now().timestamp();
     let claims = json!({"sub": "alice", "app": "study", "exp": now + 600, "iss": "https://bridge.example", "aud": "participant-files"});
-    for (alg, private, kid) in [(Algorithm::RS256, "rsa-key-1.private.pem", "rsa-key-1"), (Algorithm::ES256, "ec-key-2.private.pem", "ec-key-2")] {
+    for (alg, private, kid) in [
+        (Algorithm::RS256, "rsa-key-1.private.pem", "rsa-key-1"),
+        (Algorithm::ES256, "ec-key-2.private.pem", "ec-key-2"),
+    ] {
         let t = sign(alg, private, kid, &claims);
         json(app.list(&t, "self", "").await, StatusCode::OK).await;
     }
@@ -38,13 +53,27 @@ async fn public_keys_with_rotation_issuer_and_audience() {
         sign(Algorithm::ES256, "unknown.private.pem", "unknown", &claims),
         app.token("alice", "study"),
     ];
-    for (field, value) in [("aud", json!("another-service")), ("iss", json!("https://elsewhere.example")), ("exp", json!(now - 3600))] {
+    for (field, value) in [
+        ("aud", json!("another-service")),
+        ("iss", json!("https://elsewhere.example")),
+        ("exp", json!(now - 3600)),
+    ] {
         let mut c = claims.clone();
         c[field] = value;
-        refused.push(sign(Algorithm::RS256, "rsa-key-1.private.pem", "rsa-key-1", &c));
+        refused.push(sign(
+            Algorithm::RS256,
+            "rsa-key-1.private.pem",
+            "rsa-key-1",
+            &c,
+        ));
     }
     for t in refused {
-        error(app.list(&t, "self", "").await, StatusCode::UNAUTHORIZED, "NotAuthenticatedException").await;
+        error(
+            app.list(&t, "self", "").await,
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticatedException",
+        )
+        .await;
     }
 }
 

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub kind: &'static str,
+    /// Seconds for a `Retry-After` header (503 when busy, 429).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +38,7 @@ impl ApiError {
             status,
             message: message.into(),
             kind,
+            retry_after: None,
         }
     }
 
@@ -117,7 +120,13 @@ impl IntoResponse for ApiError {
             message: &self.message,
             kind: self.kind,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -213,6 +222,29 @@ impl From<FilesError> for ApiError {
             FilesError::Index(i) => index_error(&i),
             FilesError::Store(s) => store_error(&s),
             FilesError::Contended => index_error(&IndexError::Conflict),
+            FilesError::Busy => {
+                let mut e = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "Too many uploads are in progress. Try again shortly.",
+                );
+                e.retry_after = Some(crate::limits::BUSY_RETRY_AFTER.as_secs());
+                e
+            }
+            FilesError::Quota(what) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "EntityTooLargeException",
+                format!("This upload would exceed the participant's {what} quota."),
+            ),
+            FilesError::DownloadBudget(wait) => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    "The participant's download budget for this hour is spent. Try again later.",
+                );
+                e.retry_after = Some(wait.as_secs().max(1));
+                e
+            }
         }
     }
 }

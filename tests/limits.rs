@@ -1,0 +1,185 @@
+//! Operator limits over HTTP: uploads in flight, per-participant quotas, the download byte
+//! budget, and clients that stop sending.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, error, json, noise};
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Starts an upload that sends half its body and then waits; returns the open connection.
+async fn stalled_upload(app: &TestApp, token: &str, file: &str) -> tokio::net::TcpStream {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v3/participants/self/files/{file} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&noise(100_000, 1)).await.unwrap();
+    for _ in 0..100 {
+        if !app.staged_files().is_empty() || app.backend == common::Backend::Aws {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_limit_are_told_to_retry() {
+    let app = TestApp::start_with(&["--max-uploads", "1"]).await;
+    let t = app.token("alice", "study");
+    let mut first = stalled_upload(&app, &t, "slow.bin").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = app
+        .put_file(
+            &t,
+            "self",
+            "other.bin",
+            "application/octet-stream",
+            b"x".to_vec(),
+        )
+        .await;
+    assert_eq!(res.headers()["retry-after"], "5");
+    error(
+        res,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailableException",
+    )
+    .await;
+    first.write_all(&noise(100_000, 2)).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut reply)).await;
+    // The first upload finished; its slot is free again.
+    let res = app
+        .put_file(
+            &t,
+            "self",
+            "other.bin",
+            "application/octet-stream",
+            b"x".to_vec(),
+        )
+        .await;
+    json(res, StatusCode::CREATED).await;
+}
+
+#[tokio::test]
+async fn per_participant_quotas() {
+    let app = TestApp::start_with(&[
+        "--max-files-per-participant",
+        "2",
+        "--max-bytes-per-participant",
+        "1000",
+    ])
+    .await;
+    let t = app.token("alice", "study");
+    json(
+        app.put_file(&t, "self", "a", "application/octet-stream", noise(600, 1))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let res = app
+        .put_file(&t, "self", "b", "application/octet-stream", noise(500, 2))
+        .await;
+    let body = error(
+        res,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "EntityTooLargeException",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("quota"),
+        "{body}"
+    );
+    json(
+        app.put_file(&t, "self", "b", "application/octet-stream", noise(300, 3))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let res = app
+        .put_file(&t, "self", "c", "application/octet-stream", noise(10, 4))
+        .await;
+    error(
+        res,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "EntityTooLargeException",
+    )
+    .await;
+    // Replacing a file counts its new size instead of its old one.
+    json(
+        app.put_file(&t, "self", "a", "application/octet-stream", noise(700, 5))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(app.stored_files().len(), 2, "{:?}", app.stored_files());
+    // Another participant has quotas of its own.
+    let bob = app.token("bob", "study");
+    json(
+        app.put_file(&bob, "self", "c", "application/octet-stream", noise(900, 6))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn download_budget_per_participant() {
+    let app = TestApp::start_with(&["--download-bytes-per-hour", "1000"]).await;
+    let t = app.token("alice", "study");
+    app.put_file(&t, "self", "a", "application/octet-stream", noise(600, 1))
+        .await;
+    assert_eq!(
+        app.get_file(&t, "self", "a").await.status(),
+        StatusCode::FOUND
+    );
+    let res = app.get_file(&t, "self", "a").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 3000 && wait <= 3600, "{wait}");
+    error(
+        res,
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequestsException",
+    )
+    .await;
+    let bob = app.token("bob", "study");
+    app.put_file(&bob, "self", "b", "application/octet-stream", noise(600, 2))
+        .await;
+    assert_eq!(
+        app.get_file(&bob, "self", "b").await.status(),
+        StatusCode::FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_is_given_up() {
+    let app = TestApp::start_with(&["--client-timeout", "1s"]).await;
+    let t = app.token("alice", "study");
+    let mut stream = stalled_upload(&app, &t, "stalled.bin").await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    for _ in 0..100 {
+        if app.stored_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
+    error(
+        app.get_file(&t, "self", "stalled.bin").await,
+        StatusCode::NOT_FOUND,
+        "EntityNotFoundException",
+    )
+    .await;
+}
