@@ -86,6 +86,8 @@ pub struct Committed {
     pub file: StoredFile,
     /// Whether an earlier version of the file was replaced.
     pub replaced: bool,
+    /// How long the scanner took after the last byte, when there is one.
+    pub scan_time: Option<Duration>,
 }
 
 /// How the service hands out URLs and which limits uploads are held to.
@@ -570,7 +572,9 @@ impl FileService {
             scan_status: ingested.scan_status,
             created_on: Utc::now(),
         };
-        self.switch(owner, file_id, file, consumes).await
+        let mut committed = self.switch(owner, file_id, file, consumes).await?;
+        committed.scan_time = ingested.scan_time;
+        Ok(committed)
     }
 
     /// How many files and bytes `owner` has, and the size of `file_id` among them.
@@ -640,6 +644,7 @@ impl FileService {
                     return Ok(Committed {
                         file,
                         replaced: old.is_some(),
+                        scan_time: None,
                     });
                 }
                 Err(IndexError::Conflict) => {}
@@ -665,6 +670,7 @@ impl FileService {
                             return Ok(Committed {
                                 file,
                                 replaced: old.is_some(),
+                                scan_time: None,
                             });
                         }
                         Ok(_) => self.discard(&file.key).await,

@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod reconcile;
@@ -69,6 +70,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         Arc::new(ClamdScanner::new(address.clone(), config.scan_timeout)) as Arc<dyn Scanner>
     });
     let cleanup = backends.cleanup.clone();
+    let metrics = Arc::new(metrics::Metrics::new(backends.budget.clone()));
     let files = FileService::new(
         backends.index,
         backends.store,
@@ -94,6 +96,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         audit,
         scanner,
         cleanup,
+        metrics,
     }))
 }
 

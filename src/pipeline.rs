@@ -41,6 +41,8 @@ pub struct Ingested {
     pub size: u64,
     pub sha256: String,
     pub scan_status: ScanStatus,
+    /// How long the scanner took to answer after the last byte.
+    pub scan_time: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,12 +209,15 @@ where
     if declared.sha256.as_ref().is_some_and(|d| *d != sha256) {
         return Err(PipelineError::ChecksumMismatch);
     }
-    let scan_status = match scan {
-        None => ScanStatus::Unscanned,
-        Some(scan) => match scan.finish().await? {
-            Verdict::Clean => ScanStatus::Clean,
-            Verdict::Infected(signature) => return Err(PipelineError::Infected(signature)),
-        },
+    let (scan_status, scan_time) = match scan {
+        None => (ScanStatus::Unscanned, None),
+        Some(scan) => {
+            let started = std::time::Instant::now();
+            match scan.finish().await? {
+                Verdict::Clean => (ScanStatus::Clean, Some(started.elapsed())),
+                Verdict::Infected(signature) => return Err(PipelineError::Infected(signature)),
+            }
+        }
     };
     writer.commit().await?;
     Ok(Ingested {
@@ -220,5 +225,6 @@ where
         size,
         sha256,
         scan_status,
+        scan_time,
     })
 }

@@ -7,13 +7,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, RequestId};
 use super::files::{check_content_length, content_type};
 use super::shapes::ParticipantFile;
+use super::{AppState, observe_upload};
 use crate::audit::{Action, AuditEvent};
 use crate::capability::Grant;
+use crate::metrics::InFlight;
 
 fn audit(
     state: &AppState,
@@ -51,12 +52,14 @@ pub async fn upload(
             .check_upload_grant(&grant, declared_type.as_deref())
             .await?;
         check_content_length(&headers, state.files.max_file_size())?;
-        Ok::<_, ApiError>(
-            state
-                .files
-                .upload_granted(&grant, body.into_data_stream())
-                .await?,
-        )
+        let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
+        let committed = state
+            .files
+            .upload_granted(&grant, body.into_data_stream())
+            .await
+            .map_err(ApiError::from);
+        observe_upload(&state, &committed);
+        committed
     }
     .await;
     match result {
@@ -165,6 +168,7 @@ pub async fn download(
         status.as_u16(),
         length,
     );
+    state.metrics.bytes_out.inc_by(length);
     let mut response = Response::new(Body::from_stream(read.body));
     *response.status_mut() = status;
     let h = response.headers_mut();

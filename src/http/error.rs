@@ -21,6 +21,8 @@ pub struct ApiError {
     pub kind: &'static str,
     /// Seconds for a `Retry-After` header (503 when busy, 429).
     pub retry_after: Option<u64>,
+    /// The backend whose failure this is, for the metrics.
+    pub backend: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -39,6 +41,7 @@ impl ApiError {
             message: message.into(),
             kind,
             retry_after: None,
+            backend: None,
         }
     }
 
@@ -121,6 +124,11 @@ impl IntoResponse for ApiError {
             kind: self.kind,
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(backend) = self.backend {
+            response
+                .extensions_mut()
+                .insert(super::BackendFailed(backend));
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -149,7 +157,9 @@ fn store_error(e: &StoreError) -> ApiError {
         StoreError::RangeNotSatisfiable => ApiError::range_not_satisfiable(),
         StoreError::Io { backend, .. } | StoreError::Backend { backend, .. } => {
             tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failed");
-            ApiError::unavailable(&format!("{backend} file store"))
+            let mut api = ApiError::unavailable(&format!("{backend} file store"));
+            api.backend = Some(backend);
+            api
         }
     }
 }
@@ -163,14 +173,18 @@ fn index_error(e: &IndexError) -> ApiError {
         ),
         IndexError::Backend { backend, .. } => {
             tracing::error!(error = %e, source = ?std::error::Error::source(e), "index failed");
-            ApiError::unavailable(&format!("{backend} file index"))
+            let mut api = ApiError::unavailable(&format!("{backend} file index"));
+            api.backend = Some(backend);
+            api
         }
     }
 }
 
 fn scan_error(e: &ScanError) -> ApiError {
     tracing::error!(error = %e, "scanner failed");
-    ApiError::unavailable("virus scanner")
+    let mut api = ApiError::unavailable("virus scanner");
+    api.backend = Some("clamd");
+    api
 }
 
 impl From<PipelineError> for ApiError {

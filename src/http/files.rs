@@ -10,11 +10,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, file_id};
 use super::shapes::{self, ParticipantFile, RequestParams, StatusMessage};
+use super::{AppState, observe_upload};
 use crate::audit::Action;
+use crate::metrics::InFlight;
 use crate::model::FileId;
 use crate::pipeline::Declared;
 use crate::sniff;
@@ -299,10 +300,14 @@ pub async fn put(
             size: None,
             sha256,
         };
+        let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
         let committed = state
             .files
             .upload(&target.owner, &file, body.into_data_stream(), &declared)
-            .await?;
+            .await
+            .map_err(ApiError::from);
+        observe_upload(&state, &committed);
+        let committed = committed?;
         let size = committed.file.size;
         Ok((committed, size))
     }

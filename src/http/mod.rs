@@ -33,6 +33,58 @@ pub struct App {
     pub scanner: Option<Arc<dyn Scanner>>,
     /// Background clean-ups (multipart aborts) that a shutdown waits for.
     pub cleanup: tokio_util::task::TaskTracker,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Put on a response by [`ApiError`] when a backend failed, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendFailed(pub &'static str);
+
+/// Records an upload's outcome: bytes committed, and the scanner's verdict and latency.
+pub(crate) fn observe_upload(state: &App, result: &Result<crate::files::Committed, ApiError>) {
+    let m = &state.metrics;
+    match result {
+        Ok(c) => {
+            m.bytes_in.inc_by(c.file.size);
+            if let Some(t) = c.scan_time {
+                m.scan_verdicts.with_label_values(&["clean"]).inc();
+                m.scan_seconds.observe(t.as_secs_f64());
+            }
+        }
+        Err(e) if e.kind == "InfectedFileException" => {
+            m.scan_verdicts.with_label_values(&["infected"]).inc();
+        }
+        Err(e) if e.backend == Some("clamd") => {
+            m.scan_verdicts.with_label_values(&["error"]).inc();
+        }
+        Err(_) => {}
+    }
+}
+
+/// Counts every request by route template, method and status, with its latency.
+async fn track(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    m.latency
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(BackendFailed(backend)) = response.extensions().get::<BackendFailed>() {
+        m.backend_errors.with_label_values(&[backend]).inc();
+    }
+    response
 }
 
 pub type AppState = Arc<App>;
@@ -60,8 +112,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/downloads/{token}", get(capability::download))
         .route("/health", get(service::health))
         .route("/ready", get(service::ready))
+        .route("/metrics", get(service::metrics))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            track,
+        ))
         .with_state(state)
         // Nothing here is to be cached, sniffed or leaked as a referrer: a 302's Location and
         // every download are capability URLs.

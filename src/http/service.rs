@@ -55,3 +55,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         )
     }
 }
+
+/// Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,95 @@
+//! `/metrics`: requests by route and status, bytes in and out, uploads in flight, scan verdicts
+//! and latency, backend errors, buffer memory.
+
+mod common;
+
+use common::{TestApp, closed_port, json};
+use reqwest::{Method, StatusCode};
+
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let res = app.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    res.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn counts_what_happened() {
+    let clamd = std::env::var("PF_TEST_CLAMD").expect("PF_TEST_CLAMD is set by scripts/test");
+    let app = TestApp::start_with(&["--clamd", &clamd]).await;
+    let t = app.token("alice", "study");
+    json(
+        app.put_file(&t, "self", "a.txt", "text/plain", b"twelve bytes".to_vec())
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let eicar = [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-",
+        "TEST-FILE!$H+H*",
+    ]
+    .concat();
+    assert_eq!(
+        app.put_file(&t, "self", "e.txt", "text/plain", eicar.into_bytes())
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(app.download(&t, "self", "a.txt").await.len(), 12);
+    app.get_file(&t, "self", "missing").await;
+
+    let text = scrape(&app).await;
+    let put = "pf_http_requests_total{method=\"PUT\",route=\"/v3/participants/{user_id}/files/{file_id}\",status=\"201\"}";
+    assert_eq!(value(&text, put), 1);
+    let refused = "pf_http_requests_total{method=\"PUT\",route=\"/v3/participants/{user_id}/files/{file_id}\",status=\"422\"}";
+    assert_eq!(value(&text, refused), 1);
+    let missing = "pf_http_requests_total{method=\"GET\",route=\"/v3/participants/{user_id}/files/{file_id}\",status=\"404\"}";
+    assert_eq!(value(&text, missing), 1);
+    assert_eq!(value(&text, "pf_upload_bytes_total"), 12);
+    assert_eq!(value(&text, "pf_download_bytes_total"), 12);
+    assert_eq!(value(&text, "pf_uploads_in_flight"), 0);
+    assert_eq!(value(&text, "pf_scan_verdicts_total{verdict=\"clean\"}"), 1);
+    assert_eq!(
+        value(&text, "pf_scan_verdicts_total{verdict=\"infected\"}"),
+        1
+    );
+    assert_eq!(value(&text, "pf_scan_duration_seconds_count"), 1);
+    assert_eq!(value(&text, "pf_buffer_memory_bytes"), 0);
+    assert!(text.contains("pf_http_request_duration_seconds_bucket"));
+    // Labels are route templates: no participant, file or token in them.
+    assert!(!text.contains("alice") && !text.contains("a.txt") && !text.contains(&t));
+}
+
+#[tokio::test]
+async fn counts_backend_errors() {
+    let app =
+        TestApp::start_with(&["--clamd", &format!("tcp://127.0.0.1:{}", closed_port())]).await;
+    let t = app.token("alice", "study");
+    assert_eq!(
+        app.put_file(&t, "self", "a.txt", "text/plain", b"x".to_vec())
+            .await
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let text = scrape(&app).await;
+    assert_eq!(
+        value(&text, "pf_backend_errors_total{backend=\"clamd\"}"),
+        1
+    );
+    assert_eq!(value(&text, "pf_scan_verdicts_total{verdict=\"error\"}"), 1);
+}
