@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::extract::{ApiPath, RequestId};
 use super::files::{check_content_length, content_type};
+use super::openapi::{BridgeError, TokenPath};
 use super::shapes::ParticipantFile;
 use super::{AppState, observe_upload};
 use crate::audit::{Action, AuditEvent};
@@ -37,6 +38,13 @@ fn audit(
     });
 }
 
+/// Uploads through an upload URL: commits at most once, with the signed Content-Type.
+#[utoipa::path(put, path = "/v3/uploads/{token}", tag = "capability", params(TokenPath),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = ParticipantFile), (status = 400, body = BridgeError),
+        (status = 403, description = "Expired, altered, used, or for another purpose", body = BridgeError),
+        (status = 408, body = BridgeError), (status = 413, body = BridgeError), (status = 415, body = BridgeError),
+        (status = 422, description = "Infected", body = BridgeError), (status = 503, body = BridgeError)))]
 pub async fn upload(
     State(state): State<AppState>,
     request_id: RequestId,
@@ -118,6 +126,12 @@ fn requested_range(
     }
 }
 
+/// Downloads through a download URL: the bytes of the object it was issued for, or one range.
+#[utoipa::path(get, path = "/v3/downloads/{token}", tag = "capability", params(TokenPath,
+        ("Range" = Option<String>, Header, description = "One byte range, like bytes=0-1023")),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 206, description = "The range"), (status = 403, body = BridgeError),
+        (status = 404, body = BridgeError), (status = 416, body = BridgeError), (status = 503, body = BridgeError)))]
 pub async fn download(
     State(state): State<AppState>,
     request_id: RequestId,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, file_id};
+use super::openapi::{BridgeError, FilePath, UploadRequestDoc, UserPath};
 use super::shapes::{self, ParticipantFile, RequestParams, StatusMessage};
 use super::{AppState, observe_upload};
 use crate::audit::Action;
@@ -70,6 +71,14 @@ fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
+/// The caller's (`self`) or a participant's files, a page at a time in file ID order.
+#[utoipa::path(get, path = "/v3/participants/{user_id}/files", tag = "files",
+    params(UserPath, ("offsetKey" = Option<String>, Query, description = "The last fileId of the previous page"),
+        ("pageSize" = Option<u32>, Query, description = "5 to 100, default 50")),
+    responses((status = 200, body = shapes::Page), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
+        (status = 403, description = "The token lacks the role", body = BridgeError),
+        (status = 503, body = BridgeError)),
+    security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -109,6 +118,14 @@ pub async fn list(
     }))
 }
 
+/// A download URL for the file: 302 to it, with the ParticipantFile as the body.
+#[utoipa::path(get, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
+    params(FilePath),
+    responses((status = 302, body = ParticipantFile, headers(("Location" = String, description = "The download URL"))),
+        (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
+        (status = 403, description = "The token lacks the role", body = BridgeError),
+        (status = 404, body = BridgeError), (status = 429, body = BridgeError), (status = 503, body = BridgeError)),
+    security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -208,6 +225,13 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
     })
 }
 
+/// An upload URL for a new file or a replacement; the current file stays until it is used.
+#[utoipa::path(post, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
+    params(FilePath), request_body = UploadRequestDoc,
+    responses((status = 201, body = ParticipantFile), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
+        (status = 403, description = "The token lacks the role", body = BridgeError),
+        (status = 413, body = BridgeError), (status = 415, body = BridgeError), (status = 503, body = BridgeError)),
+    security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn post(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -275,6 +299,17 @@ pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Uploads the body through the service's pipeline (sniffed, counted, hashed, scanned), as a
+/// new file or a replacement.
+#[utoipa::path(put, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
+    params(FilePath,
+        ("x-amz-checksum-sha256" = Option<String>, Header, description = "Base64 SHA-256 the body must have")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = ParticipantFile), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
+        (status = 403, description = "The token lacks the role", body = BridgeError),
+        (status = 408, body = BridgeError), (status = 413, body = BridgeError), (status = 415, body = BridgeError),
+        (status = 422, description = "Infected", body = BridgeError), (status = 503, body = BridgeError)),
+    security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn put(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -321,6 +356,13 @@ pub async fn put(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Deletes the file (its bytes, then its row), or cancels an upload that has not arrived.
+#[utoipa::path(delete, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
+    params(FilePath),
+    responses((status = 200, body = StatusMessage), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
+        (status = 403, description = "The token lacks the role", body = BridgeError),
+        (status = 404, body = BridgeError), (status = 503, body = BridgeError)),
+    security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -346,6 +388,13 @@ pub async fn delete(
     Ok(Json(StatusMessage::new("Participant file deleted.")))
 }
 
+/// Erases every file of a participant (account deletion); workers only.
+#[utoipa::path(delete, path = "/v3/participants/{user_id}/files", tag = "files",
+    params(UserPath),
+    responses((status = 200, body = StatusMessage), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
+        (status = 403, description = "The token lacks the role", body = BridgeError),
+        (status = 503, body = BridgeError)),
+    security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn erase(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -370,9 +419,26 @@ pub async fn erase(
     Ok(Json(message))
 }
 
-/// A `{fileId}` path that is empty or holds a `/` is malformed.
-pub async fn malformed_file_id(Caller(_): Caller) -> ApiError {
-    ApiError::bad_request("fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.")
+/// `/v3/participants/{userId}/files/...` with an empty `{fileId}` or one holding a `/`
+/// (a path no route matched).
+pub fn is_malformed_file_path(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some(""),
+            Some("v3"),
+            Some("participants"),
+            Some(_),
+            Some("files")
+        )
+    ) && parts.next().is_some()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod capability;
 pub mod error;
 mod extract;
 mod files;
+mod openapi;
 mod service;
 pub mod shapes;
 
@@ -13,11 +14,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::MatchedPath;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
-use axum::routing::{any, get, put};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::AuditLog;
 use crate::auth::TokenVerifier;
@@ -91,29 +94,44 @@ pub type AppState = Arc<App>;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The route table.
+/// The route table. Every route is registered with its documentation, so the OpenAPI document
+/// cannot miss one (`tests/openapi.rs` checks both ways).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(files::list, files::erase))
+        .routes(routes!(files::get, files::post, files::put, files::delete))
+        .routes(routes!(capability::upload))
+        .routes(routes!(capability::download))
+        .routes(routes!(service::health))
+        .routes(routes!(service::ready))
+        .routes(routes!(service::metrics))
+        .routes(routes!(service::openapi))
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi_document() -> &'static str {
+    openapi::document()
+}
+
+/// Anything no route takes: a malformed `{fileId}` (empty, or holding a `/`) is 400 for a
+/// signed-in caller; everything else 404.
+async fn fallback(caller: Result<extract::Caller, ApiError>, uri: axum::http::Uri) -> ApiError {
+    if files::is_malformed_file_path(uri.path()) {
+        return match caller {
+            Ok(_) => ApiError::bad_request(
+                "fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.",
+            ),
+            Err(e) => e,
+        };
+    }
+    ApiError::no_route()
+}
+
+/// The service: routes, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
-    let files_of = "/v3/participants/{user_id}/files";
-    Router::new()
-        .route(files_of, get(files::list).delete(files::erase))
-        .route(&format!("{files_of}/"), any(files::malformed_file_id))
-        .route(
-            &format!("{files_of}/{{file_id}}"),
-            get(files::get)
-                .post(files::post)
-                .put(files::put)
-                .delete(files::delete),
-        )
-        .route(
-            &format!("{files_of}/{{file_id}}/{{*rest}}"),
-            any(files::malformed_file_id),
-        )
-        .route("/v3/uploads/{token}", put(capability::upload))
-        .route("/v3/downloads/{token}", get(capability::download))
-        .route("/health", get(service::health))
-        .route("/ready", get(service::ready))
-        .route("/metrics", get(service::metrics))
-        .fallback(|| async { ApiError::no_route() })
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(fallback)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -161,4 +179,20 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_odd_request_id))
+}
+
+/// A client's `X-Request-Id` is kept when it is a plain token (up to 128 of `A-Z a-z 0-9 . _ -`),
+/// else replaced by a fresh one: it goes into every log and audit line.
+async fn drop_odd_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+    let plain = req.headers().get(&REQUEST_ID).is_none_or(|v| {
+        let b = v.as_bytes();
+        (1..=128).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    });
+    if !plain {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
 }

@@ -7,12 +7,16 @@ use serde_json::json;
 
 use super::AppState;
 
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, description = "Alive")))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// 200 when the index and the store answer, else 503 naming the one that failed. The scanner's
 /// state is reported but does not make the instance unready: uploads fail closed by themselves.
+#[utoipa::path(get, path = "/ready", tag = "service",
+    responses((status = 200, description = "Index and store answer"), (status = 503, description = "Names what failed")))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let (index, store) = tokio::join!(state.files.index().check(), state.files.store().check());
     let index_name = state.files.index().name();
@@ -57,6 +61,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
 }
 
 /// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(
@@ -64,5 +69,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, content_type = "application/json")))]
+pub async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
     )
 }

@@ -13,7 +13,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// A ParticipantFile. Fields that are not known are left out, never null.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantFile {
     pub file_id: String,
@@ -83,7 +83,7 @@ impl ParticipantFile {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestParams {
     pub offset_key: Option<String>,
@@ -93,7 +93,7 @@ pub struct RequestParams {
 }
 
 /// Bridge's ForwardCursorPagedResourceList.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page {
     pub items: Vec<ParticipantFile>,
@@ -105,7 +105,7 @@ pub struct Page {
     pub kind: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusMessage {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
