@@ -390,7 +390,10 @@ async fn main() {
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let ctx = Arc::new(Ctx {
         s3,
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         bucket: bucket.clone(),
         source: Source::new(),
     });

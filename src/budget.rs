@@ -55,31 +55,6 @@ impl MemoryBudget {
 
 impl Reservation {
     #[must_use]
-    pub fn empty() -> Self {
-        Self { permit: None }
-    }
-
-    /// Adds another reservation to this one.
-    pub fn merge(&mut self, other: Reservation) {
-        match (&mut self.permit, other.permit) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (None, theirs) => self.permit = theirs,
-            (Some(_), None) => {}
-        }
-    }
-
-    /// Splits off up to `bytes` (in whole KiB) into a reservation of its own.
-    #[must_use]
-    pub fn split(&mut self, bytes: usize) -> Reservation {
-        let units = bytes / UNIT;
-        let permit = self.permit.as_mut().and_then(|p| {
-            let n = units.min(p.num_permits());
-            p.split(n)
-        });
-        Reservation { permit }
-    }
-
-    #[must_use]
     pub fn bytes(&self) -> usize {
         self.permit.as_ref().map_or(0, |p| p.num_permits() * UNIT)
     }
@@ -92,19 +67,75 @@ mod tests {
     #[tokio::test]
     async fn reservations_wait_for_the_budget() {
         let budget = MemoryBudget::new(10 * 1024);
-        let mut a = budget.reserve(6 * 1024).await;
-        assert_eq!(budget.in_use(), 6 * 1024);
+        let a = budget.reserve(6 * 1024).await;
+        let b = budget.reserve(2 * 1024).await;
+        assert_eq!(budget.in_use(), 8 * 1024);
         let waiting = tokio::spawn({
             let budget = budget.clone();
             async move { budget.reserve(6 * 1024).await.bytes() }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        let part = a.split(4 * 1024);
-        assert_eq!((a.bytes(), part.bytes()), (2 * 1024, 4 * 1024));
-        drop(part);
+        assert_eq!((a.bytes(), b.bytes()), (6 * 1024, 2 * 1024));
+        drop(b);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "4 KiB free is not enough for 6");
         drop(a);
         assert_eq!(waiting.await.unwrap(), 6 * 1024);
         assert_eq!(budget.in_use(), 0);
+    }
+}
+
+/// Part buffers of one size, reused from upload to upload: buffers that are allocated and freed
+/// again and again in part-sized blocks are kept by the allocator long after they are free,
+/// while reused ones keep the process's memory at what the budget allows.
+#[derive(Clone)]
+pub struct BufferPool {
+    budget: MemoryBudget,
+    size: usize,
+    free: Arc<std::sync::Mutex<Vec<bytes::BytesMut>>>,
+}
+
+/// A buffer taken from a pool, with the budget it holds.
+pub struct PooledBuffer {
+    pub buf: bytes::BytesMut,
+    pub reservation: Reservation,
+}
+
+impl BufferPool {
+    #[must_use]
+    pub fn new(budget: MemoryBudget, size: usize) -> Self {
+        Self {
+            budget,
+            size,
+            free: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Waits until the budget has room for one more buffer, and hands out an empty one.
+    pub async fn take(&self) -> PooledBuffer {
+        let reservation = self.budget.reserve(self.size).await;
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        PooledBuffer {
+            buf: reused.unwrap_or_else(|| bytes::BytesMut::with_capacity(self.size)),
+            reservation,
+        }
+    }
+
+    /// Gives a buffer back once nothing else refers to its bytes (else it is simply freed).
+    pub fn give(&self, bytes: bytes::Bytes) {
+        if let Ok(mut buf) = bytes.try_into_mut()
+            && buf.capacity() >= self.size
+        {
+            buf.clear();
+            self.free
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(buf);
+        }
     }
 }

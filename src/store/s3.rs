@@ -16,14 +16,14 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::{BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StoreError};
-use crate::budget::{MemoryBudget, Reservation};
+use crate::budget::{BufferPool, MemoryBudget, PooledBuffer};
 use crate::keys::ObjectKey;
 
 const NAME: &str = "s3";
@@ -61,7 +61,7 @@ pub struct S3Settings {
 pub struct S3BlobStore {
     client: Client,
     settings: Arc<S3Settings>,
-    budget: MemoryBudget,
+    pool: BufferPool,
     cleanup: TaskTracker,
 }
 
@@ -75,10 +75,11 @@ impl S3BlobStore {
         budget: MemoryBudget,
         cleanup: TaskTracker,
     ) -> Self {
+        let pool = BufferPool::new(budget, settings.part_size);
         Self {
             client,
             settings: Arc::new(settings),
-            budget,
+            pool,
             cleanup,
         }
     }
@@ -124,9 +125,8 @@ impl BlobStore for S3BlobStore {
             client: self.client.clone(),
             settings: Arc::clone(&self.settings),
             key: self.key(key),
-            buffer: BytesMut::new(),
-            reserved: Reservation::empty(),
-            budget: self.budget.clone(),
+            buffer: None,
+            pool: self.pool.clone(),
             cleanup: self.cleanup.clone(),
             multipart: None,
         }))
@@ -333,10 +333,9 @@ struct S3Writer {
     client: Client,
     settings: Arc<S3Settings>,
     key: String,
-    buffer: BytesMut,
-    /// The budget held for what `buffer` holds.
-    reserved: Reservation,
-    budget: MemoryBudget,
+    /// The part being filled, from the pool, with the budget it holds.
+    buffer: Option<PooledBuffer>,
+    pool: BufferPool,
     cleanup: TaskTracker,
     multipart: Option<Multipart>,
 }
@@ -375,7 +374,7 @@ impl S3Writer {
 
     /// Sends one part, first waiting for a slot when `parts_in_flight` are travelling: this
     /// wait is what slows the client down when S3 is slower than the client.
-    async fn send_part(&mut self, part: Bytes, reservation: Reservation) -> Result<(), StoreError> {
+    async fn send_part(&mut self, part: PooledBuffer) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             self.start_multipart().await?;
         }
@@ -387,6 +386,8 @@ impl S3Writer {
         }
         let number = mp.next_part;
         mp.next_part += 1;
+        let PooledBuffer { buf, reservation } = part;
+        let bytes = buf.freeze();
         let req = self
             .client
             .upload_part()
@@ -394,15 +395,15 @@ impl S3Writer {
             .key(&self.key)
             .upload_id(&mp.upload_id)
             .part_number(number)
-            .content_length(i64::try_from(part.len()).unwrap_or(i64::MAX))
-            .body(ByteStream::from(part));
+            .content_length(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+            .body(ByteStream::from(bytes.clone()));
+        let pool = self.pool.clone();
         mp.in_flight.spawn(async move {
-            let out = req
-                .send()
-                .await
-                .map_err(|e| failed("UploadPart failed", e))?;
-            // The part's memory goes back to the budget once S3 has it.
+            let out = req.send().await;
+            // Once S3 has the part, its buffer (and its share of the budget) serve the next one.
+            pool.give(bytes);
             drop(reservation);
+            let out = out.map_err(|e| failed("UploadPart failed", e))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_owned))
@@ -427,45 +428,50 @@ fn joined(
 impl BlobWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         let part_size = self.settings.part_size;
-        // Reserve before holding: when the budget is spent this waits, and the client with it.
-        let more = self.budget.reserve(chunk.len()).await;
-        self.reserved.merge(more);
-        if self.buffer.capacity() == 0 {
-            self.buffer = BytesMut::with_capacity(part_size);
-        }
-        self.buffer.extend_from_slice(&chunk);
-        while self.buffer.len() >= part_size {
-            let part = self.buffer.split_to(part_size).freeze();
-            // A fresh buffer for the rest, so that the part's allocation is freed with the part.
-            let mut rest = BytesMut::with_capacity(part_size);
-            rest.extend_from_slice(&self.buffer);
-            self.buffer = rest;
-            let reservation = self.reserved.split(part_size);
-            self.send_part(part, reservation).await?;
+        let mut data = &chunk[..];
+        while !data.is_empty() {
+            // Waiting for a buffer when the budget is spent is what slows the client down.
+            if self.buffer.is_none() {
+                self.buffer = Some(self.pool.take().await);
+            }
+            let part = self.buffer.as_mut().expect("taken above");
+            let n = (part_size - part.buf.len()).min(data.len());
+            part.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if part.buf.len() == part_size {
+                let full = self.buffer.take().expect("present");
+                self.send_part(full).await?;
+            }
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        let rest = std::mem::take(&mut self.buffer).freeze();
+        let rest = self.buffer.take();
         if self.multipart.is_none() {
             let (sse, kms_key) = sse(&self.settings.encryption);
-            self.client
+            let (body, reservation) = match rest {
+                Some(PooledBuffer { buf, reservation }) => (buf.freeze(), Some(reservation)),
+                None => (Bytes::new(), None),
+            };
+            let result = self
+                .client
                 .put_object()
                 .bucket(&self.settings.bucket)
                 .key(&self.key)
                 .server_side_encryption(sse)
                 .set_ssekms_key_id(kms_key)
-                .content_length(i64::try_from(rest.len()).unwrap_or(i64::MAX))
-                .body(ByteStream::from(rest))
+                .content_length(i64::try_from(body.len()).unwrap_or(i64::MAX))
+                .body(ByteStream::from(body.clone()))
                 .send()
-                .await
-                .map_err(|e| failed("PutObject failed", e))?;
+                .await;
+            self.pool.give(body);
+            drop(reservation);
+            result.map_err(|e| failed("PutObject failed", e))?;
             return Ok(());
         }
-        if !rest.is_empty() {
-            let reservation = std::mem::replace(&mut self.reserved, Reservation::empty());
-            self.send_part(rest, reservation).await?;
+        if let Some(rest) = rest.filter(|r| !r.buf.is_empty()) {
+            self.send_part(rest).await?;
         }
         let mp = self.multipart.as_mut().expect("multipart");
         while let Some(done) = mp.in_flight.join_next().await {
