@@ -3,6 +3,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY src ./src
+COPY benches ./benches
 RUN cargo build --release --locked --bin participant-files
 
 FROM debian:bookworm-slim

@@ -201,3 +201,53 @@ async fn embedded_default_runs_with_no_configuration() {
         .collect();
     assert_eq!(actions, ["upload", "read", "download"]);
 }
+
+#[tokio::test]
+async fn json_logs_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = command(dir.path())
+        .env("PF_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PF_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while !client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .header("x-request-id", "json-log-check")
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == "json-log-check" && l["fields"]["status"] == 200),
+        "{stderr}"
+    );
+}
