@@ -21,6 +21,9 @@ pf_wait_for() { # name, url
   return 1
 }
 
+# clamd lives in /usr/sbin, which a non-login PATH may lack.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin:/sbin" ;; esac
+
 pf_install_backends() {
   if ! command -v s3s-fs >/dev/null || ! s3s-fs --version 2>/dev/null | grep -q "$PF_S3S_VERSION"; then
     echo "installing s3s-fs $PF_S3S_VERSION (a few minutes, once)..." >&2
