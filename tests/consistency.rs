@@ -3,47 +3,23 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use common::{TestApp, json, noise};
 use reqwest::StatusCode;
 use serde_json::json;
 use sha2::Digest;
-use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn a_client_that_disconnects_halfway_leaves_nothing() {
     // Small parts, so that with S3 the upload is a multipart upload by the time the client goes.
     let app = TestApp::start_with(&["--s3-part-size", "5MiB"]).await;
     let t = app.token("alice", "study");
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "PUT /v3/participants/self/files/half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Type: application/octet-stream\r\nContent-Length: 12000000\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&noise(6_000_000, 3)).await.unwrap();
+    let stream = app.partial_put(&t, "half.bin", 12_000_000, 6_000_000).await;
     // Wait until the service has started staging the upload, then go away.
-    let mut staged = false;
-    for _ in 0..100 {
-        if !app.staged_files().is_empty() {
-            staged = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(staged, "the upload never reached the store");
+    app.wait_until_staged().await;
     drop(stream);
-    let mut clean = false;
-    for _ in 0..250 {
-        if app.stored_files().is_empty() {
-            clean = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(clean, "left behind: {:?}", app.stored_files());
+    app.assert_nothing_stored().await;
     let res = app.get_file(&t, "self", "half.bin").await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let line = app

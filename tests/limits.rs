@@ -11,18 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts an upload that sends half its body and then waits; returns the open connection.
 async fn stalled_upload(app: &TestApp, token: &str, file: &str) -> tokio::net::TcpStream {
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "PUT /v3/participants/self/files/{file} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&noise(100_000, 1)).await.unwrap();
-    for _ in 0..100 {
-        if !app.staged_files().is_empty() || app.backend == common::Backend::Aws {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let stream = app.partial_put(token, file, 200_000, 100_000).await;
+    if app.backend == common::Backend::Embedded {
+        app.wait_until_staged().await;
     }
     stream
 }
@@ -169,13 +160,7 @@ async fn a_client_that_stops_sending_is_given_up() {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
-    for _ in 0..100 {
-        if app.stored_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
+    app.assert_nothing_stored().await;
     error(
         app.get_file(&t, "self", "stalled.bin").await,
         StatusCode::NOT_FOUND,

@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
 
 use common::{TestApp, closed_port, error, json, noise};
 use participant_files::scan::INSTREAM_CHUNK;
@@ -34,17 +33,6 @@ async fn scanning_app(extra: &[&str]) -> TestApp {
     let mut flags = vec!["--clamd", address.as_str()];
     flags.extend_from_slice(extra);
     TestApp::start_with(&flags).await
-}
-
-/// Waits (briefly) for aborted uploads to be cleaned away, then asserts nothing is kept.
-async fn assert_nothing_stored(app: &TestApp) {
-    for _ in 0..100 {
-        if app.stored_files().is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("left behind: {:?}", app.stored_files());
 }
 
 async fn assert_infected(app: &TestApp, t: &str, file: &str, body: Vec<u8>, mime: &str) {
@@ -79,7 +67,7 @@ async fn eicar_alone_is_refused_and_nothing_is_kept() {
         json(app.list(&t, "self", "").await, StatusCode::OK).await["items"],
         json!([])
     );
-    assert_nothing_stored(&app).await;
+    app.assert_nothing_stored().await;
     let line = app
         .audit()
         .into_iter()
@@ -96,7 +84,7 @@ async fn eicar_in_the_middle_of_50_mib() {
     let at = 25 * 1024 * 1024 + 12_345;
     body[at..at + 68].copy_from_slice(&eicar());
     assert_infected(&app, &t, "big.bin", body, "application/octet-stream").await;
-    assert_nothing_stored(&app).await;
+    app.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -107,7 +95,7 @@ async fn eicar_across_an_instream_chunk_boundary() {
     let at = 2 * INSTREAM_CHUNK - 30;
     body[at..at + 68].copy_from_slice(&eicar());
     assert_infected(&app, &t, "split.bin", body, "application/octet-stream").await;
-    assert_nothing_stored(&app).await;
+    app.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -129,7 +117,7 @@ async fn eicar_inside_a_zip() {
     // Deflated: the string is not in the bytes as sent, so clamd must have opened the archive.
     assert!(!body.windows(68).any(|w| w == eicar()));
     assert_infected(&app, &t, "dump.zip", body, "application/zip").await;
-    assert_nothing_stored(&app).await;
+    app.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -239,7 +227,7 @@ async fn an_unreachable_scanner_fails_uploads_closed_but_not_reads() {
             "{err}"
         );
     }
-    assert_nothing_stored(&app).await;
+    app.assert_nothing_stored().await;
     // Reads stay up: the instance is ready, and says the scanner is not.
     let body = json(
         app.request(reqwest::Method::GET, "/ready")
@@ -258,28 +246,12 @@ async fn an_unreachable_scanner_fails_uploads_closed_but_not_reads() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_scan_leaves_nothing() {
-    use tokio::io::AsyncWriteExt;
     let app = scanning_app(&["--s3-part-size", "5MiB"]).await;
     let t = app.token("alice", "study");
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "PUT /v3/participants/self/files/half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Type: application/octet-stream\r\nContent-Length: 12000000\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&noise(6_000_000, 12)).await.unwrap();
-    for _ in 0..200 {
-        if !app.staged_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        !app.staged_files().is_empty(),
-        "the upload never reached the store"
-    );
+    let stream = app.partial_put(&t, "half.bin", 12_000_000, 6_000_000).await;
+    app.wait_until_staged().await;
     drop(stream);
-    assert_nothing_stored(&app).await;
+    app.assert_nothing_stored().await;
     error(
         app.get_file(&t, "self", "half.bin").await,
         StatusCode::NOT_FOUND,

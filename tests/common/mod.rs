@@ -320,6 +320,49 @@ impl TestApp {
         }
     }
 
+    /// Sends the head of a PUT that declares `declared` bytes and the first `sent` of them, and
+    /// returns the connection, still open.
+    pub async fn partial_put(
+        &self,
+        token: &str,
+        file: &str,
+        declared: usize,
+        sent: usize,
+    ) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT /v3/participants/self/files/{file} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&noise(sent, 3)).await.unwrap();
+        stream
+    }
+
+    /// Waits until an upload has reached the store (a temp file, a multipart upload).
+    pub async fn wait_until_staged(&self) {
+        for _ in 0..200 {
+            if !self.staged_files().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the upload never reached the store");
+    }
+
+    /// Waits (briefly: aborts run in the background) until the store keeps nothing for this
+    /// app, and fails naming what is left.
+    pub async fn assert_nothing_stored(&self) {
+        for _ in 0..250 {
+            if self.stored_files().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("left behind: {:?}", self.stored_files());
+    }
+
     /// Makes the store unreachable for this app (its folder or bucket disappears).
     pub fn break_store(&self) {
         match &self.bucket {
