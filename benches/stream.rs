@@ -350,12 +350,123 @@ impl Ctx {
     }
 }
 
+/// One oha run: requests per second and the p50 / p99 latencies in milliseconds.
+fn oha(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    body: Option<&str>,
+    rate: Option<u32>,
+) -> (f64, f64, f64) {
+    let mut cmd = Command::new("oha");
+    cmd.args([
+        "-z",
+        "5s",
+        "-c",
+        "8",
+        "--no-tui",
+        "--output-format",
+        "json",
+        "--redirect",
+        "0",
+        "-m",
+        method,
+    ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-d", b, "-T", "application/json"]);
+    }
+    if let Some(q) = rate {
+        cmd.args(["-q", &q.to_string()]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("oha runs (scripts/bench installs it)");
+    assert!(
+        out.status.success(),
+        "oha: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("oha prints JSON");
+    let rps = v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0);
+    let p = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    let codes = &v["statusCodeDistribution"];
+    let good = codes
+        .as_object()
+        .is_some_and(|m| m.keys().all(|c| c.starts_with('2') || c.starts_with('3')));
+    assert!(good, "{url}: unexpected statuses {codes}");
+    (rps, p("p50"), p("p99"))
+}
+
+/// Metadata requests on the embedded default, with the service's own /health as the ceiling.
+async fn metadata(ctx: &Ctx, bucket: &str, push: &mut impl FnMut(String, String)) {
+    let service = Service::start(bucket, false, &[("PF_STORE", "local".to_owned())]).await;
+    for i in 0..60 {
+        let res = ctx
+            .http
+            .put(format!(
+                "{}/v3/participants/self/files/f{i:02}",
+                service.base
+            ))
+            .bearer_auth(token())
+            .body(vec![b'x'; 1000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let t = token();
+    let files = format!("{}/v3/participants/self/files", service.base);
+    let (health, h50, h99) = tokio::task::block_in_place(|| {
+        oha(&format!("{}/health", service.base), None, "GET", None, None)
+    });
+    push(
+        "metadata: GET /health (the ceiling)".into(),
+        format!("{health:.0} req/s, p50 {h50:.2} ms, p99 {h99:.2} ms"),
+    );
+    let cases: [(&str, String, &str, Option<&str>); 3] = [
+        ("list (50 items)", files.clone(), "GET", None),
+        (
+            "GET a file (302 to a download URL)",
+            format!("{files}/f07"),
+            "GET",
+            None,
+        ),
+        (
+            "POST an upload URL",
+            format!("{files}/new.txt"),
+            "POST",
+            Some(r#"{"mimeType":"text/plain"}"#),
+        ),
+    ];
+    for (name, url, method, body) in cases {
+        let (rps, p50, p99) =
+            tokio::task::block_in_place(|| oha(&url, Some(&t), method, body, None));
+        push(
+            format!("metadata: {name}"),
+            format!(
+                "{rps:.0} req/s ({:.0}% of /health, target >= 50%), p50 {p50:.2} ms, p99 {p99:.2} ms",
+                rps / health * 100.0
+            ),
+        );
+        let (_, _, p99_rated) =
+            tokio::task::block_in_place(|| oha(&url, Some(&t), method, body, Some(1000)));
+        push(
+            format!("  {name} at 1,000 req/s: p99 (target < 5 ms)"),
+            format!("{p99_rated:.2} ms"),
+        );
+    }
+}
+
 struct Row {
     case: String,
     figure: String,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
@@ -370,7 +481,7 @@ async fn main() {
     let concurrent: usize = arg("--concurrent", "16").parse().unwrap();
     let concurrent_size = arg("--concurrent-size-mib", "256").parse::<u64>().unwrap() * MIB;
     let out = arg("--out", "BENCHMARKS.md");
-    let cases = arg("--cases", "upload,scan,download,concurrent");
+    let cases = arg("--cases", "upload,scan,download,concurrent,metadata");
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
@@ -585,6 +696,10 @@ async fn main() {
                 format!("{:.0} MiB", service.peak_rss_mib()),
             );
         }
+    }
+
+    if cases.contains("metadata") {
+        metadata(&ctx, &bucket, &mut push).await;
     }
 
     let machine = format!(
