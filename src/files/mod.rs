@@ -1,0 +1,329 @@
+//! The participant-file operations, over an index, a store and a scanner: what every route does
+//! once the caller and the target participant are known. Reads live here; uploads, the settling
+//! of presigned uploads and deletes have modules of their own.
+
+mod delete;
+mod settle;
+mod upload;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::auth::Role;
+use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
+use crate::config::Mode;
+use crate::index::{FileIndex, IndexError};
+use crate::keys::ObjectKey;
+use crate::limits::{LimitSettings, Limits};
+use crate::model::{FileId, FileRow, Owner, StoredFile, UserId, Versioned};
+use crate::pipeline::{PipelineError, Rules};
+use crate::scan::Scanner;
+use crate::sniff::TypeError;
+use crate::store::{BlobRead, BlobStore, StoreError};
+
+/// How often a conditional write is retried after losing a race before giving up.
+const MAX_RACE_RETRIES: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("no such file")]
+    NotFound,
+    #[error("capability refused: {0}")]
+    Capability(#[from] CapabilityError),
+    #[error("the upload URL was already used or replaced by a newer one")]
+    UploadConsumed,
+    #[error("the Content-Type is not the one the upload URL was issued for")]
+    ContentTypeMismatch,
+    #[error("the declared size is over the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Type(#[from] TypeError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("too many concurrent writes to one file")]
+    Contended,
+    #[error("every upload slot is taken")]
+    Busy,
+    #[error("the participant's {0} quota would be exceeded")]
+    Quota(&'static str),
+    #[error("the participant's download budget is spent for now")]
+    DownloadBudget(Duration),
+}
+
+/// Who is acting, for capability URLs and the audit trail.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: UserId,
+    pub role: Role,
+}
+
+/// A page of committed files in ascending file ID order.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<(FileId, StoredFile)>,
+    /// The last file ID of a full page.
+    pub next: Option<FileId>,
+}
+
+/// A URL that grants one upload or one download, and when it stops working.
+#[derive(Debug, Clone)]
+pub struct IssuedUrl {
+    pub url: String,
+    pub expires_on: DateTime<Utc>,
+}
+
+/// The outcome of a committed upload.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub file: StoredFile,
+    /// Whether an earlier version of the file was replaced.
+    pub replaced: bool,
+    /// How long the scanner took after the last byte, when there is one.
+    pub scan_time: Option<Duration>,
+}
+
+/// How the service hands out URLs and which limits uploads are held to.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base of capability URLs.
+    pub public_url: String,
+    pub url_ttl: Duration,
+    pub rules: Rules,
+    pub upload_mode: Mode,
+    pub download_mode: Mode,
+    pub limits: LimitSettings,
+}
+
+pub struct FileService {
+    index: Arc<dyn FileIndex>,
+    store: Arc<dyn BlobStore>,
+    scanner: Option<Arc<dyn Scanner>>,
+    signer: UrlSigner,
+    public_url: String,
+    url_ttl: Duration,
+    rules: Rules,
+    upload_mode: Mode,
+    download_mode: Mode,
+    /// Cancelled when a shutdown's deadline has passed: uploads still receiving stop.
+    cancel: tokio_util::sync::CancellationToken,
+    limits: Limits,
+}
+
+impl FileService {
+    /// # Panics
+    /// When a presigned mode is asked of a store that cannot presign (configuration checks this).
+    #[must_use]
+    pub fn new(
+        index: Arc<dyn FileIndex>,
+        store: Arc<dyn BlobStore>,
+        scanner: Option<Arc<dyn Scanner>>,
+        signer: UrlSigner,
+        settings: Settings,
+    ) -> Self {
+        assert!(
+            store.presigner().is_some()
+                || (settings.upload_mode == Mode::Streaming
+                    && settings.download_mode == Mode::Streaming),
+            "presigned modes need a store that presigns"
+        );
+        Self {
+            index,
+            store,
+            scanner,
+            signer,
+            public_url: settings.public_url,
+            url_ttl: settings.url_ttl,
+            rules: settings.rules,
+            upload_mode: settings.upload_mode,
+            download_mode: settings.download_mode,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            limits: Limits::new(settings.limits),
+        }
+    }
+
+    /// Stops every upload that is still receiving its body (see [`pipeline::ingest`]).
+    pub fn cancel_uploads(&self) {
+        self.cancel.cancel();
+    }
+
+    fn presigner(&self) -> &dyn crate::store::Presigner {
+        self.store
+            .presigner()
+            .expect("checked in new(): presigned modes have a presigner")
+    }
+
+    #[must_use]
+    pub fn index(&self) -> &dyn FileIndex {
+        self.index.as_ref()
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &dyn BlobStore {
+        self.store.as_ref()
+    }
+
+    #[must_use]
+    pub fn max_file_size(&self) -> u64 {
+        self.rules.max_size
+    }
+
+    fn expiry(&self) -> DateTime<Utc> {
+        // Whole seconds: capability tokens and S3 both count expiry in seconds.
+        let at = Utc::now() + self.url_ttl;
+        DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
+    }
+
+    /// The committed files of `owner`, `page_size` at a time after `after`. Rows that only hold
+    /// a pending upload are skipped without making the page shorter.
+    pub async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        page_size: usize,
+    ) -> Result<Page, FilesError> {
+        let mut items = Vec::with_capacity(page_size);
+        let mut cursor = after.cloned();
+        while items.len() < page_size {
+            let rows = self
+                .index
+                .list(owner, cursor.as_ref(), page_size - items.len())
+                .await?;
+            let exhausted = rows.len() < page_size - items.len();
+            cursor = rows.last().map(|r| r.value.file_id.clone());
+            for row in rows {
+                let row = if row.value.pending.is_some() {
+                    self.settle(row).await?
+                } else {
+                    Some(row)
+                };
+                if let Some(Versioned { value, .. }) = row
+                    && let Some(current) = value.current
+                {
+                    items.push((value.file_id, current));
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let next = (items.len() == page_size)
+            .then(|| items.last().map(|(id, _)| id.clone()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    /// The file's row, with an arrived or expired pending upload settled first.
+    async fn current_row(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<Option<Versioned<FileRow>>, FilesError> {
+        match self.index.get(owner, file_id).await? {
+            Some(row) if row.value.pending.is_some() => self.settle(row).await,
+            other => Ok(other),
+        }
+    }
+
+    /// The committed file, or [`FilesError::NotFound`].
+    pub async fn get(&self, owner: &Owner, file_id: &FileId) -> Result<StoredFile, FilesError> {
+        self.current_row(owner, file_id)
+            .await?
+            .and_then(|r| r.value.current)
+            .ok_or(FilesError::NotFound)
+    }
+
+    /// Issues a download URL for the file's current bytes.
+    pub async fn download_url(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        actor: &Actor,
+    ) -> Result<(StoredFile, IssuedUrl), FilesError> {
+        let file = self.get(owner, file_id).await?;
+        self.limits
+            .charge_download(owner, file.size)
+            .map_err(FilesError::DownloadBudget)?;
+        let expires_on = self.expiry();
+        if self.download_mode == Mode::Presigned {
+            let url = self
+                .presigner()
+                .presign_get(&file.key, &file.mime_type, file_id.as_str(), self.url_ttl)
+                .await?;
+            return Ok((file, IssuedUrl { url, expires_on }));
+        }
+        let token = self.signer.sign(&Grant {
+            purpose: Purpose::Download,
+            owner: owner.clone(),
+            file_id: file_id.clone(),
+            key: file.key.clone(),
+            mime_type: None,
+            size: None,
+            sha256: None,
+            actor: actor.id.clone(),
+            role: actor.role,
+            expires_on,
+        });
+        let url = format!("{}/v3/downloads/{token}", self.public_url);
+        Ok((file, IssuedUrl { url, expires_on }))
+    }
+
+    async fn read_row(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<(FileRow, Option<u64>), FilesError> {
+        Ok(match self.index.get(owner, file_id).await? {
+            Some(Versioned { value, version }) => (value, Some(version)),
+            None => (
+                FileRow {
+                    owner: owner.clone(),
+                    file_id: file_id.clone(),
+                    current: None,
+                    pending: None,
+                },
+                None,
+            ),
+        })
+    }
+
+    /// Deletes an object that no row needs; a failure is logged and left to `reconcile`.
+    async fn discard(&self, key: &ObjectKey) {
+        if let Err(e) = self.store.delete(key).await {
+            tracing::warn!(error = %e, "could not delete an unreferenced object");
+        }
+    }
+
+    /// Verifies a download capability token's signature, purpose and expiry.
+    pub fn verify_download_grant(&self, token: &str) -> Result<Grant, FilesError> {
+        Ok(self.signer.verify(token, Purpose::Download, Utc::now())?)
+    }
+
+    /// The file a download grant serves: only the object it was issued for, so after a
+    /// replace or a delete it is [`FilesError::NotFound`].
+    pub async fn granted_file(&self, grant: &Grant) -> Result<StoredFile, FilesError> {
+        let file = self.get(&grant.owner, &grant.file_id).await?;
+        if file.key != grant.key {
+            return Err(FilesError::NotFound);
+        }
+        Ok(file)
+    }
+
+    /// Reads the file's bytes, or a range of them.
+    pub async fn read(
+        &self,
+        file: &StoredFile,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobRead, FilesError> {
+        match self.store.read(&file.key, range).await {
+            Err(StoreError::NotFound) => Err(FilesError::NotFound),
+            other => Ok(other?),
+        }
+    }
+}
