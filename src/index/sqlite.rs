@@ -1,11 +1,11 @@
 //! `SqliteFileIndex`: the embedded index, one SQLite file in WAL mode.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{FileIndex, IndexError};
 use crate::keys::ObjectKey;
@@ -60,15 +60,35 @@ fn corrupt(what: &str) -> IndexError {
     }
 }
 
+/// Reader connections kept open between reads; more are opened when reads overlap.
+const KEPT_READERS: usize = 4;
+
 pub struct SqliteFileIndex {
-    conn: Arc<Mutex<Connection>>,
+    /// Every write goes through this one connection (SQLite has one writer at a time anyway).
+    writer: Arc<Mutex<Connection>>,
+    /// Reads run on their own connections, side by side: in WAL mode they see the last commit
+    /// and do not wait for the writer.
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+fn open_reader(path: &Path) -> Result<Connection, IndexError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| backend("cannot open a reader", e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| backend("cannot set busy timeout", e))?;
+    Ok(conn)
 }
 
 impl SqliteFileIndex {
     /// Opens (creating when missing) the index file and its schema.
     pub async fn open(path: &Path) -> Result<Self, IndexError> {
-        let path = path.to_owned();
+        let owned = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, IndexError> {
+            let path = owned;
             let conn = Connection::open(&path).map_err(|e| backend("cannot open", e))?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(|e| backend("cannot enable WAL", e))?;
@@ -86,8 +106,40 @@ impl SqliteFileIndex {
         .await
         .expect("sqlite open task panicked")?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_owned(),
         })
+    }
+
+    /// Runs a read on a reader connection of its own.
+    async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let kept = readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let mut conn = match kept {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let out = f(&mut conn);
+            let mut pool = readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pool.len() < KEPT_READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .expect("sqlite read task panicked")
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, IndexError>
@@ -95,7 +147,7 @@ impl SqliteFileIndex {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, IndexError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let conn = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
@@ -239,7 +291,7 @@ impl FileIndex for SqliteFileIndex {
             owner.participant.to_string(),
             file.to_string(),
         );
-        self.with(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3"
             );
@@ -261,7 +313,7 @@ impl FileIndex for SqliteFileIndex {
         let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
         let after = after.map(ToString::to_string).unwrap_or_default();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |conn| {
+        self.read(move |conn| {
             // The empty string sorts before every valid file ID, so it stands for "from the start".
             let sql = format!(
                 "SELECT {COLUMNS} FROM files WHERE app = ?1 AND participant = ?2 AND file_id > ?3 \
@@ -288,7 +340,7 @@ impl FileIndex for SqliteFileIndex {
         let after =
             after.map(|(o, f)| (o.app.to_string(), o.participant.to_string(), f.to_string()));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |conn| {
+        self.read(move |conn| {
             let (a, p, f) = after.unwrap_or_default();
             let sql = format!(
                 "SELECT {COLUMNS} FROM files WHERE (app, participant, file_id) > (?1, ?2, ?3) \
@@ -390,7 +442,7 @@ impl FileIndex for SqliteFileIndex {
     }
 
     async fn check(&self) -> Result<(), IndexError> {
-        self.with(|conn| {
+        self.read(|conn| {
             conn.query_row("SELECT 1 FROM files LIMIT 1", [], |_| Ok(()))
                 .optional()
                 .map(|_| ())
