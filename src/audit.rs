@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::auth::Role;
 use crate::config::AuditTarget;
+use crate::model::{FileId, Owner, UserId};
 
 /// What was done to a participant's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,6 +43,37 @@ pub struct AuditEvent {
     pub action: Action,
     pub status: u16,
     pub bytes: u64,
+}
+
+impl AuditEvent {
+    /// An access by `actor` (acting as `role`) to `owner`'s files.
+    #[must_use]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one field each of the audit line"
+    )]
+    pub fn new(
+        request_id: &str,
+        owner: &Owner,
+        actor: &UserId,
+        role: Role,
+        file_id: Option<&FileId>,
+        action: Action,
+        status: u16,
+        bytes: u64,
+    ) -> Self {
+        Self {
+            request_id: request_id.to_owned(),
+            app: owner.app.to_string(),
+            actor: actor.to_string(),
+            role: role.as_str(),
+            participant: owner.participant.to_string(),
+            file_id: file_id.map(ToString::to_string),
+            action,
+            status,
+            bytes,
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -280,17 +280,8 @@ impl FileService {
             }
             let old = row.current.replace(file.clone());
             match self.index.put(&row, version).await {
-                Ok(_) => {
-                    if let Some(old) = &old {
-                        self.discard(&old.key).await;
-                    }
-                    return Ok(Committed {
-                        file,
-                        replaced: old.is_some(),
-                        scan_time: None,
-                    });
-                }
-                Err(IndexError::Conflict) => {}
+                Ok(_) => {}
+                Err(IndexError::Conflict) => continue,
                 Err(e) if e.is_definite() => {
                     self.discard(&file.key).await;
                     return Err(e.into());
@@ -305,25 +296,28 @@ impl FileService {
                                 .value
                                 .current
                                 .as_ref()
-                                .is_some_and(|c| c.key == file.key) =>
-                        {
-                            if let Some(old) = &old {
-                                self.discard(&old.key).await;
-                            }
-                            return Ok(Committed {
-                                file,
-                                replaced: old.is_some(),
-                                scan_time: None,
-                            });
+                                .is_some_and(|c| c.key == file.key) => {}
+                        Ok(_) => {
+                            self.discard(&file.key).await;
+                            return Err(e.into());
                         }
-                        Ok(_) => self.discard(&file.key).await,
-                        Err(_) => tracing::warn!(
-                            "index unreachable after an uncertain write; the new object is left for reconcile"
-                        ),
+                        Err(_) => {
+                            tracing::warn!(
+                                "index unreachable after an uncertain write; the new object is left for reconcile"
+                            );
+                            return Err(e.into());
+                        }
                     }
-                    return Err(e.into());
                 }
             }
+            if let Some(old) = &old {
+                self.discard(&old.key).await;
+            }
+            return Ok(Committed {
+                file,
+                replaced: old.is_some(),
+                scan_time: None,
+            });
         }
         self.discard(&file.key).await;
         Err(FilesError::Contended)

@@ -25,17 +25,16 @@ fn audit(
     status: u16,
     bytes: u64,
 ) {
-    state.audit.record(&AuditEvent {
-        request_id: request_id.0.clone(),
-        app: grant.owner.app.to_string(),
-        actor: grant.actor.to_string(),
-        role: grant.role.as_str(),
-        participant: grant.owner.participant.to_string(),
-        file_id: Some(grant.file_id.to_string()),
+    state.audit.record(&AuditEvent::new(
+        &request_id.0,
+        &grant.owner,
+        &grant.actor,
+        grant.role,
+        Some(&grant.file_id),
         action,
         status,
         bytes,
-    });
+    ));
 }
 
 /// Uploads through an upload URL: commits at most once, with the signed Content-Type.

@@ -129,17 +129,16 @@ impl Target {
         status: u16,
         bytes: u64,
     ) -> AuditEvent {
-        AuditEvent {
-            request_id: request_id.0.clone(),
-            app: self.owner.app.to_string(),
-            actor: self.actor.id.to_string(),
-            role: self.actor.role.as_str(),
-            participant: self.owner.participant.to_string(),
-            file_id: file_id.map(ToString::to_string),
+        AuditEvent::new(
+            &request_id.0,
+            &self.owner,
+            &self.actor.id,
+            self.actor.role,
+            file_id,
             action,
             status,
             bytes,
-        }
+        )
     }
 }
 
