@@ -122,28 +122,192 @@ impl Service {
         }
     }
 
-    fn proc_status(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Peak resident memory so far, in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        self.proc_status("VmHWM:") as f64 / 1024.0
+        peak_rss_mib(self.child.id())
     }
 
     /// CPU seconds (user + system) used so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let after_name = stat.rsplit_once(')').unwrap().1;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        // USER_HZ is 100 on Linux.
-        ticks / 100.0
+        cpu_of(&self.child.id().to_string())
+    }
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid` so far, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib as f64 / 1024.0
+}
+
+/// The peer: @tus/server with @tus/s3-store (bench/tus/server.mjs) in its own Node process,
+/// writing to the same S3 server, driven by tus-js-client (bench/tus/client.mjs).
+struct Peer {
+    child: Child,
+    endpoint: String,
+}
+
+impl Peer {
+    fn start(bucket: &str) -> Self {
+        use std::io::BufRead;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("node")
+            .arg("bench/tus/server.mjs")
+            .env("PORT", port.to_string())
+            .env("BUCKET", bucket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs bench/tus/server.mjs (scripts/bench installs its packages)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening", "the tus server did not start");
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}/files"),
+        }
+    }
+
+    /// Runs `count` uploads of `size` bytes at once with tus-js-client; the wall time of all.
+    fn upload(&self, size: u64, count: usize) -> Duration {
+        let out = Command::new("node")
+            .args([
+                "bench/tus/client.mjs",
+                &self.endpoint,
+                &(size / MIB).to_string(),
+                &count.to_string(),
+            ])
+            .output()
+            .expect("node runs bench/tus/client.mjs");
+        assert!(
+            out.status.success(),
+            "tus client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("the client prints JSON");
+        assert_eq!(v["bytes"].as_u64(), Some(size * count as u64));
+        Duration::from_secs_f64(v["seconds"].as_f64().unwrap())
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        cpu_of(&self.child.id().to_string())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same uploads through the peer: 1 GiB `runs` times, then `concurrent` at once.
+fn peer(
+    bucket: &str,
+    size: u64,
+    runs: usize,
+    concurrent: usize,
+    concurrent_size: u64,
+    direct_put: f64,
+    push: &mut impl FnMut(String, String),
+) {
+    let gib = size as f64 / (1024.0 * MIB as f64);
+    let server = Peer::start(bucket);
+    let cpu0 = server.cpu_seconds();
+    let mut through = Vec::new();
+    for _ in 0..runs {
+        through.push(mbps(size, server.upload(size, 1)));
+    }
+    let cpu = (server.cpu_seconds() - cpu0) / (gib * runs as f64);
+    let m = median(through);
+    push(
+        format!(
+            "peer: upload {} MiB through @tus/server + @tus/s3-store (tus-js-client, one PATCH)",
+            size / MIB
+        ),
+        format!("{m:.0} MB/s (ratio to direct PUT {:.2})", m / direct_put),
+    );
+    push(
+        "  peer server: CPU-s per GiB, peak RSS".into(),
+        format!("{cpu:.2} CPU-s, {:.0} MiB", peak_rss_mib(server.child.id())),
+    );
+    drop(server);
+    let server = Peer::start(bucket);
+    let cpu0 = server.cpu_seconds();
+    let total = concurrent_size * concurrent as u64;
+    let took = server.upload(concurrent_size, concurrent);
+    let cpu = (server.cpu_seconds() - cpu0) / (total as f64 / (1024.0 * MIB as f64));
+    push(
+        format!(
+            "peer: {concurrent} x {} MiB uploads at once: aggregate",
+            concurrent_size / MIB
+        ),
+        format!("{:.0} MB/s", mbps(total, took)),
+    );
+    push(
+        "  peer server: CPU-s per GiB, peak RSS".into(),
+        format!("{cpu:.2} CPU-s, {:.0} MiB", peak_rss_mib(server.child.id())),
+    );
+}
+
+/// CPU seconds (user + system) that process `pid` (or `self`) has used so far.
+fn cpu_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// The CPU time of every process on a case's path: the service, the S3 server, clamd, and this
+/// bench (the client). They share the machine's cores, so together they bound the wall time.
+struct Cpu(Vec<(&'static str, f64)>);
+
+impl Cpu {
+    fn now(service: Option<&Service>) -> Self {
+        let clamd = std::fs::read_to_string(env("PF_TEST_CLAMD_PIDFILE")).unwrap_or_default();
+        let mut v = vec![
+            ("S3 server", cpu_of(&env("PF_TEST_S3_PID"))),
+            ("clamd", cpu_of(clamd.trim())),
+            ("client", cpu_of("self")),
+        ];
+        if let Some(s) = service {
+            v.insert(0, ("service", s.cpu_seconds()));
+        }
+        Self(v)
+    }
+
+    /// Each process's CPU-seconds per GiB since `before`, their sum, and the shortest time per
+    /// GiB that sum allows on this machine's cores.
+    fn per_gib_since(&self, before: &Self, gib: f64) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+        let mut out = String::new();
+        let mut total = 0.0;
+        for ((name, now), (_, then)) in self.0.iter().zip(&before.0) {
+            let per = (now - then) / gib;
+            total += per;
+            let _ = write!(out, "{name} {per:.2}, ");
+        }
+        let _ = write!(
+            out,
+            "together {total:.2}: at least {:.2} s per GiB on {cores:.0} cores",
+            total / cores
+        );
+        out
     }
 }
 
@@ -152,6 +316,19 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The two ways the service can write an upload of known length to S3, each measured.
+const PATHS: [(&str, &[(&str, &str)]); 2] = [
+    ("multipart (the default)", &[]),
+    (
+        "one streaming PUT (PF_S3_SINGLE_PUT_MAX=5GiB)",
+        &[("PF_S3_SINGLE_PUT_MAX", "5GiB")],
+    ),
+];
+
+fn owned(env: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
 fn token() -> String {
@@ -208,7 +385,14 @@ impl Ctx {
         started.elapsed()
     }
 
-    async fn multipart(&self, key: &str, size: u64, part: u64, in_flight: usize) -> Duration {
+    /// The whole upload's time, and that of its `CompleteMultipartUpload` alone.
+    async fn multipart(
+        &self,
+        key: &str,
+        size: u64,
+        part: u64,
+        in_flight: usize,
+    ) -> (Duration, Duration) {
         let started = Instant::now();
         let upload = self
             .s3
@@ -243,6 +427,7 @@ impl Ctx {
             .buffered(in_flight)
             .collect()
             .await;
+        let completing = Instant::now();
         self.s3
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -256,7 +441,7 @@ impl Ctx {
             .send()
             .await
             .unwrap();
-        started.elapsed()
+        (started.elapsed(), completing.elapsed())
     }
 
     async fn service_put(&self, service: &Service, file: &str, size: u64) -> Duration {
@@ -481,7 +666,7 @@ async fn main() {
     let concurrent: usize = arg("--concurrent", "16").parse().unwrap();
     let concurrent_size = arg("--concurrent-size-mib", "256").parse::<u64>().unwrap() * MIB;
     let out = arg("--out", "BENCHMARKS.md");
-    let cases = arg("--cases", "upload,scan,download,concurrent,metadata");
+    let cases = arg("--cases", "upload,scan,download,concurrent,peer,metadata");
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
@@ -516,7 +701,9 @@ async fn main() {
     };
 
     let mut direct_put = Vec::new();
+    let all_runs = gib * runs as f64;
     if cases.contains("upload") || cases.contains("scan") {
+        let cpu = Cpu::now(None);
         for r in 0..runs {
             direct_put.push(mbps(
                 size,
@@ -527,16 +714,23 @@ async fn main() {
             format!("upload {} MiB: direct presigned PUT to S3", size / MIB),
             format!("{:.0} MB/s", median(direct_put.clone())),
         );
+        push(
+            "  CPU-s per GiB".into(),
+            Cpu::now(None).per_gib_since(&cpu, all_runs),
+        );
     }
     if cases.contains("upload") {
         let mut multipart = Vec::new();
+        let mut completes = Vec::new();
+        let cpu = Cpu::now(None);
         for r in 0..runs {
-            multipart.push(mbps(
-                size,
-                ctx.multipart(&format!("direct/mp-{r}"), size, 8 * MIB, 4)
-                    .await,
-            ));
+            let (total, complete) = ctx
+                .multipart(&format!("direct/mp-{r}"), size, 8 * MIB, 4)
+                .await;
+            multipart.push(mbps(size, total));
+            completes.push(complete.as_secs_f64());
         }
+        let cpu = Cpu::now(None).per_gib_since(&cpu, all_runs);
         push(
             format!(
                 "upload {} MiB: direct multipart (8 MiB parts, 4 in flight)",
@@ -544,75 +738,84 @@ async fn main() {
             ),
             format!("{:.0} MB/s", median(multipart)),
         );
-        let service = Service::start(&bucket, false, &[]).await;
-        let cpu0 = service.cpu_seconds();
-        let mut through = Vec::new();
-        for r in 0..runs {
-            through.push(mbps(
-                size,
-                ctx.service_put(&service, &format!("up-{r}"), size).await,
-            ));
+        push(
+            "  of which CompleteMultipartUpload (s3s-fs joins the parts by copying)".into(),
+            format!("{:.2} s", median(completes)),
+        );
+        push("  CPU-s per GiB".into(), cpu);
+        for (path, env) in PATHS {
+            let service = Service::start(&bucket, false, &owned(env)).await;
+            let cpu0 = Cpu::now(Some(&service));
+            let mut through = Vec::new();
+            for r in 0..runs {
+                through.push(mbps(
+                    size,
+                    ctx.service_put(&service, &format!("up-{r}"), size).await,
+                ));
+            }
+            let cpu = Cpu::now(Some(&service)).per_gib_since(&cpu0, all_runs);
+            let m = median(through);
+            push(
+                format!(
+                    "upload {} MiB through the service, no scanner, {path}",
+                    size / MIB
+                ),
+                format!("{m:.0} MB/s"),
+            );
+            push(
+                "  ratio service / direct presigned PUT (target >= 0.90)".into(),
+                format!("{:.2}", m / median(direct_put.clone())),
+            );
+            push(
+                "  CPU-s per GiB (target for the service <= 1.5)".into(),
+                cpu,
+            );
+            push(
+                "  service peak RSS".into(),
+                format!("{:.0} MiB", service.peak_rss_mib()),
+            );
         }
-        let cpu = (service.cpu_seconds() - cpu0) / (gib * runs as f64);
-        let m = median(through);
-        push(
-            format!(
-                "upload {} MiB: streaming PUT through the service, no scanner",
-                size / MIB
-            ),
-            format!("{m:.0} MB/s"),
-        );
-        push(
-            "  ratio service / direct presigned PUT (target >= 0.90)".into(),
-            format!("{:.2}", m / median(direct_put.clone())),
-        );
-        push(
-            "  service CPU per GiB uploaded, no scanner (target <= 1.5)".into(),
-            format!("{cpu:.2} CPU-s"),
-        );
-        push(
-            "  service peak RSS".into(),
-            format!("{:.0} MiB", service.peak_rss_mib()),
-        );
     }
     if cases.contains("scan") {
         let mut alone = Vec::new();
+        let cpu = Cpu::now(None);
         for _ in 0..runs {
             alone.push(size as f64 / 1e6 / ctx.clamd_alone(size).await.as_secs_f64());
         }
-        let service = Service::start(&bucket, true, &[]).await;
-        let cpu0 = service.cpu_seconds();
-        let mut times = Vec::new();
-        for r in 0..runs {
-            times.push(
-                ctx.service_put(&service, &format!("scan-{r}"), size)
-                    .await
-                    .as_secs_f64(),
-            );
-        }
-        let cpu = (service.cpu_seconds() - cpu0) / (gib * runs as f64);
-        let t_scan = median(times);
+        let cpu = Cpu::now(None).per_gib_since(&cpu, all_runs);
         let t_put = size as f64 / 1e6 / median(direct_put.clone());
         let t_clamd = size as f64 / 1e6 / median(alone.clone());
         push(
             format!("upload {} MiB: clamd INSTREAM alone", size / MIB),
             format!("{:.0} MB/s ({t_clamd:.2} s)", median(alone)),
         );
-        push(
-            format!(
-                "upload {} MiB: streaming PUT through the service with clamd",
-                size / MIB
-            ),
-            format!("{:.0} MB/s ({t_scan:.2} s)", size as f64 / 1e6 / t_scan),
-        );
-        push(
-            "  ratio time / max(direct PUT, clamd alone) (target <= 1.15)".into(),
-            format!("{:.2}", t_scan / t_put.max(t_clamd)),
-        );
-        push(
-            "  service CPU per GiB uploaded, with clamd".into(),
-            format!("{cpu:.2} CPU-s"),
-        );
+        push("  CPU-s per GiB".into(), cpu);
+        for (path, env) in PATHS {
+            let service = Service::start(&bucket, true, &owned(env)).await;
+            let cpu0 = Cpu::now(Some(&service));
+            let mut times = Vec::new();
+            for r in 0..runs {
+                times.push(
+                    ctx.service_put(&service, &format!("scan-{r}"), size)
+                        .await
+                        .as_secs_f64(),
+                );
+            }
+            let cpu = Cpu::now(Some(&service)).per_gib_since(&cpu0, all_runs);
+            let t_scan = median(times);
+            push(
+                format!(
+                    "upload {} MiB through the service with clamd, {path}",
+                    size / MIB
+                ),
+                format!("{:.0} MB/s ({t_scan:.2} s)", size as f64 / 1e6 / t_scan),
+            );
+            push(
+                "  ratio time / max(direct PUT, clamd alone) (target <= 1.15)".into(),
+                format!("{:.2}", t_scan / t_put.max(t_clamd)),
+            );
+            push("  CPU-s per GiB".into(), cpu);
+        }
     }
     if cases.contains("download") {
         // One object written through the service serves both: the direct GET reads the same key.
@@ -644,7 +847,7 @@ async fn main() {
             assert_eq!(n, size);
             through.push(mbps(n, d));
         }
-        let cpu = (service.cpu_seconds() - cpu0) / (gib * runs as f64);
+        let cpu = (service.cpu_seconds() - cpu0) / all_runs;
         let (d, t) = (median(direct), median(through));
         push(
             format!("download {} MiB: direct presigned GET from S3", size / MIB),
@@ -667,8 +870,9 @@ async fn main() {
         );
     }
     if cases.contains("concurrent") {
-        for scanner in [false, true] {
-            let service = Arc::new(Service::start(&bucket, scanner, &[]).await);
+        for ((path, env), scanner) in PATHS.into_iter().flat_map(|p| [(p, false), (p, true)]) {
+            let service = Arc::new(Service::start(&bucket, scanner, &owned(env)).await);
+            let cpu0 = service.cpu_seconds();
             let started = Instant::now();
             let tasks: Vec<_> = (0..concurrent)
                 .map(|i| {
@@ -686,7 +890,7 @@ async fn main() {
             let what = if scanner { "with clamd" } else { "no scanner" };
             push(
                 format!(
-                    "{concurrent} x {} MiB uploads at once, {what}: aggregate",
+                    "{concurrent} x {} MiB uploads at once, {what}, {path}: aggregate",
                     concurrent_size / MIB
                 ),
                 format!("{:.0} MB/s", mbps(total, started.elapsed())),
@@ -695,7 +899,37 @@ async fn main() {
                 format!("  service peak RSS (VmHWM), budget 256 MiB, {what} (target <= 320 MiB)"),
                 format!("{:.0} MiB", service.peak_rss_mib()),
             );
+            push(
+                "  service CPU-s per GiB".into(),
+                format!(
+                    "{:.2}",
+                    (service.cpu_seconds() - cpu0) / (total as f64 / (1024.0 * MIB as f64))
+                ),
+            );
         }
+    }
+
+    if cases.contains("peer") {
+        if direct_put.is_empty() {
+            for r in 0..runs {
+                direct_put.push(mbps(
+                    size,
+                    ctx.presigned_put(&format!("direct/put-{r}"), size).await,
+                ));
+            }
+        }
+        let direct = median(direct_put.clone());
+        tokio::task::block_in_place(|| {
+            peer(
+                &bucket,
+                size,
+                runs,
+                concurrent,
+                concurrent_size,
+                direct,
+                &mut push,
+            );
+        });
     }
 
     if cases.contains("metadata") {

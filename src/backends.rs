@@ -86,6 +86,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
                     prefix: prefix.clone(),
                     part_size: usize::try_from(config.s3.part_size).unwrap_or(usize::MAX),
                     parts_in_flight: usize::from(config.s3.parts_in_flight),
+                    single_put_max: config.s3.single_put_max,
                     encryption: config.s3.encryption.clone(),
                 },
                 budget.clone(),

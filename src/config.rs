@@ -213,6 +213,12 @@ pub struct ServeArgs {
     /// How many parts of one upload may travel to S3 at once.
     #[arg(long, env = "PF_S3_PARTS_IN_FLIGHT", value_name = "PF_S3_PARTS_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub s3_parts_in_flight: u16,
+    /// Bodies of known length (a Content-Length) from one part up to this size go to S3 as one
+    /// streaming `PutObject` instead of a multipart upload; 0: never. One PUT is cheaper where
+    /// the S3 server copies parts again to join them, but it is idle while the client pauses
+    /// or the scanner decides, and S3 ends a request idle for about 20 seconds.
+    #[arg(long, env = "PF_S3_SINGLE_PUT_MAX", value_name = "PF_S3_SINGLE_PUT_MAX", default_value = "0", value_parser = parse_single_put_max)]
+    pub s3_single_put_max: u64,
     /// Encryption at rest the service asks for on every object it writes: `AES256` (SSE-S3)
     /// or `aws:kms` (SSE-KMS).
     #[arg(long, env = "PF_S3_SSE", value_name = "PF_S3_SSE", default_value = "AES256", value_parser = ["AES256", "aws:kms"])]
@@ -312,6 +318,7 @@ pub struct S3Options {
     pub force_path_style: bool,
     pub part_size: u64,
     pub parts_in_flight: u16,
+    pub single_put_max: u64,
     pub encryption: crate::store::Encryption,
 }
 
@@ -419,6 +426,7 @@ impl Config {
                 force_path_style: args.s3_force_path_style,
                 part_size: args.s3_part_size,
                 parts_in_flight: args.s3_parts_in_flight,
+                single_put_max: args.s3_single_put_max,
                 encryption: if args.s3_sse == "aws:kms" {
                     crate::store::Encryption::Kms(args.s3_sse_kms_key_id)
                 } else {
@@ -472,6 +480,16 @@ fn parse_part_size(s: &str) -> Result<u64, String> {
     let size = parse_size(s)?;
     if !(crate::store::MIN_PART_SIZE..=5 * 1024 * MIB).contains(&size) {
         return Err("must be from 5MiB to 5GiB, as S3 requires".to_owned());
+    }
+    Ok(size)
+}
+
+fn parse_single_put_max(s: &str) -> Result<u64, String> {
+    let size = bytesize::ByteSize::from_str(s.trim())
+        .map_err(|_| "expected a size like 0, 100MiB or 1GiB".to_owned())?
+        .as_u64();
+    if size > crate::store::MAX_PUT_SIZE {
+        return Err("must be at most 5GiB, the largest object one PutObject writes".to_owned());
     }
     Ok(size)
 }

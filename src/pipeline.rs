@@ -21,6 +21,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Declared {
     pub mime_type: Option<String>,
     pub size: Option<u64>,
+    /// The body's Content-Length, when the request has one (HTTP holds the body to it).
+    pub length: Option<u64>,
     /// Standard padded base64 of the SHA-256.
     pub sha256: Option<String>,
 }
@@ -132,6 +134,18 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     E: Into<BoxError>,
 {
+    if let (Some(declared), Some(actual)) = (declared.size, declared.length)
+        && declared != actual
+    {
+        return Err(PipelineError::SizeMismatch { declared, actual });
+    }
+    if let Some(length) = declared.length
+        && length > rules.max_size
+    {
+        return Err(PipelineError::TooLarge {
+            limit: rules.max_size,
+        });
+    }
     let mut meter = Meter {
         count: 0,
         limit: rules.max_size,
@@ -159,7 +173,7 @@ where
         Some(s) => Some(s.session().await?),
         None => None,
     };
-    let mut writer = store.create(key).await?;
+    let mut writer = store.create(key, declared.length).await?;
     let streamed = async {
         let mut next = Some(head);
         loop {
@@ -197,7 +211,7 @@ where
     }
 
     let size = meter.count;
-    if let Some(declared) = declared.size
+    if let Some(declared) = declared.size.or(declared.length)
         && declared != size
     {
         return Err(PipelineError::SizeMismatch {

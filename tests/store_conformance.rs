@@ -32,6 +32,8 @@ async fn subjects() -> Vec<Subject> {
         "true",
         "--s3-part-size",
         "5MiB",
+        "--s3-single-put-max",
+        "64MiB",
     ])
     .await;
     vec![
@@ -58,8 +60,21 @@ fn key() -> ObjectKey {
     ObjectKey::new(&owner, &UploadId::generate())
 }
 
+/// Writes `bytes` in chunks of `chunk`, telling the store the length ahead (as a request with a
+/// Content-Length does).
 async fn write(store: &dyn BlobStore, key: &ObjectKey, bytes: &[u8], chunk: usize) {
-    let mut w = store.create(key).await.unwrap();
+    write_as(store, key, bytes, chunk, Some(bytes.len() as u64)).await;
+}
+
+/// Writes `bytes` in chunks of `chunk`, with the length told ahead or not (a chunked request).
+async fn write_as(
+    store: &dyn BlobStore,
+    key: &ObjectKey,
+    bytes: &[u8],
+    chunk: usize,
+    length: Option<u64>,
+) {
+    let mut w = store.create(key, length).await.unwrap();
     for c in bytes.chunks(chunk.max(1)) {
         w.write(Bytes::copy_from_slice(c)).await.unwrap();
     }
@@ -133,18 +148,26 @@ async fn empty_and_multi_part_objects() {
         write(store, &empty, b"", 1).await;
         assert_eq!(store.size(&empty).await.unwrap(), Some(0), "{}", s.name);
         assert!(read_all(store, &empty, None).await.is_empty(), "{}", s.name);
-        // 12 MiB in 64 KiB chunks: three parts of 5, 5 and 2 MiB on S3.
-        let big = key();
+        // 12 MiB in 64 KiB chunks. On S3 with the length unknown: three parts of 5, 5 and
+        // 2 MiB; with it known: one streaming PutObject.
         let bytes = noise(12 * 1024 * 1024, 2);
-        write(store, &big, &bytes, 64 * 1024).await;
-        assert_eq!(read_all(store, &big, None).await, bytes, "{}", s.name);
-        let mid = 5 * 1024 * 1024 - 10..5 * 1024 * 1024 + 10;
-        assert_eq!(
-            read_all(store, &big, Some(mid.clone())).await,
-            bytes[usize::try_from(mid.start).unwrap()..usize::try_from(mid.end).unwrap()],
-            "{}",
-            s.name
-        );
+        for length in [None, Some(bytes.len() as u64)] {
+            let big = key();
+            write_as(store, &big, &bytes, 64 * 1024, length).await;
+            assert_eq!(
+                read_all(store, &big, None).await,
+                bytes,
+                "{} {length:?}",
+                s.name
+            );
+            let mid = 5 * 1024 * 1024 - 10..5 * 1024 * 1024 + 10;
+            assert_eq!(
+                read_all(store, &big, Some(mid.clone())).await,
+                bytes[usize::try_from(mid.start).unwrap()..usize::try_from(mid.end).unwrap()],
+                "{} {length:?}",
+                s.name
+            );
+        }
     }
 }
 
@@ -152,12 +175,23 @@ async fn empty_and_multi_part_objects() {
 async fn nothing_is_visible_before_commit_and_nothing_is_kept_without_it() {
     for s in subjects().await {
         let store = s.store.as_ref();
-        for len in [1_000, 6 * 1024 * 1024] {
+        for (len, length) in [
+            (1_000, None),
+            (6 * 1024 * 1024, None),
+            (1_000, Some(1_000)),
+            (6 * 1024 * 1024, Some(6 * 1024 * 1024)),
+        ] {
             let k = key();
-            let mut w = store.create(&k).await.unwrap();
-            w.write(Bytes::from(noise(len, 3))).await.unwrap();
+            let mut w = store.create(&k, length).await.unwrap();
+            // Every byte written, in several chunks: still nothing to see before commit.
+            let bytes = noise(len, 3);
+            for c in bytes.chunks(256 * 1024) {
+                w.write(Bytes::copy_from_slice(c)).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(store.size(&k).await.unwrap(), None, "{} {len}", s.name);
             drop(w);
+            tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(store.size(&k).await.unwrap(), None, "{} {len}", s.name);
         }
         assert!(store.list().await.unwrap().is_empty(), "{}", s.name);
@@ -235,6 +269,7 @@ async fn recording_store(
             prefix: String::new(),
             part_size: 5 * 1024 * 1024,
             parts_in_flight: 2,
+            single_put_max: 64 * 1024 * 1024,
             encryption,
         },
         participant_files::budget::MemoryBudget::new(64 * 1024 * 1024),
@@ -248,7 +283,15 @@ async fn every_object_written_asks_for_encryption_at_rest() {
     use participant_files::store::Encryption;
     let (store, seen) = recording_store(Encryption::S3Managed).await;
     write(&store, &key(), &noise(1000, 4), 1000).await;
-    write(&store, &key(), &noise(6 * 1024 * 1024, 5), 1024 * 1024).await;
+    write_as(
+        &store,
+        &key(),
+        &noise(6 * 1024 * 1024, 5),
+        1024 * 1024,
+        None,
+    )
+    .await;
+    write(&store, &key(), &noise(6 * 1024 * 1024, 6), 1024 * 1024).await;
     let log = seen.0.lock().unwrap().clone();
     let writes: Vec<_> = log
         .iter()
@@ -259,8 +302,8 @@ async fn every_object_written_asks_for_encryption_at_rest() {
         .collect();
     assert_eq!(
         writes.len(),
-        2,
-        "one PutObject, one CreateMultipartUpload: {log:?}"
+        3,
+        "a buffered PutObject, a CreateMultipartUpload, a streaming PutObject: {log:?}"
     );
     for (what, sse, _) in writes {
         assert_eq!(sse.as_deref(), Some("AES256"), "{what}");
@@ -268,7 +311,7 @@ async fn every_object_written_asks_for_encryption_at_rest() {
 
     let (store, seen) = recording_store(Encryption::Kms(Some("alias/pf-test".into()))).await;
     let k = key();
-    let mut w = store.create(&k).await.unwrap();
+    let mut w = store.create(&k, None).await.unwrap();
     w.write(Bytes::from(noise(10, 6))).await.unwrap();
     // Whatever the S3 test server does with KMS, the request must have asked for it.
     let _ = w.commit().await;

@@ -131,11 +131,13 @@ impl FileService {
         Ok(())
     }
 
-    /// Streams `body` through the pipeline for a checked upload grant, consuming the grant.
+    /// Streams `body` (of `length` bytes, when known ahead) through the pipeline for a checked
+    /// upload grant, consuming the grant.
     pub async fn upload_granted<S, E>(
         &self,
         grant: &Grant,
         body: S,
+        length: Option<u64>,
     ) -> Result<Committed, FilesError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -144,6 +146,7 @@ impl FileService {
         let declared = Declared {
             mime_type: grant.mime_type.clone(),
             size: grant.size,
+            length,
             sha256: grant.sha256.clone(),
         };
         let consumes = grant.key.upload_id();

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::extract::{ApiPath, RequestId};
-use super::files::{check_content_length, content_type};
+use super::files::{body_length, check_content_length, content_type};
 use super::openapi::{BridgeError, TokenPath};
 use super::shapes::ParticipantFile;
 use super::{AppState, observe_upload};
@@ -60,9 +60,10 @@ pub async fn upload(
             .await?;
         check_content_length(&headers, state.files.max_file_size())?;
         let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
+        let length = body_length(&body);
         let committed = state
             .files
-            .upload_granted(&grant, body.into_data_stream())
+            .upload_granted(&grant, body.into_data_stream(), length)
             .await
             .map_err(ApiError::from);
         observe_upload(&state, &committed);

@@ -221,6 +221,7 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
     Ok(Declared {
         mime_type: Some(mime_type),
         size,
+        length: None,
         sha256,
     })
 }
@@ -281,6 +282,11 @@ pub fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiEr
     }
 }
 
+/// The body's length as the HTTP framing fixes it (a Content-Length), when it does.
+pub fn body_length(body: &Body) -> Option<u64> {
+    axum::body::HttpBody::size_hint(body).exact()
+}
+
 /// The media type a PUT declares in Content-Type, if any.
 pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get(header::CONTENT_TYPE) {
@@ -333,6 +339,7 @@ pub async fn put(
         let declared = Declared {
             mime_type: content_type(&headers)?,
             size: None,
+            length: body_length(&body),
             sha256,
         };
         let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);

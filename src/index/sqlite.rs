@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{FileIndex, IndexError};
@@ -72,6 +73,15 @@ pub struct SqliteFileIndex {
     path: PathBuf,
 }
 
+/// Keeps a cached statement's plan when new values are bound. Without this, SQLite prepares a
+/// statement again whenever a bound value might change its plan (`LIMIT ?`, ranges), which was a
+/// fifth of the CPU time of a list request.
+fn stable_plans(conn: &Connection) -> Result<(), IndexError> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
+        .map_err(|e| backend("cannot keep query plans stable", e))
+}
+
 fn open_reader(path: &Path) -> Result<Connection, IndexError> {
     let conn = Connection::open_with_flags(
         path,
@@ -80,6 +90,7 @@ fn open_reader(path: &Path) -> Result<Connection, IndexError> {
     .map_err(|e| backend("cannot open a reader", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| backend("cannot set busy timeout", e))?;
+    stable_plans(&conn)?;
     Ok(conn)
 }
 
@@ -99,6 +110,7 @@ impl SqliteFileIndex {
                 .map_err(|e| backend("cannot set synchronous", e))?;
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(|e| backend("cannot set busy timeout", e))?;
+            stable_plans(&conn)?;
             conn.execute_batch(SCHEMA)
                 .map_err(|e| backend("cannot create schema", e))?;
             Ok(conn)

@@ -56,7 +56,11 @@ impl BlobStore for LocalBlobStore {
         NAME
     }
 
-    async fn create(&self, key: &ObjectKey) -> Result<Box<dyn BlobWriter>, StoreError> {
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        _length: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StoreError> {
         let temp = self
             .staging
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));

@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use crate::keys::ObjectKey;
 
 pub use local::LocalBlobStore;
-pub use s3::{Encryption, MIN_PART_SIZE, S3BlobStore, S3Settings};
+pub use s3::{Encryption, MAX_PUT_SIZE, MIN_PART_SIZE, S3BlobStore, S3Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,9 +65,14 @@ pub trait BlobStore: Send + Sync {
     /// A short name for logs and error messages (`local`, `s3`).
     fn name(&self) -> &'static str;
 
-    /// Starts writing an object. Nothing is visible under `key` until [`BlobWriter::commit`];
-    /// a writer dropped without commit leaves nothing behind.
-    async fn create(&self, key: &ObjectKey) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Starts writing an object of `length` bytes, when that is known ahead (a Content-Length),
+    /// else of any length. Nothing is visible under `key` until [`BlobWriter::commit`]; a writer
+    /// dropped without commit leaves nothing behind.
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        length: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StoreError>;
 
     /// Reads an object, or the byte range of it.
     async fn read(
