@@ -181,7 +181,9 @@ fn index_error(e: &IndexError) -> ApiError {
 }
 
 fn scan_error(e: &ScanError) -> ApiError {
-    tracing::error!(error = %e, "scanner failed");
+    // The cause (a refused or reset connection, say) is what an operator needs to act on.
+    let cause = std::error::Error::source(e).map(ToString::to_string);
+    tracing::error!(error = %e, cause, "scanner failed");
     let mut api = ApiError::unavailable("virus scanner");
     api.backend = Some("clamd");
     api
