@@ -359,6 +359,35 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Deletes every object of the bench's bucket: the runs write tens of GiB, more than the
+    /// disk under the S3 server may hold at once.
+    async fn empty(&self) {
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap();
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        for key in keys {
+            self.s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
     async fn presigned_put(&self, key: &str, size: u64) -> Duration {
         let url = self
             .s3
@@ -710,6 +739,7 @@ async fn main() {
                 ctx.presigned_put(&format!("direct/put-{r}"), size).await,
             ));
         }
+        ctx.empty().await;
         push(
             format!("upload {} MiB: direct presigned PUT to S3", size / MIB),
             format!("{:.0} MB/s", median(direct_put.clone())),
@@ -731,6 +761,7 @@ async fn main() {
             completes.push(complete.as_secs_f64());
         }
         let cpu = Cpu::now(None).per_gib_since(&cpu, all_runs);
+        ctx.empty().await;
         push(
             format!(
                 "upload {} MiB: direct multipart (8 MiB parts, 4 in flight)",
@@ -754,6 +785,7 @@ async fn main() {
                 ));
             }
             let cpu = Cpu::now(Some(&service)).per_gib_since(&cpu0, all_runs);
+            ctx.empty().await;
             let m = median(through);
             push(
                 format!(
@@ -802,6 +834,7 @@ async fn main() {
                 );
             }
             let cpu = Cpu::now(Some(&service)).per_gib_since(&cpu0, all_runs);
+            ctx.empty().await;
             let t_scan = median(times);
             push(
                 format!(
@@ -848,6 +881,7 @@ async fn main() {
             through.push(mbps(n, d));
         }
         let cpu = (service.cpu_seconds() - cpu0) / all_runs;
+        ctx.empty().await;
         let (d, t) = (median(direct), median(through));
         push(
             format!("download {} MiB: direct presigned GET from S3", size / MIB),
@@ -886,6 +920,8 @@ async fn main() {
             for t in tasks {
                 t.await.unwrap();
             }
+            let took = started.elapsed();
+            ctx.empty().await;
             let total = concurrent_size * concurrent as u64;
             let what = if scanner { "with clamd" } else { "no scanner" };
             push(
@@ -893,7 +929,7 @@ async fn main() {
                     "{concurrent} x {} MiB uploads at once, {what}, {path}: aggregate",
                     concurrent_size / MIB
                 ),
-                format!("{:.0} MB/s", mbps(total, started.elapsed())),
+                format!("{:.0} MB/s", mbps(total, took)),
             );
             push(
                 format!("  service peak RSS (VmHWM), budget 256 MiB, {what} (target <= 320 MiB)"),
@@ -918,6 +954,7 @@ async fn main() {
                 ));
             }
         }
+        ctx.empty().await;
         let direct = median(direct_put.clone());
         tokio::task::block_in_place(|| {
             peer(
