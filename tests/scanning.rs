@@ -5,22 +5,10 @@ mod common;
 
 use std::io::Write;
 
-use common::{TestApp, closed_port, error, json, noise};
+use common::{TestApp, closed_port, eicar, error, json, noise};
 use participant_files::scan::INSTREAM_CHUNK;
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// The EICAR test string, put together here so that no file of the repository holds it.
-fn eicar() -> Vec<u8> {
-    let s = [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-        "EICAR-STANDARD-ANTIVIRUS-",
-        "TEST-FILE!$H+H*",
-    ]
-    .concat();
-    assert_eq!(s.len(), 68);
-    s.into_bytes()
-}
 
 fn clamd() -> String {
     std::env::var("PF_TEST_CLAMD").expect(

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{TestApp, error, json, noise};
+use common::{TestApp, eicar, error, json, noise};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
@@ -15,16 +15,6 @@ const MIB: usize = 1024 * 1024;
 
 /// Bodies of 12 MiB: more than one 5 MiB part, so one streaming PUT rather than a buffered one.
 const LEN: usize = 12 * MIB;
-
-fn eicar() -> Vec<u8> {
-    [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-        "EICAR-STANDARD-ANTIVIRUS-",
-        "TEST-FILE!$H+H*",
-    ]
-    .concat()
-    .into_bytes()
-}
 
 async fn single_put_app(extra: &[&str]) -> TestApp {
     let mut flags = vec!["--s3-part-size", "5MiB", "--s3-single-put-max", "64MiB"];

@@ -566,6 +566,18 @@ pub fn pdf(len: usize) -> Vec<u8> {
     v
 }
 
+/// The EICAR test string, put together here so that no file of the repository holds it.
+pub fn eicar() -> Vec<u8> {
+    let s = [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-",
+        "TEST-FILE!$H+H*",
+    ]
+    .concat();
+    assert_eq!(s.len(), 68);
+    s.into_bytes()
+}
+
 /// Deterministic pseudo-random bytes (no sniffable header).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
