@@ -43,7 +43,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
     let needs_aws = matches!(config.store, StoreLocation::S3 { .. })
         || matches!(config.index, IndexLocation::DynamoDb { .. });
     let sdk = if needs_aws { Some(aws().await?) } else { None };
-    let budget = MemoryBudget::new(config.max_buffer_memory);
+    let budget = MemoryBudget::new(config.max_buffer_memory, config.buffer_wait);
     let cleanup = TaskTracker::new();
     let (index, dynamo): (Arc<dyn FileIndex>, _) = match &config.index {
         IndexLocation::Sqlite => {

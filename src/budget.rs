@@ -2,48 +2,97 @@
 //! in buffers. An upload that needs more waits, and so slows its client, instead of growing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Reservations are counted in KiB, so that a budget of any practical size fits a semaphore.
 const UNIT: usize = 1024;
 
+/// The share of the budget that part-sized buffers may never take: small uploads, sniff heads
+/// and scanner queues always find room there, so uploads stalled with a part buffer each cannot
+/// starve a 600-byte upload.
+const SMALL_SHARE_DIVISOR: usize = 8;
+
+/// How long an upload waits for buffer memory by default before it is refused (503).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// The budget stayed spent for as long as an upload may wait.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no buffer memory was free within {0:?}")]
+pub struct BudgetExhausted(pub Duration);
+
 #[derive(Clone)]
 pub struct MemoryBudget {
     permits: Arc<Semaphore>,
+    /// Permits for part-sized buffers: all of the budget but its small share.
+    large: Arc<Semaphore>,
     total_units: usize,
+    large_units: usize,
+    wait: Duration,
 }
 
 /// Memory reserved from the budget; given back when dropped.
 pub struct Reservation {
     permit: Option<OwnedSemaphorePermit>,
+    large: Option<OwnedSemaphorePermit>,
+}
+
+fn units(bytes: usize) -> usize {
+    bytes.div_ceil(UNIT)
 }
 
 impl MemoryBudget {
+    /// A budget of `bytes`, where a reservation waits at most `wait` for room.
     #[must_use]
-    pub fn new(bytes: u64) -> Self {
+    pub fn new(bytes: u64, wait: Duration) -> Self {
         let total_units = usize::try_from(bytes / UNIT as u64)
             .unwrap_or(usize::MAX)
             .clamp(1, Semaphore::MAX_PERMITS);
+        let large_units = (total_units - total_units / SMALL_SHARE_DIVISOR).max(1);
         Self {
             permits: Arc::new(Semaphore::new(total_units)),
+            large: Arc::new(Semaphore::new(large_units)),
             total_units,
+            large_units,
+            wait,
         }
     }
 
-    /// Waits until `bytes` (rounded up to whole KiB) are free, and holds them.
-    pub async fn reserve(&self, bytes: usize) -> Reservation {
-        let units = u32::try_from(bytes.div_ceil(UNIT).min(self.total_units)).unwrap_or(u32::MAX);
-        if units == 0 {
-            return Reservation { permit: None };
+    async fn acquire(
+        semaphore: &Arc<Semaphore>,
+        units: usize,
+        wait: Duration,
+    ) -> Result<Option<OwnedSemaphorePermit>, BudgetExhausted> {
+        let Ok(units @ 1..) = u32::try_from(units) else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_many_owned(units)).await {
+            Ok(permit) => Ok(Some(
+                permit.expect("the budget's semaphores are never closed"),
+            )),
+            Err(_) => Err(BudgetExhausted(wait)),
         }
-        let permit = Arc::clone(&self.permits)
-            .acquire_many_owned(units)
-            .await
-            .expect("the budget's semaphore is never closed");
-        Reservation {
-            permit: Some(permit),
-        }
+    }
+
+    /// Waits until `bytes` (rounded up to whole KiB) are free, and holds them; past the
+    /// budget's wait, gives up. The caller must hold no other reservation that only its own
+    /// progress would free, or uploads could wait on each other for ever.
+    pub async fn reserve(&self, bytes: usize) -> Result<Reservation, BudgetExhausted> {
+        let units = units(bytes).min(self.total_units);
+        Ok(Reservation {
+            permit: Self::acquire(&self.permits, units, self.wait).await?,
+            large: None,
+        })
+    }
+
+    /// Like [`MemoryBudget::reserve`], for a part-sized buffer: it may not take the small
+    /// share of the budget.
+    pub async fn reserve_large(&self, bytes: usize) -> Result<Reservation, BudgetExhausted> {
+        let units = units(bytes).min(self.large_units);
+        let large = Self::acquire(&self.large, units, self.wait).await?;
+        let permit = Self::acquire(&self.permits, units, self.wait).await?;
+        Ok(Reservation { permit, large })
     }
 
     /// Bytes reserved right now.
@@ -54,9 +103,32 @@ impl MemoryBudget {
 }
 
 impl Reservation {
+    /// A reservation of nothing.
+    #[must_use]
+    pub fn none() -> Self {
+        Self {
+            permit: None,
+            large: None,
+        }
+    }
+
     #[must_use]
     pub fn bytes(&self) -> usize {
         self.permit.as_ref().map_or(0, |p| p.num_permits() * UNIT)
+    }
+
+    /// Adds `other` to this reservation (both must be of the same budget).
+    pub fn merge(&mut self, other: Reservation) {
+        for (mine, theirs) in [
+            (&mut self.permit, other.permit),
+            (&mut self.large, other.large),
+        ] {
+            match (mine.as_mut(), theirs) {
+                (Some(m), Some(t)) => m.merge(t),
+                (None, t) => *mine = t,
+                (Some(_), None) => {}
+            }
+        }
     }
 }
 
@@ -66,13 +138,13 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_wait_for_the_budget() {
-        let budget = MemoryBudget::new(10 * 1024);
-        let a = budget.reserve(6 * 1024).await;
-        let b = budget.reserve(2 * 1024).await;
+        let budget = MemoryBudget::new(10 * 1024, Duration::from_mins(1));
+        let a = budget.reserve(6 * 1024).await.unwrap();
+        let b = budget.reserve(2 * 1024).await.unwrap();
         assert_eq!(budget.in_use(), 8 * 1024);
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.reserve(6 * 1024).await.bytes() }
+            async move { budget.reserve(6 * 1024).await.unwrap().bytes() }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
@@ -83,6 +155,38 @@ mod tests {
         drop(a);
         assert_eq!(waiting.await.unwrap(), 6 * 1024);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_the_budget_ends() {
+        let budget = MemoryBudget::new(64 * 1024, Duration::from_millis(200));
+        let _all = budget.reserve(64 * 1024).await.unwrap();
+        let started = std::time::Instant::now();
+        let refused = budget.reserve(1024).await;
+        assert!(refused.is_err());
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn part_buffers_leave_the_small_share_free() {
+        let budget = MemoryBudget::new(80 * 1024, Duration::from_millis(100));
+        let mut parts = Vec::new();
+        while let Ok(r) = budget.reserve_large(10 * 1024).await {
+            parts.push(r);
+        }
+        assert_eq!(
+            parts.len(),
+            7,
+            "70 of 80 KiB: the last eighth is not for parts"
+        );
+        let small = budget.reserve(10 * 1024).await.unwrap();
+        assert_eq!(small.bytes(), 10 * 1024);
+        let mut merged = Reservation::none();
+        merged.merge(small);
+        merged.merge(parts.pop().unwrap());
+        assert_eq!(merged.bytes(), 20 * 1024);
+        drop(merged);
+        assert_eq!(budget.in_use(), 60 * 1024);
     }
 }
 
@@ -113,17 +217,29 @@ impl BufferPool {
     }
 
     /// Waits until the budget has room for one more buffer, and hands out an empty one.
-    pub async fn take(&self) -> PooledBuffer {
-        let reservation = self.budget.reserve(self.size).await;
+    pub async fn take(&self) -> Result<PooledBuffer, BudgetExhausted> {
+        let reservation = self.budget.reserve_large(self.size).await?;
         let reused = self
             .free
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
-        PooledBuffer {
+        Ok(PooledBuffer {
             buf: reused.unwrap_or_else(|| bytes::BytesMut::with_capacity(self.size)),
             reservation,
-        }
+        })
+    }
+
+    /// The budget the pool's buffers are reserved from.
+    #[must_use]
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// The size of every buffer of the pool.
+    #[must_use]
+    pub fn buffer_size(&self) -> usize {
+        self.size
     }
 
     /// Gives a buffer back once nothing else refers to its bytes (else it is simply freed).

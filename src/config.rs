@@ -39,14 +39,16 @@ pub enum Command {
     Token(TokenArgs),
     /// Create the bucket (private, encrypted) and the table when missing; harmless when they exist.
     Setup(ServeArgs),
-    /// Remove objects that no row names and pending uploads that expired; print what was removed.
+    /// Remove objects that no row names, expired pending uploads and abandoned uploads; print
+    /// what was removed.
     Reconcile(ReconcileArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ReconcileArgs {
-    /// Objects younger than this are left alone: an upload may be between storing its object
-    /// and writing its row.
+    /// Uploads through the service that began longer ago than this are taken to be abandoned:
+    /// their claim is revoked (they can no longer commit) and their object removed. Younger
+    /// uploads, and every object a row names, are left alone.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub min_age: Duration,
     #[command(flatten)]
@@ -247,14 +249,23 @@ pub struct ServeArgs {
     /// still receiving are stopped.
     #[arg(long, env = "PF_SHUTDOWN_TIMEOUT", value_name = "PF_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Uploads that may run at once; beyond it 503 with Retry-After. 0: no limit.
+    /// Uploads through the service that may run at once; beyond it 503 with Retry-After.
+    /// 0: no limit.
     #[arg(
         long,
         env = "PF_MAX_UPLOADS",
         value_name = "PF_MAX_UPLOADS",
-        default_value_t = 0
+        default_value_t = 64
     )]
     pub max_uploads: usize,
+    /// Unexpired upload URLs one participant may hold at once; beyond it a POST gets 429.
+    #[arg(
+        long,
+        env = "PF_MAX_PENDING_PER_PARTICIPANT",
+        value_name = "PF_MAX_PENDING_PER_PARTICIPANT",
+        default_value_t = 100
+    )]
+    pub max_pending_per_participant: u64,
     /// Files one participant may have; unset: no limit.
     #[arg(
         long,
@@ -272,6 +283,10 @@ pub struct ServeArgs {
     /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.
     #[arg(long, env = "PF_MAX_BUFFER_MEMORY", value_name = "PF_MAX_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub max_buffer_memory: u64,
+    /// How long an upload may wait for buffer memory when the budget is spent; then 503 with
+    /// Retry-After.
+    #[arg(long, env = "PF_BUFFER_WAIT", value_name = "PF_BUFFER_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub buffer_wait: Duration,
     /// Diagnostic log format on stderr.
     #[arg(
         long,
@@ -306,6 +321,7 @@ pub struct Config {
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
+    pub buffer_wait: Duration,
     pub client_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub limits: crate::limits::LimitSettings,
@@ -414,12 +430,14 @@ impl Config {
             audit_log: args.audit_log,
             log_format: args.log_format,
             max_buffer_memory: args.max_buffer_memory,
+            buffer_wait: args.buffer_wait,
             client_timeout: args.client_timeout,
             shutdown_timeout: args.shutdown_timeout,
             limits: crate::limits::LimitSettings {
                 max_uploads: (args.max_uploads > 0).then_some(args.max_uploads),
                 max_files_per_participant: args.max_files_per_participant,
                 max_bytes_per_participant: args.max_bytes_per_participant,
+                max_pending_per_participant: args.max_pending_per_participant,
                 download_bytes_per_hour: args.download_bytes_per_hour,
             },
             s3: S3Options {

@@ -42,7 +42,7 @@ use crate::audit::AuditLog;
 use crate::auth::TokenVerifier;
 use crate::capability::UrlSigner;
 use crate::config::Config;
-use crate::files::{FileService, Settings};
+use crate::files::{FileService, Parts, Settings};
 use crate::pipeline::Rules;
 use crate::scan::{ClamdScanner, Scanner};
 
@@ -71,11 +71,17 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     });
     let cleanup = backends.cleanup.clone();
     let metrics = Arc::new(metrics::Metrics::new(backends.budget.clone()));
+    let audit = Arc::new(AuditLog::open(&config.audit_log).context("cannot open the audit log")?);
     let files = FileService::new(
-        backends.index,
-        backends.store,
-        scanner.clone(),
-        UrlSigner::new(&url_secret),
+        Parts {
+            index: backends.index,
+            store: backends.store,
+            scanner: scanner.clone(),
+            signer: UrlSigner::new(&url_secret),
+            budget: backends.budget,
+            tasks: cleanup.clone(),
+            audit: Arc::clone(&audit),
+        },
         Settings {
             public_url: config.public_url.clone(),
             url_ttl: config.url_ttl,
@@ -89,7 +95,6 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
             limits: config.limits,
         },
     );
-    let audit = AuditLog::open(&config.audit_log).context("cannot open the audit log")?;
     Ok(Arc::new(http::App {
         files,
         verifier,

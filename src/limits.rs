@@ -1,4 +1,4 @@
-//! Limits an operator can set, each off by default: uploads in flight, files and bytes per
+//! Limits an operator can set: uploads in flight and open upload URLs (bounded by default), files and bytes per
 //! participant, and a per-participant download byte budget like Bridge's.
 
 use std::collections::HashMap;
@@ -14,12 +14,26 @@ pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 const BUDGET_WINDOW: Duration = Duration::from_hours(1);
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct LimitSettings {
     pub max_uploads: Option<usize>,
     pub max_files_per_participant: Option<u64>,
     pub max_bytes_per_participant: Option<u64>,
+    /// Unexpired upload URLs one participant may hold (0: none at all).
+    pub max_pending_per_participant: u64,
     pub download_bytes_per_hour: Option<u64>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_uploads: None,
+            max_files_per_participant: None,
+            max_bytes_per_participant: None,
+            max_pending_per_participant: 100,
+            download_bytes_per_hour: None,
+        }
+    }
 }
 
 pub struct Limits {

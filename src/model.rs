@@ -133,15 +133,107 @@ pub struct PendingUpload {
     pub sha256: Option<String>,
     pub created_on: DateTime<Utc>,
     pub expires_on: DateTime<Utc>,
+    /// Who asked for the upload URL, for the audit line written when the upload arrives.
+    pub issuer: Option<Issuer>,
 }
 
-/// One index row: a file's current bytes (if any) and its outstanding upload (if any).
+/// Who an upload URL was issued to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub actor: UserId,
+    pub role: crate::auth::Role,
+}
+
+impl Issuer {
+    /// `actor:role`, as the index stores it.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.actor, self.role.as_str())
+    }
+
+    #[must_use]
+    pub fn decode(s: &str) -> Option<Self> {
+        let (actor, role) = s.split_once(':')?;
+        Some(Self {
+            actor: UserId::parse(actor).ok()?,
+            role: crate::auth::Role::parse(role)?,
+        })
+    }
+}
+
+/// An upload through the service that is writing `key`: the object it stores is about to become
+/// the file, so `reconcile` leaves it alone. Written before the first byte is stored and taken
+/// away by the same conditional write that makes the object current; an upload whose claim was
+/// revoked (by `reconcile` or an erase) must not commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub key: ObjectKey,
+    pub since: DateTime<Utc>,
+}
+
+impl Claim {
+    /// `key@millis,key@millis`: neither `@` nor `,` can occur in an object key.
+    #[must_use]
+    pub fn encode_all(claims: &[Claim]) -> Option<String> {
+        (!claims.is_empty()).then(|| {
+            claims
+                .iter()
+                .map(|c| format!("{}@{}", c.key, c.since.timestamp_millis()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
+    /// The claims of an encoded list, or `None` when it is malformed.
+    #[must_use]
+    pub fn decode_all(s: &str) -> Option<Vec<Claim>> {
+        s.split(',')
+            .map(|one| {
+                let (key, ms) = one.split_once('@')?;
+                Some(Claim {
+                    key: ObjectKey::parse(key)?,
+                    since: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One index row: a file's current bytes (if any), its outstanding upload URL (if any) and the
+/// uploads through the service that are writing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRow {
     pub owner: Owner,
     pub file_id: FileId,
     pub current: Option<StoredFile>,
     pub pending: Option<PendingUpload>,
+    pub claims: Vec<Claim>,
+}
+
+impl FileRow {
+    /// A row for a file the index has nothing on yet.
+    #[must_use]
+    pub fn empty(owner: &Owner, file_id: &FileId) -> Self {
+        Self {
+            owner: owner.clone(),
+            file_id: file_id.clone(),
+            current: None,
+            pending: None,
+            claims: Vec::new(),
+        }
+    }
+
+    /// Whether the row holds nothing at all and may be deleted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.pending.is_none() && self.claims.is_empty()
+    }
+
+    /// Whether an upload writing `key` still holds its claim.
+    #[must_use]
+    pub fn claimed(&self, key: &ObjectKey) -> bool {
+        self.claims.iter().any(|c| &c.key == key)
+    }
 }
 
 /// A row as read, with the version a conditional write must name to replace it.
@@ -154,6 +246,25 @@ pub struct Versioned<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_round_trip() {
+        let owner = Owner {
+            app: AppId::parse("a").unwrap(),
+            participant: UserId::parse("u").unwrap(),
+        };
+        let claims: Vec<Claim> = (0..3)
+            .map(|i| Claim {
+                key: ObjectKey::new(&owner, &UploadId::generate()),
+                since: DateTime::from_timestamp_millis(1_700_000_000_000 + i).unwrap(),
+            })
+            .collect();
+        let text = Claim::encode_all(&claims).unwrap();
+        assert_eq!(Claim::decode_all(&text), Some(claims));
+        assert_eq!(Claim::encode_all(&[]), None);
+        assert_eq!(Claim::decode_all("a/u/x@1"), None);
+        assert_eq!(Claim::decode_all(""), None);
+    }
 
     #[test]
     fn accepts_the_contract_alphabet() {

@@ -1,5 +1,7 @@
-//! The upload pipeline: one pass over a request body that sniffs, counts, hashes, scans and
-//! stores it, and commits the object only when every check has passed.
+//! The upload pipeline: one pass over a body that sniffs, counts, hashes, scans and stores it,
+//! and commits the object only when every check has passed. [`receive`] reads the body; what
+//! follows the last byte ([`Received::finish`]: the verdict and the commit) needs nothing from
+//! the request, so it can run to its end after the client has gone.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -8,11 +10,12 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{BudgetExhausted, MemoryBudget, Reservation};
 use crate::keys::ObjectKey;
 use crate::model::ScanStatus;
-use crate::scan::{ScanError, Scanner, Verdict};
+use crate::scan::{ScanError, ScanSession, Scanner, Verdict};
 use crate::sniff::{self, AllowedTypes, SNIFF_LEN, TypeError};
-use crate::store::{BlobStore, StoreError};
+use crate::store::{BlobStore, BlobWriter, StoreError};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,6 +72,56 @@ pub enum PipelineError {
     Scan(#[from] ScanError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Busy(#[from] BudgetExhausted),
+}
+
+/// Where an upload's bytes go, and what stops it.
+#[derive(Clone, Copy)]
+pub struct Sinks<'a> {
+    pub scanner: Option<&'a dyn Scanner>,
+    pub store: &'a dyn BlobStore,
+    pub budget: &'a MemoryBudget,
+    /// Cancelled when a shutdown's deadline has passed.
+    pub cancel: &'a CancellationToken,
+}
+
+/// A body that was read whole and passed every check that needs only its bytes; the object is
+/// not committed yet. Dropping it leaves nothing in the store.
+pub struct Received {
+    writer: Box<dyn BlobWriter>,
+    scan: Option<Box<dyn ScanSession>>,
+    mime_type: String,
+    size: u64,
+    sha256: String,
+    /// The memory the upload holds outside the store's own reservations.
+    _memory: Reservation,
+}
+
+impl Received {
+    /// Waits for the scanner's verdict and, when clean, commits the object.
+    pub async fn finish(self) -> Result<Ingested, PipelineError> {
+        let (scan_status, scan_time) = match self.scan {
+            None => (ScanStatus::Unscanned, None),
+            Some(scan) => {
+                let started = std::time::Instant::now();
+                match scan.finish().await? {
+                    Verdict::Clean => (ScanStatus::Clean, Some(started.elapsed())),
+                    Verdict::Infected(signature) => {
+                        return Err(PipelineError::Infected(signature));
+                    }
+                }
+            }
+        };
+        self.writer.commit().await?;
+        Ok(Ingested {
+            mime_type: self.mime_type,
+            size: self.size,
+            sha256: self.sha256,
+            scan_status,
+            scan_time,
+        })
+    }
 }
 
 /// Counts and hashes every byte and enforces the size limit as the bytes arrive.
@@ -118,22 +171,45 @@ where
     }
 }
 
-/// Reads `body` to its end and stores it under `key`. Nothing is committed unless the body is
-/// complete, within the rules, matches what was declared and (with a scanner) is clean; on any
-/// error, or when the returned future is dropped, the store keeps nothing.
+/// Reads `body` to its end and stores it under `key`, then waits for the verdict and commits
+/// (see [`receive`] and [`Received::finish`]).
 pub async fn ingest<S, E>(
-    mut body: S,
+    body: S,
     declared: &Declared,
     rules: &Rules,
-    scanner: Option<&dyn Scanner>,
-    store: &dyn BlobStore,
+    sinks: Sinks<'_>,
     key: &ObjectKey,
-    cancel: &CancellationToken,
 ) -> Result<Ingested, PipelineError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     E: Into<BoxError>,
 {
+    receive(body, declared, rules, sinks, key)
+        .await?
+        .finish()
+        .await
+}
+
+/// Reads `body` to its end and writes it under `key` without committing it. Nothing is
+/// committed unless the body is complete, within the rules and matches what was declared; on
+/// any error, or when the returned future is dropped, the store keeps nothing.
+pub async fn receive<S, E>(
+    mut body: S,
+    declared: &Declared,
+    rules: &Rules,
+    sinks: Sinks<'_>,
+    key: &ObjectKey,
+) -> Result<Received, PipelineError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    E: Into<BoxError>,
+{
+    let Sinks {
+        scanner,
+        store,
+        budget,
+        cancel,
+    } = sinks;
     if let (Some(declared), Some(actual)) = (declared.size, declared.length)
         && declared != actual
     {
@@ -146,6 +222,10 @@ where
             limit: rules.max_size,
         });
     }
+    // The sniff head, the store's own write buffer and the scanner's queue are memory too.
+    let memory = budget
+        .reserve(SNIFF_LEN + store.write_buffer() + scanner.map_or(0, |s| s.buffer_memory()))
+        .await?;
     let mut meter = Meter {
         count: 0,
         limit: rules.max_size,
@@ -223,22 +303,12 @@ where
     if declared.sha256.as_ref().is_some_and(|d| *d != sha256) {
         return Err(PipelineError::ChecksumMismatch);
     }
-    let (scan_status, scan_time) = match scan {
-        None => (ScanStatus::Unscanned, None),
-        Some(scan) => {
-            let started = std::time::Instant::now();
-            match scan.finish().await? {
-                Verdict::Clean => (ScanStatus::Clean, Some(started.elapsed())),
-                Verdict::Infected(signature) => return Err(PipelineError::Infected(signature)),
-            }
-        }
-    };
-    writer.commit().await?;
-    Ok(Ingested {
+    Ok(Received {
+        writer,
+        scan,
         mime_type,
         size,
         sha256,
-        scan_status,
-        scan_time,
+        _memory: memory,
     })
 }

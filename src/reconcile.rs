@@ -1,5 +1,6 @@
-//! `participant-files reconcile`: removes objects that no row names and pending uploads that
-//! expired, so that no participant's bytes outlive their row.
+//! `participant-files reconcile`: removes objects that no row names, pending uploads that
+//! expired, and claims of uploads that were left unfinished, so that no participant's bytes
+//! outlive their row.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -7,14 +8,23 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::backends::Backends;
+use crate::index::IndexError;
 use crate::keys::ObjectKey;
 use crate::model::{FileId, Owner};
 
 /// What reconcile removed, as lines an operator can read (identifiers only, no content).
+/// Claims of uploads through the service older than `min_age` are revoked: such an upload can
+/// no longer commit, and its object goes.
 pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<String>> {
+    // The objects are listed before the rows are read. An upload writes its claim (or its
+    // upload URL's pending row) before the object's first byte, so every object listed here is
+    // named, in the rows read afterwards, by a claim, a pending upload or a file, unless it is
+    // an orphan. Reading the rows first would miss an upload that began in between.
+    let objects = backends.store.list().await?;
     let mut removed = Vec::new();
     let mut referenced: HashSet<ObjectKey> = HashSet::new();
     let now = Utc::now();
+    let stale = now - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
     let mut after: Option<(Owner, FileId)> = None;
     loop {
         let rows = backends
@@ -25,40 +35,38 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         after = Some((last.value.owner.clone(), last.value.file_id.clone()));
         let full = rows.len() == 100;
         for row in rows {
-            if let Some(c) = &row.value.current {
+            let mut next = row.value.clone();
+            let mut lines = Vec::new();
+            if let Some(c) = &next.current {
                 referenced.insert(c.key.clone());
             }
-            let Some(p) = row.value.pending.clone() else {
-                continue;
-            };
-            // Live, or arrived (in presigned mode the next access makes it the file): kept.
-            if p.expires_on > now || backends.store.size(&p.key).await?.is_some() {
-                referenced.insert(p.key.clone());
+            next.claims.retain(|c| {
+                if c.since > stale {
+                    referenced.insert(c.key.clone());
+                    true
+                } else {
+                    lines.push(format!("abandoned upload {}", c.key));
+                    false
+                }
+            });
+            if let Some(p) = next.pending.clone() {
+                // Live, or arrived (the next access or the settler makes it the file): kept.
+                if p.expires_on > now || backends.store.size(&p.key).await?.is_some() {
+                    referenced.insert(p.key.clone());
+                } else {
+                    next.pending = None;
+                    lines.push(format!("expired pending upload {}", p.key));
+                }
+            }
+            if lines.is_empty() {
                 continue;
             }
-            // Expired: drop it from the row (or the row, when it held nothing else). A row that
-            // changed meanwhile is left for the next run.
-            let mut next = row.value.clone();
-            next.pending = None;
-            let written = if next.current.is_none() {
-                backends
-                    .index
-                    .delete(&next.owner, &next.file_id, row.version)
-                    .await
-            } else {
-                backends
-                    .index
-                    .put(&next, Some(row.version))
-                    .await
-                    .map(|_| ())
-            };
-            match written {
-                Ok(()) => {
-                    backends.store.delete(&p.key).await?;
-                    removed.push(format!("expired pending upload {}", p.key));
-                }
-                Err(crate::index::IndexError::Conflict) => {
-                    referenced.insert(p.key.clone());
+            // A row that changed meanwhile is left for the next run, and all it names is kept.
+            match backends.index.rewrite(&next, row.version).await {
+                Ok(()) => removed.extend(lines),
+                Err(IndexError::Conflict) => {
+                    referenced.extend(row.value.claims.iter().map(|c| c.key.clone()));
+                    referenced.extend(row.value.pending.iter().map(|p| p.key.clone()));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -67,12 +75,8 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
             break;
         }
     }
-    let cutoff = now - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
-    // Rows are switched moments after their object is committed, so an object younger than
-    // `min_age` may belong to an upload that is finishing; older ones that no row named during
-    // the scan above are orphans.
-    for object in backends.store.list().await? {
-        if referenced.contains(&object.key) || object.modified > cutoff {
+    for object in objects {
+        if referenced.contains(&object.key) {
             continue;
         }
         backends.store.delete(&object.key).await?;

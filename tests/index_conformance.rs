@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use common::{aws_env, open_backends, unique_name};
+use participant_files::auth::Role;
 use participant_files::index::{FileIndex, IndexError};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
-    AppId, FileId, FileRow, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
+    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
 };
 use tempfile::TempDir;
 
@@ -67,6 +68,7 @@ fn row(owner: &Owner, file: &str, size: u64) -> FileRow {
         file_id: FileId::parse(file).unwrap(),
         current: Some(stored(owner, size)),
         pending: None,
+        claims: Vec::new(),
     }
 }
 
@@ -101,7 +103,17 @@ async fn conditional_put_get_and_delete() {
             sha256: None,
             created_on: ms(1_795_000_000_001),
             expires_on: ms(1_795_003_600_000),
+            issuer: Some(Issuer {
+                actor: UserId::parse("worker-1").unwrap(),
+                role: Role::Worker,
+            }),
         });
+        r2.claims = (0..2)
+            .map(|i| Claim {
+                key: ObjectKey::new(&o, &UploadId::generate()),
+                since: ms(1_795_000_000_100 + i),
+            })
+            .collect();
         // The pending upload's ID is the one its key carries.
         let key = r2.pending.as_ref().unwrap().key.clone();
         r2.pending.as_mut().unwrap().upload_id = key.upload_id();
@@ -282,4 +294,325 @@ async fn list_pages_in_file_id_order_within_one_owner() {
         expected.sort();
         assert_eq!(seen, expected, "{}", s.name);
     }
+}
+
+#[tokio::test]
+async fn usage_counts_files_bytes_and_open_upload_urls() {
+    for s in subjects().await {
+        let ix = s.index.as_ref();
+        let o = owner("app", "quota");
+        ix.put(&row(&o, "a", 10), None).await.unwrap();
+        ix.put(&row(&o, "b", 32), None).await.unwrap();
+        let pending = |expires_on| PendingUpload {
+            upload_id: UploadId::generate(),
+            key: ObjectKey::new(&o, &UploadId::generate()),
+            mime_type: "text/plain".into(),
+            size: None,
+            sha256: None,
+            created_on: ms(1_795_000_000_000),
+            expires_on,
+            issuer: None,
+        };
+        let now = ms(1_795_000_500_000);
+        // A replacement of "b" with a live URL, a new file with a live URL, and an expired one.
+        let mut b = ix
+            .get(&o, &FileId::parse("b").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        b.value.pending = Some(pending(ms(1_795_003_600_000)));
+        ix.put(&b.value, Some(b.version)).await.unwrap();
+        let mut c = row(&o, "c", 0);
+        c.current = None;
+        c.pending = Some(pending(ms(1_795_003_600_000)));
+        ix.put(&c, None).await.unwrap();
+        let mut d = row(&o, "d", 0);
+        d.current = None;
+        d.pending = Some(pending(ms(1_795_000_000_001)));
+        ix.put(&d, None).await.unwrap();
+        ix.put(&row(&owner("app", "other"), "a", 1000), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            ix.usage(&o, now).await.unwrap(),
+            participant_files::index::Usage {
+                files: 2,
+                bytes: 42,
+                pending: 2,
+                pending_new: 1,
+            },
+            "{}",
+            s.name
+        );
+    }
+}
+
+/// An index whose next writes land but whose answers are lost: the caller is told of a
+/// conflict (as the AWS SDK's retry of an applied conditional write is) or of an error after
+/// which the write may or may not have happened.
+struct LostAnswers {
+    inner: Arc<dyn FileIndex>,
+    lose: std::sync::atomic::AtomicUsize,
+    as_conflict: bool,
+}
+
+#[async_trait::async_trait]
+impl FileIndex for LostAnswers {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn get(
+        &self,
+        owner: &Owner,
+        file: &FileId,
+    ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.inner.get(owner, file).await
+    }
+    async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.inner.list(owner, after, limit).await
+    }
+    async fn scan(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.inner.scan(after, limit).await
+    }
+    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+        let version = self.inner.put(row, expected).await?;
+        self.lost(version)
+    }
+    async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
+        self.inner.delete(owner, file, expected).await?;
+        self.lost(())
+    }
+    async fn check(&self) -> Result<(), IndexError> {
+        self.inner.check().await
+    }
+}
+
+impl LostAnswers {
+    fn lost<T>(&self, ok: T) -> Result<T, IndexError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Ok(ok);
+        }
+        if self.as_conflict {
+            return Err(IndexError::Conflict);
+        }
+        Err(IndexError::Backend {
+            backend: "test",
+            message: "the answer was lost".into(),
+            definite: false,
+            source: None,
+        })
+    }
+}
+
+fn file_service(
+    index: Arc<dyn FileIndex>,
+    store: Arc<dyn participant_files::store::BlobStore>,
+    data: &TempDir,
+) -> participant_files::files::FileService {
+    use participant_files::config::Mode;
+    participant_files::files::FileService::new(
+        participant_files::files::Parts {
+            index,
+            store,
+            scanner: None,
+            signer: participant_files::capability::UrlSigner::new(
+                b"0123456789abcdef0123456789abcdef",
+            ),
+            budget: participant_files::budget::MemoryBudget::new(
+                64 * 1024 * 1024,
+                std::time::Duration::from_secs(10),
+            ),
+            tasks: tokio_util::task::TaskTracker::new(),
+            audit: Arc::new(
+                participant_files::audit::AuditLog::open(
+                    &participant_files::config::AuditTarget::File(data.path().join("audit.log")),
+                )
+                .unwrap(),
+            ),
+        },
+        participant_files::files::Settings {
+            public_url: "http://127.0.0.1:9".into(),
+            url_ttl: std::time::Duration::from_hours(1),
+            rules: participant_files::pipeline::Rules {
+                max_size: 1024 * 1024,
+                allowed: participant_files::sniff::AllowedTypes::any(),
+                client_timeout: std::time::Duration::from_secs(30),
+            },
+            upload_mode: Mode::Streaming,
+            download_mode: Mode::Streaming,
+            limits: participant_files::limits::LimitSettings::default(),
+        },
+    )
+}
+
+fn body(bytes: &'static [u8]) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::iter([Ok(bytes::Bytes::from_static(bytes))])
+}
+
+async fn read_all(files: &participant_files::files::FileService, f: &StoredFile) -> Vec<u8> {
+    use futures::TryStreamExt;
+    let read = files.read(f, None).await.unwrap();
+    read.body
+        .try_fold(Vec::new(), |mut acc, b| async move {
+            acc.extend_from_slice(&b);
+            Ok(acc)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_recognised_as_done() {
+    use participant_files::files::Actor;
+    use participant_files::pipeline::Declared;
+    aws_env();
+    for index_flag in [
+        "sqlite".to_owned(),
+        format!("dynamodb://{}", unique_name("pf")),
+    ] {
+        for as_conflict in [true, false] {
+            let (data, backends) = open_backends(&["--index", &index_flag]).await;
+            let lossy = Arc::new(LostAnswers {
+                inner: backends.index,
+                lose: 0.into(),
+                as_conflict,
+            });
+            let files = file_service(lossy.clone(), backends.store.clone(), &data);
+            let o = owner("app", "lost");
+            let f = FileId::parse("photo.jpg").unwrap();
+            let what = format!("{index_flag}, answers lost as a conflict: {as_conflict}");
+            let declared = Declared {
+                mime_type: Some("text/plain".into()),
+                ..Declared::default()
+            };
+
+            // Create, then replace, with every write's answer lost (the claim and the switch).
+            for content in [&b"first version"[..], b"second version"] {
+                lossy.lose.store(2, std::sync::atomic::Ordering::SeqCst);
+                let committed = files
+                    .upload(&o, &f, body(content), &declared)
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let current = files.get(&o, &f).await.unwrap();
+                assert_eq!(current.key, committed.file.key, "{what}");
+                assert_eq!(read_all(&files, &current).await, content, "{what}");
+                // The replaced object is gone; the row's one is there: nothing else is kept.
+                let objects = backends.store.list().await.unwrap();
+                assert_eq!(
+                    objects.iter().map(|o| &o.key).collect::<Vec<_>>(),
+                    [&current.key],
+                    "{what}"
+                );
+                let row = lossy.get(&o, &f).await.unwrap().unwrap().value;
+                assert!(row.claims.is_empty(), "{what}: {:?}", row.claims);
+            }
+
+            // An upload URL, and its capability upload, with their answers lost too.
+            let actor = Actor {
+                id: UserId::parse("lost").unwrap(),
+                role: Role::Participant,
+            };
+            lossy.lose.store(1, std::sync::atomic::Ordering::SeqCst);
+            let (pending, url) = files
+                .upload_url(&o, &f, &declared, &actor)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let row = lossy.get(&o, &f).await.unwrap().unwrap().value;
+            assert_eq!(row.pending.unwrap().upload_id, pending.upload_id, "{what}");
+            let token = url.url.rsplit('/').next().unwrap();
+            let grant = files.verify_upload_grant(token).unwrap();
+            lossy.lose.store(2, std::sync::atomic::Ordering::SeqCst);
+            let committed = files
+                .upload_granted(&grant, body(b"third version"), None)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let current = files.get(&o, &f).await.unwrap();
+            assert_eq!(current.key, committed.file.key, "{what}");
+            assert_eq!(read_all(&files, &current).await, b"third version", "{what}");
+            assert_eq!(backends.store.list().await.unwrap().len(), 1, "{what}");
+        }
+    }
+}
+
+/// An index on which every conditional write loses its race.
+struct AlwaysLoses(Arc<dyn FileIndex>);
+
+#[async_trait::async_trait]
+impl FileIndex for AlwaysLoses {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    async fn get(
+        &self,
+        owner: &Owner,
+        file: &FileId,
+    ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.0.get(owner, file).await
+    }
+    async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.0.list(owner, after, limit).await
+    }
+    async fn scan(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.0.scan(after, limit).await
+    }
+    async fn put(&self, _: &FileRow, _: Option<u64>) -> Result<u64, IndexError> {
+        Err(IndexError::Conflict)
+    }
+    async fn delete(&self, _: &Owner, _: &FileId, _: u64) -> Result<(), IndexError> {
+        Err(IndexError::Conflict)
+    }
+    async fn check(&self) -> Result<(), IndexError> {
+        self.0.check().await
+    }
+}
+
+#[tokio::test]
+async fn endless_contention_ends_in_a_503_that_says_to_try_again() {
+    use participant_files::files::FilesError;
+    use participant_files::http::error::ApiError;
+    let (data, backends) = open_backends(&[]).await;
+    let files = file_service(
+        Arc::new(AlwaysLoses(backends.index)),
+        backends.store.clone(),
+        &data,
+    );
+    let o = owner("app", "busy");
+    let declared = participant_files::pipeline::Declared {
+        mime_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    let err = files
+        .upload(&o, &FileId::parse("f").unwrap(), body(b"x"), &declared)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FilesError::Contended), "{err:?}");
+    let api = ApiError::from(err);
+    assert_eq!(api.status.as_u16(), 503);
+    assert_eq!(api.kind, "ServiceUnavailableException");
+    assert!(api.retry_after.is_some());
+    // Nothing was stored for the upload that could not be recorded.
+    assert!(backends.store.list().await.unwrap().is_empty());
 }

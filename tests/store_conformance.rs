@@ -272,7 +272,10 @@ async fn recording_store(
             single_put_max: 64 * 1024 * 1024,
             encryption,
         },
-        participant_files::budget::MemoryBudget::new(64 * 1024 * 1024),
+        participant_files::budget::MemoryBudget::new(
+            64 * 1024 * 1024,
+            std::time::Duration::from_secs(30),
+        ),
         tokio_util::task::TaskTracker::new(),
     );
     (store, seen)

@@ -2,62 +2,99 @@
 
 use chrono::Utc;
 
-use super::{FileService, FilesError, MAX_RACE_RETRIES};
-use crate::index::IndexError;
-use crate::model::{FileId, Owner, StoredFile, Versioned};
+use super::{Backoff, FileService, FilesError};
+use crate::config::Mode;
+use crate::model::{FileId, Owner, StoredFile};
+
+/// What a removal found in the row.
+struct Removed {
+    file: Option<StoredFile>,
+    /// An upload URL that had not expired.
+    live: bool,
+    /// Bytes that had arrived for an upload URL and were not settled yet.
+    arrived: bool,
+}
+
+impl Removed {
+    /// Whether a client could have known the file: its bytes, or an upload in progress.
+    fn visible(&self) -> bool {
+        self.file.is_some() || self.live || self.arrived
+    }
+}
 
 impl FileService {
-    /// Deletes the file's bytes, then its row if the row still names them. A row that only
-    /// holds an unexpired pending upload is cancelled (the upload URL stops working) and counts
-    /// as deleted. Returns the deleted file, or `None` for a cancelled upload.
+    /// Deletes the file's bytes and whatever was sent to its upload URL (arrived or not, expired
+    /// or not), then its row if the row still names them. A file with only an upload URL
+    /// counts as deleted: the URL stops working. Returns the deleted file, or `None` for a
+    /// cancelled upload; [`FilesError::NotFound`] when there was nothing a client could know of.
+    /// Uploads through the service that are still receiving keep their claim: they finish as
+    /// a new file.
     pub async fn delete(
         &self,
         owner: &Owner,
         file_id: &FileId,
     ) -> Result<Option<StoredFile>, FilesError> {
-        let mut deleted: Option<Option<StoredFile>> = None;
-        for _ in 0..MAX_RACE_RETRIES {
-            let Some(Versioned {
-                value: row,
-                version,
-            }) = self.index.get(owner, file_id).await?
-            else {
-                return deleted.ok_or(FilesError::NotFound);
+        match self.remove(owner, file_id, false).await? {
+            Some(removed) if removed.visible() => Ok(removed.file),
+            _ => Err(FilesError::NotFound),
+        }
+    }
+
+    async fn remove(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        revoke_claims: bool,
+    ) -> Result<Option<Removed>, FilesError> {
+        let mut removed: Option<Removed> = None;
+        let mut tries = Backoff::new();
+        while tries.next().await {
+            let Some(row) = self.index.get(owner, file_id).await? else {
+                return Ok(removed);
             };
-            match (&deleted, &row.current) {
-                // Replaced by a newer upload after we deleted the old bytes: the newer file stays.
-                (Some(Some(gone)), Some(cur)) if cur.key != gone.key => {
-                    return Ok(deleted.flatten());
-                }
-                (Some(None), Some(_)) => return Ok(None),
-                _ => {}
+            if let Some(gone) = &removed
+                && row.value.current.as_ref().map(|c| &c.key) != gone.file.as_ref().map(|f| &f.key)
+            {
+                // A newer upload committed after the bytes were deleted: the newer file stays.
+                return Ok(removed);
             }
-            let live_pending = row.pending.as_ref().filter(|p| p.expires_on > Utc::now());
-            if deleted.is_none() && row.current.is_none() && live_pending.is_none() {
-                // Only an expired pending upload: nothing a client could see. Drop the row.
-                let _ = self.index.delete(owner, file_id, version).await;
-                return Err(FilesError::NotFound);
-            }
+            let version = row.version;
+            let mut row = row.value;
             if let Some(cur) = &row.current {
                 self.store.delete(&cur.key).await?;
             }
+            let (mut live, mut arrived) = (false, false);
             if let Some(p) = &row.pending {
-                // In presigned mode the pending object may have arrived; it goes too.
+                live = p.expires_on > Utc::now();
+                arrived =
+                    self.upload_mode == Mode::Presigned && self.store.size(&p.key).await?.is_some();
                 self.store.delete(&p.key).await?;
             }
-            if deleted.is_none() {
-                deleted = Some(row.current.clone());
+            let removal = removed.get_or_insert(Removed {
+                file: row.current.take(),
+                live: false,
+                arrived: false,
+            });
+            removal.live |= live;
+            removal.arrived |= arrived;
+            row.current = None;
+            row.pending = None;
+            if revoke_claims {
+                row.claims.clear();
             }
-            match self.index.delete(owner, file_id, version).await {
-                Ok(()) => return Ok(deleted.flatten()),
-                Err(IndexError::Conflict) => {}
-                Err(e) => return Err(e.into()),
+            match self.index.rewrite(&row, version).await {
+                Ok(()) => return Ok(removed),
+                Err(e) if !e.is_retryable() => return Err(e.into()),
+                // A conflict, or an answer that got lost: read the row again.
+                Err(_) => {}
             }
         }
         Err(FilesError::Contended)
     }
 
-    /// Deletes every file and pending upload of `owner`; returns how many files were deleted.
+    /// Deletes every file, upload URL (and what arrived for it) and upload in progress of
+    /// `owner`; an upload still receiving is stopped before it commits. Returns how many files
+    /// were deleted, counting uploads that had arrived but were not settled yet.
     pub async fn erase(&self, owner: &Owner) -> Result<u64, FilesError> {
         let mut count = 0;
         let mut after: Option<FileId> = None;
@@ -68,10 +105,12 @@ impl FileService {
             };
             after = Some(last.value.file_id.clone());
             for row in rows {
-                match self.delete(owner, &row.value.file_id).await {
-                    Ok(Some(_)) => count += 1,
-                    Ok(None) | Err(FilesError::NotFound) => {}
-                    Err(e) => return Err(e),
+                if self
+                    .remove(owner, &row.value.file_id, true)
+                    .await?
+                    .is_some_and(|r| r.file.is_some() || r.arrived)
+                {
+                    count += 1;
                 }
             }
         }

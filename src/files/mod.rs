@@ -2,7 +2,9 @@
 //! once the caller and the target participant are known. Reads live here; uploads, the settling
 //! of presigned uploads and deletes have modules of their own.
 
+mod claim;
 mod delete;
+mod race;
 mod settle;
 mod upload;
 
@@ -11,21 +13,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditLog;
 use crate::auth::Role;
+use crate::budget::MemoryBudget;
 use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
 use crate::config::Mode;
 use crate::index::{FileIndex, IndexError};
 use crate::keys::ObjectKey;
 use crate::limits::{LimitSettings, Limits};
 use crate::model::{FileId, FileRow, Owner, StoredFile, UserId, Versioned};
-use crate::pipeline::{PipelineError, Rules};
+use crate::pipeline::{PipelineError, Rules, Sinks};
 use crate::scan::Scanner;
 use crate::sniff::TypeError;
 use crate::store::{BlobRead, BlobStore, StoreError};
 
-/// How often a conditional write is retried after losing a race before giving up.
-const MAX_RACE_RETRIES: usize = 1000;
+use race::Backoff;
+
+/// How many upload URLs one list request looks for in the store (a `HeadObject` each); the
+/// others are settled by a later request. Keeps the work of one list bounded.
+const SETTLES_PER_LIST: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -51,8 +59,12 @@ pub enum FilesError {
     Contended,
     #[error("every upload slot is taken")]
     Busy,
+    #[error("the upload was stopped: the file was erased, or the upload was left too long")]
+    ClaimRevoked,
     #[error("the participant's {0} quota would be exceeded")]
     Quota(&'static str),
+    #[error("the participant holds too many unused upload URLs")]
+    TooManyPending,
     #[error("the participant's download budget is spent for now")]
     DownloadBudget(Duration),
 }
@@ -101,11 +113,26 @@ pub struct Settings {
     pub limits: LimitSettings,
 }
 
+/// What the file service is built on, besides its settings.
+pub struct Parts {
+    pub index: Arc<dyn FileIndex>,
+    pub store: Arc<dyn BlobStore>,
+    pub scanner: Option<Arc<dyn Scanner>>,
+    pub signer: UrlSigner,
+    pub budget: MemoryBudget,
+    /// Work that must outlive the request that started it (commits, clean-ups); a shutdown
+    /// waits for it.
+    pub tasks: TaskTracker,
+    pub audit: Arc<AuditLog>,
+}
+
+/// Cheap to clone: a commit that runs on after its client has gone takes a clone along.
+#[derive(Clone)]
 pub struct FileService {
     index: Arc<dyn FileIndex>,
     store: Arc<dyn BlobStore>,
     scanner: Option<Arc<dyn Scanner>>,
-    signer: UrlSigner,
+    signer: Arc<UrlSigner>,
     public_url: String,
     url_ttl: Duration,
     rules: Rules,
@@ -113,20 +140,26 @@ pub struct FileService {
     download_mode: Mode,
     /// Cancelled when a shutdown's deadline has passed: uploads still receiving stop.
     cancel: tokio_util::sync::CancellationToken,
-    limits: Limits,
+    limits: Arc<Limits>,
+    budget: MemoryBudget,
+    tasks: TaskTracker,
+    audit: Arc<AuditLog>,
 }
 
 impl FileService {
     /// # Panics
     /// When a presigned mode is asked of a store that cannot presign (configuration checks this).
     #[must_use]
-    pub fn new(
-        index: Arc<dyn FileIndex>,
-        store: Arc<dyn BlobStore>,
-        scanner: Option<Arc<dyn Scanner>>,
-        signer: UrlSigner,
-        settings: Settings,
-    ) -> Self {
+    pub fn new(parts: Parts, settings: Settings) -> Self {
+        let Parts {
+            index,
+            store,
+            scanner,
+            signer,
+            budget,
+            tasks,
+            audit,
+        } = parts;
         assert!(
             store.presigner().is_some()
                 || (settings.upload_mode == Mode::Streaming
@@ -137,18 +170,30 @@ impl FileService {
             index,
             store,
             scanner,
-            signer,
+            signer: Arc::new(signer),
             public_url: settings.public_url,
             url_ttl: settings.url_ttl,
             rules: settings.rules,
             upload_mode: settings.upload_mode,
             download_mode: settings.download_mode,
             cancel: tokio_util::sync::CancellationToken::new(),
-            limits: Limits::new(settings.limits),
+            limits: Arc::new(Limits::new(settings.limits)),
+            budget,
+            tasks,
+            audit,
         }
     }
 
-    /// Stops every upload that is still receiving its body (see [`pipeline::ingest`]).
+    fn sinks(&self) -> Sinks<'_> {
+        Sinks {
+            scanner: self.scanner.as_deref(),
+            store: self.store.as_ref(),
+            budget: &self.budget,
+            cancel: &self.cancel,
+        }
+    }
+
+    /// Stops every upload that is still receiving its body (see [`crate::pipeline::receive`]).
     pub fn cancel_uploads(&self) {
         self.cancel.cancel();
     }
@@ -181,7 +226,8 @@ impl FileService {
     }
 
     /// The committed files of `owner`, `page_size` at a time after `after`. Rows that only hold
-    /// a pending upload are skipped without making the page shorter.
+    /// a pending upload are skipped without making the page shorter; at most
+    /// [`SETTLES_PER_LIST`] upload URLs are looked for in the store.
     pub async fn list(
         &self,
         owner: &Owner,
@@ -190,6 +236,7 @@ impl FileService {
     ) -> Result<Page, FilesError> {
         let mut items = Vec::with_capacity(page_size);
         let mut cursor = after.cloned();
+        let mut settles = 0;
         while items.len() < page_size {
             let rows = self
                 .index
@@ -198,7 +245,8 @@ impl FileService {
             let exhausted = rows.len() < page_size - items.len();
             cursor = rows.last().map(|r| r.value.file_id.clone());
             for row in rows {
-                let row = if row.value.pending.is_some() {
+                let row = if row.value.pending.is_some() && settles < SETTLES_PER_LIST {
+                    settles += 1;
                     self.settle(row).await?
                 } else {
                     Some(row)
@@ -281,15 +329,7 @@ impl FileService {
     ) -> Result<(FileRow, Option<u64>), FilesError> {
         Ok(match self.index.get(owner, file_id).await? {
             Some(Versioned { value, version }) => (value, Some(version)),
-            None => (
-                FileRow {
-                    owner: owner.clone(),
-                    file_id: file_id.clone(),
-                    current: None,
-                    pending: None,
-                },
-                None,
-            ),
+            None => (FileRow::empty(owner, file_id), None),
         })
     }
 

@@ -1,112 +1,173 @@
-//! Settling a pending upload: a presigned upload that arrived becomes the file, one over the
-//! limits or past its expiry is dropped.
+//! Settling a pending upload: a presigned upload that arrived is streamed from its object through
+//! the upload pipeline into a fresh object, which becomes the file; one that fails a check, or
+//! expired without arriving, is dropped. The URL's own object never becomes the file, so nothing
+//! sent to the URL later changes what is served.
 
-use base64::Engine;
 use chrono::Utc;
-use futures::StreamExt;
-use sha2::Digest;
 
-use super::{FileService, FilesError, MAX_RACE_RETRIES};
+use super::{Backoff, Committed, FileService, FilesError};
+use crate::audit::{Action, AuditEvent};
+use crate::auth::Role;
 use crate::config::Mode;
-use crate::index::IndexError;
-use crate::model::{FileRow, PendingUpload, ScanStatus, StoredFile, Versioned};
+use crate::model::{FileId, FileRow, Owner, PendingUpload, Versioned};
+use crate::pipeline::{Declared, PipelineError};
 use crate::store::StoreError;
 
+/// The status an arrival's refusal has in the audit log, or `None` when the failure is not the
+/// upload's fault (a backend was down) and it stays pending.
+fn refusal_status(e: &FilesError) -> Option<u16> {
+    match e {
+        FilesError::TooLarge { .. } | FilesError::Quota(_) => Some(413),
+        FilesError::Type(_) => Some(415),
+        FilesError::Pipeline(p) => match p {
+            PipelineError::TooLarge { .. } => Some(413),
+            PipelineError::Type(_) => Some(415),
+            PipelineError::SizeMismatch { .. } | PipelineError::ChecksumMismatch => Some(400),
+            PipelineError::Infected(_) => Some(422),
+            PipelineError::Body(_)
+            | PipelineError::ClientTooSlow
+            | PipelineError::ShuttingDown
+            | PipelineError::Scan(_)
+            | PipelineError::Store(_)
+            | PipelineError::Busy(_) => None,
+        },
+        _ => None,
+    }
+}
+
 impl FileService {
-    /// Settles a row's pending upload. In presigned mode the object may have arrived in the
-    /// store: within the limits it becomes the file (the replaced object is deleted), over
-    /// them it is deleted. An expired upload that has not arrived is dropped, and with it a row
-    /// that held nothing else. Returns the row as it now stands.
+    /// Settles a row's pending upload, and returns the row as it then stands. In presigned mode
+    /// the upload's object may have arrived: it goes through the pipeline and becomes the file,
+    /// or is deleted when it fails a check. An expired upload that has not arrived is dropped.
     pub(super) async fn settle(
         &self,
-        mut row: Versioned<FileRow>,
+        row: Versioned<FileRow>,
     ) -> Result<Option<Versioned<FileRow>>, FilesError> {
-        for _ in 0..MAX_RACE_RETRIES {
-            let Some(pending) = row.value.pending.clone() else {
-                return Ok(Some(row));
-            };
-            let now = Utc::now();
-            let arrived = if self.upload_mode == Mode::Presigned {
-                self.store.size(&pending.key).await?
-            } else {
-                None
-            };
-            let mut next = row.value.clone();
-            next.pending = None;
-            let mut unreferenced = None;
-            let acceptable = match arrived {
-                Some(size)
-                    if size <= self.rules.max_size && pending.size.is_none_or(|s| s == size) =>
-                {
-                    self.matches_declared_sha256(&pending).await?
-                }
-                _ => false,
-            };
-            match arrived {
-                Some(size) if acceptable => {
-                    let old = next.current.replace(StoredFile {
-                        key: pending.key.clone(),
-                        mime_type: pending.mime_type.clone(),
-                        size,
-                        sha256: pending.sha256.clone(),
-                        scan_status: ScanStatus::Unscanned,
-                        created_on: now,
-                    });
-                    unreferenced = old.map(|o| o.key);
-                }
-                Some(_) => unreferenced = Some(pending.key.clone()),
-                None if pending.expires_on <= now => {}
-                None => return Ok(Some(row)),
-            }
-            let (owner, file_id) = (&row.value.owner, &row.value.file_id);
-            let written = if next.current.is_none() {
-                self.index
-                    .delete(owner, file_id, row.version)
-                    .await
-                    .map(|()| None)
-            } else {
-                self.index
-                    .put(&next, Some(row.version))
-                    .await
-                    .map(|version| {
-                        Some(Versioned {
-                            value: next,
-                            version,
-                        })
-                    })
-            };
-            match written {
-                Ok(now_row) => {
-                    if let Some(key) = unreferenced {
-                        self.discard(&key).await;
-                    }
-                    return Ok(now_row);
-                }
-                Err(IndexError::Conflict) => match self.index.get(owner, file_id).await? {
-                    Some(r) => row = r,
-                    None => return Ok(None),
-                },
-                Err(e) => return Err(e.into()),
-            }
+        let Some(pending) = row.value.pending.clone() else {
+            return Ok(Some(row));
+        };
+        let (owner, file_id) = (&row.value.owner, &row.value.file_id);
+        let arrived = if self.upload_mode == Mode::Presigned {
+            self.store.size(&pending.key).await?.is_some()
+        } else {
+            false
+        };
+        if arrived {
+            self.take_arrival(owner, file_id, &pending).await?;
+        } else if pending.expires_on <= Utc::now() {
+            self.drop_pending(owner, file_id, &pending).await?;
+        } else {
+            return Ok(Some(row));
         }
-        Err(FilesError::Contended)
+        Ok(self.index.get(owner, file_id).await?)
     }
 
-    /// Whether an arrived presigned upload has the SHA-256 its POST declared. S3 refuses such a
-    /// PUT itself; this also holds S3-compatible servers to it that store the body anyway.
-    async fn matches_declared_sha256(&self, pending: &PendingUpload) -> Result<bool, FilesError> {
-        let Some(declared) = &pending.sha256 else {
-            return Ok(true);
-        };
-        let mut read = match self.store.read(&pending.key, None).await {
+    /// Streams an arrived upload into a fresh object through the pipeline, then deletes the
+    /// object the URL wrote.
+    async fn take_arrival(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        pending: &PendingUpload,
+    ) -> Result<(), FilesError> {
+        let read = match self.store.read(&pending.key, None).await {
             Ok(r) => r,
-            Err(StoreError::NotFound) => return Ok(false),
+            // Taken by a request that settled it at the same time.
+            Err(StoreError::NotFound) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let mut hash = sha2::Sha256::new();
-        while let Some(chunk) = read.body.next().await {
-            hash.update(&chunk?);
+        let declared = Declared {
+            mime_type: Some(pending.mime_type.clone()),
+            size: pending.size,
+            length: Some(read.object_size),
+            sha256: pending.sha256.clone(),
+        };
+        let result = self
+            .ingest_and_commit(
+                owner,
+                file_id,
+                read.body,
+                &declared,
+                Some(&pending.upload_id),
+            )
+            .await;
+        match &result {
+            Ok(committed) => {
+                self.audit_arrival(owner, file_id, pending, Ok(committed));
+                self.discard(&pending.key).await;
+                Ok(())
+            }
+            // Settled by another request meanwhile, or replaced by a newer upload URL.
+            Err(FilesError::UploadConsumed) => Ok(()),
+            Err(e) => match refusal_status(e) {
+                Some(status) => {
+                    self.audit_arrival(owner, file_id, pending, Err(status));
+                    self.drop_pending(owner, file_id, pending).await
+                }
+                None => result.map(|_| ()),
+            },
         }
-        Ok(base64::engine::general_purpose::STANDARD.encode(hash.finalize()) == *declared)
+    }
+
+    fn audit_arrival(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        pending: &PendingUpload,
+        outcome: Result<&Committed, u16>,
+    ) {
+        let (actor, role) = pending.issuer.as_ref().map_or_else(
+            || (owner.participant.clone(), Role::Participant),
+            |i| (i.actor.clone(), i.role),
+        );
+        let (action, status, bytes) = match outcome {
+            Ok(c) if c.replaced => (Action::Replace, 201, c.file.size),
+            Ok(c) => (Action::Upload, 201, c.file.size),
+            Err(status) => (Action::Upload, status, 0),
+        };
+        // No request carries an arrival; the upload's own ID ties the line to its object.
+        let request_id = format!("arrival-{}", pending.upload_id.as_str());
+        self.audit.record(&AuditEvent::new(
+            &request_id,
+            owner,
+            &actor,
+            role,
+            Some(file_id),
+            action,
+            status,
+            bytes,
+        ));
+    }
+
+    /// Takes `pending` out of its row, if it is still there (a row that then holds nothing goes),
+    /// and deletes whatever arrived for it.
+    pub(super) async fn drop_pending(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        pending: &PendingUpload,
+    ) -> Result<(), FilesError> {
+        let mut tries = Backoff::new();
+        while tries.next().await {
+            let Some(mut row) = self.index.get(owner, file_id).await? else {
+                break;
+            };
+            if row
+                .value
+                .pending
+                .as_ref()
+                .is_none_or(|p| p.upload_id != pending.upload_id)
+            {
+                break;
+            }
+            row.value.pending = None;
+            match self.index.rewrite(&row.value, row.version).await {
+                Ok(()) => break,
+                Err(e) if !e.is_retryable() => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        self.store.delete(&pending.key).await?;
+        Ok(())
     }
 }

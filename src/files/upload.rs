@@ -5,12 +5,12 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
 
-use super::{Actor, Committed, FileService, FilesError, IssuedUrl, MAX_RACE_RETRIES};
+use super::claim::ClaimGuard;
+use super::{Actor, Backoff, Committed, FileService, FilesError, IssuedUrl};
 use crate::capability::{Grant, Purpose};
 use crate::config::Mode;
-use crate::index::IndexError;
 use crate::keys::{ObjectKey, UploadId};
-use crate::model::{FileId, Owner, PendingUpload, StoredFile, Versioned};
+use crate::model::{FileId, Issuer, Owner, PendingUpload, StoredFile};
 use crate::pipeline::{self, BoxError, Declared, PipelineError};
 use crate::sniff;
 
@@ -41,51 +41,102 @@ impl FileService {
             sha256: declared.sha256.clone(),
             created_on: now,
             expires_on: self.expiry(),
+            issuer: Some(Issuer {
+                actor: actor.id.clone(),
+                role: actor.role,
+            }),
         };
-        for _ in 0..MAX_RACE_RETRIES {
+        let mut tries = Backoff::new();
+        while tries.next().await {
             // An earlier upload that arrived becomes the file before its slot is reused.
             let (mut row, version) = match self.current_row(owner, file_id).await? {
-                Some(Versioned { value, version }) => (value, Some(version)),
+                Some(r) => (r.value, Some(r.version)),
                 None => self.read_row(owner, file_id).await?,
             };
+            if row
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.upload_id == pending.upload_id)
+            {
+                // A try whose answer was lost did land.
+                return self.issue_upload_url(owner, file_id, pending, actor).await;
+            }
+            self.check_new_upload_url(&row, declared.size).await?;
             row.pending = Some(pending.clone());
             match self.index.put(&row, version).await {
-                Ok(_) if self.upload_mode == Mode::Presigned => {
-                    let url = self
-                        .presigner()
-                        .presign_put(
-                            &pending.key,
-                            &pending.mime_type,
-                            pending.size,
-                            pending.sha256.as_deref(),
-                            self.url_ttl,
-                        )
-                        .await?;
-                    let expires_on = pending.expires_on;
-                    return Ok((pending, IssuedUrl { url, expires_on }));
-                }
-                Ok(_) => {
-                    let token = self.signer.sign(&Grant {
-                        purpose: Purpose::Upload,
-                        owner: owner.clone(),
-                        file_id: file_id.clone(),
-                        key: pending.key.clone(),
-                        mime_type: Some(pending.mime_type.clone()),
-                        size: pending.size,
-                        sha256: pending.sha256.clone(),
-                        actor: actor.id.clone(),
-                        role: actor.role,
-                        expires_on: pending.expires_on,
-                    });
-                    let url = format!("{}/v3/uploads/{token}", self.public_url);
-                    let expires_on = pending.expires_on;
-                    return Ok((pending, IssuedUrl { url, expires_on }));
-                }
-                Err(IndexError::Conflict) => {}
-                Err(e) => return Err(e.into()),
+                Ok(_) => return self.issue_upload_url(owner, file_id, pending, actor).await,
+                Err(e) if !e.is_retryable() => return Err(e.into()),
+                // A conflict, or an answer that got lost: the next try reads the row again.
+                Err(_) => {}
             }
         }
         Err(FilesError::Contended)
+    }
+
+    /// Quotas and the bound on open upload URLs, for a new upload URL of `row`'s file.
+    async fn check_new_upload_url(
+        &self,
+        row: &crate::model::FileRow,
+        size: Option<u64>,
+    ) -> Result<(), FilesError> {
+        let now = Utc::now();
+        let usage = self.index.usage(&row.owner, now).await?;
+        let live_pending = row.pending.as_ref().is_some_and(|p| p.expires_on > now);
+        let settings = self.limits.settings;
+        if !live_pending && usage.pending >= settings.max_pending_per_participant {
+            return Err(FilesError::TooManyPending);
+        }
+        let new_file = row.current.is_none() && !live_pending;
+        if new_file
+            && settings
+                .max_files_per_participant
+                .is_some_and(|max| usage.files + usage.pending_new >= max)
+        {
+            return Err(FilesError::Quota("files"));
+        }
+        if let (Some(max), Some(size)) = (settings.max_bytes_per_participant, size) {
+            let others = usage.bytes - row.current.as_ref().map_or(0, |c| c.size);
+            if others + size > max {
+                return Err(FilesError::Quota("storage"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn issue_upload_url(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        pending: PendingUpload,
+        actor: &Actor,
+    ) -> Result<(PendingUpload, IssuedUrl), FilesError> {
+        let expires_on = pending.expires_on;
+        let url = if self.upload_mode == Mode::Presigned {
+            self.presigner()
+                .presign_put(
+                    &pending.key,
+                    &pending.mime_type,
+                    pending.size,
+                    pending.sha256.as_deref(),
+                    self.url_ttl,
+                )
+                .await?
+        } else {
+            let token = self.signer.sign(&Grant {
+                purpose: Purpose::Upload,
+                owner: owner.clone(),
+                file_id: file_id.clone(),
+                key: pending.key.clone(),
+                mime_type: Some(pending.mime_type.clone()),
+                size: pending.size,
+                sha256: pending.sha256.clone(),
+                actor: actor.id.clone(),
+                role: actor.role,
+                expires_on,
+            });
+            format!("{}/v3/uploads/{token}", self.public_url)
+        };
+        Ok((pending, IssuedUrl { url, expires_on }))
     }
 
     /// Streams `body` into a new version of the file (create or replace).
@@ -160,7 +211,10 @@ impl FileService {
         .await
     }
 
-    async fn ingest_and_commit<S, E>(
+    /// Streams `body` into a fresh object and makes it the file. Once the last byte is in, the
+    /// verdict, the commit and the switch run on their own task: a client that leaves then
+    /// changes nothing, and the object is never left without its row or the other way round.
+    pub(super) async fn ingest_and_commit<S, E>(
         &self,
         owner: &Owner,
         file_id: &FileId,
@@ -172,101 +226,110 @@ impl FileService {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Into<BoxError>,
     {
-        let _slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
+        let slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
         let mut rules = self.rules.clone();
         let mut quota_bound = false;
         let quotas = self.limits.settings;
         if quotas.max_files_per_participant.is_some() || quotas.max_bytes_per_participant.is_some()
         {
-            let (files, bytes, this) = self.usage(owner, file_id).await?;
+            let now = Utc::now();
+            let usage = self.index.usage(owner, now).await?;
+            let (row, _) = self.read_row(owner, file_id).await?;
+            let this = row.current.as_ref().map(|c| c.size);
+            let has_pending = row.pending.as_ref().is_some_and(|p| p.expires_on > now);
             if this.is_none()
+                && !has_pending
                 && quotas
                     .max_files_per_participant
-                    .is_some_and(|max| files >= max)
+                    .is_some_and(|max| usage.files + usage.pending_new >= max)
             {
                 return Err(FilesError::Quota("files"));
             }
             if let Some(max) = quotas.max_bytes_per_participant {
-                let remaining = max.saturating_sub(bytes - this.unwrap_or(0));
+                let remaining = max.saturating_sub(usage.bytes - this.unwrap_or(0));
                 if remaining < rules.max_size {
                     rules.max_size = remaining;
                     quota_bound = true;
                 }
             }
         }
-        // A fresh key for every attempt, so two uploads of one file never write one object.
-        let key = ObjectKey::new(owner, &UploadId::generate());
-        let ingested = pipeline::ingest(
-            body,
-            declared,
-            &rules,
-            self.scanner.as_deref(),
-            self.store.as_ref(),
-            &key,
-            &self.cancel,
-        )
-        .await
-        .map_err(|e| match e {
+        let quota_error = move |e: PipelineError| match e {
             PipelineError::TooLarge { .. } if quota_bound => FilesError::Quota("storage"),
             other => other.into(),
-        })?;
-        let file = StoredFile {
-            key,
-            mime_type: ingested.mime_type,
-            size: ingested.size,
-            sha256: Some(ingested.sha256),
-            scan_status: ingested.scan_status,
-            created_on: Utc::now(),
         };
-        let mut committed = self.switch(owner, file_id, file, consumes).await?;
-        committed.scan_time = ingested.scan_time;
-        Ok(committed)
-    }
-
-    /// How many files and bytes `owner` has, and the size of `file_id` among them.
-    async fn usage(
-        &self,
-        owner: &Owner,
-        file_id: &FileId,
-    ) -> Result<(u64, u64, Option<u64>), FilesError> {
-        let (mut files, mut bytes, mut this) = (0u64, 0u64, None);
-        let mut after: Option<FileId> = None;
-        loop {
-            let rows = self.index.list(owner, after.as_ref(), 100).await?;
-            let full = rows.len() == 100;
-            after = rows.last().map(|r| r.value.file_id.clone());
-            for row in rows {
-                if let Some(c) = &row.value.current {
-                    files += 1;
-                    bytes += c.size;
-                    if &row.value.file_id == file_id {
-                        this = Some(c.size);
-                    }
-                }
-            }
-            if !full {
-                return Ok((files, bytes, this));
-            }
+        // A fresh key for every attempt, so two uploads of one file never write one object.
+        let key = ObjectKey::new(owner, &UploadId::generate());
+        let claim = self.claim(owner, file_id, &key).await?;
+        let received = pipeline::receive(body, declared, &rules, self.sinks(), &key)
+            .await
+            .map_err(quota_error)?;
+        let (this, owner, file_id, consumes) = (
+            self.clone(),
+            owner.clone(),
+            file_id.clone(),
+            consumes.cloned(),
+        );
+        let finishing = self.tasks.spawn(async move {
+            let _slot = slot;
+            let ingested = received.finish().await.map_err(quota_error)?;
+            let file = StoredFile {
+                key,
+                mime_type: ingested.mime_type,
+                size: ingested.size,
+                sha256: Some(ingested.sha256),
+                scan_status: ingested.scan_status,
+                created_on: Utc::now(),
+            };
+            let mut committed = this
+                .switch(&owner, &file_id, file, consumes.as_ref(), claim)
+                .await?;
+            committed.scan_time = ingested.scan_time;
+            Ok(committed)
+        });
+        match finishing.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(PipelineError::ShuttingDown.into()),
         }
     }
 
-    /// Makes a committed object the file's current version with a conditional write, then
-    /// deletes the object it replaced. The new object is deleted when it cannot become current.
+    /// Makes a committed object the file's current version with a conditional write that also
+    /// takes the upload's claim away, then deletes the object it replaced. The new object is
+    /// deleted when it cannot become current. A write whose answer was lost is recognised by
+    /// the row naming the new object.
     async fn switch(
         &self,
         owner: &Owner,
         file_id: &FileId,
         file: StoredFile,
         consumes: Option<&UploadId>,
+        mut claim: ClaimGuard,
     ) -> Result<Committed, FilesError> {
-        for _ in 0..MAX_RACE_RETRIES {
+        let mut tries = Backoff::new();
+        // What the previous try replaced, had it landed: its answer may have been lost.
+        let mut replaced_by_last_try: Option<Option<StoredFile>> = None;
+        while tries.next().await {
             let (mut row, version) = match self.read_row(owner, file_id).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.discard(&file.key).await;
+                    if replaced_by_last_try.is_none() {
+                        self.discard(&file.key).await;
+                    }
+                    // Else an earlier try may have landed: the object stays for `reconcile`,
+                    // which keeps it when a row names it.
                     return Err(e);
                 }
             };
+            if row.current.as_ref().is_some_and(|c| c.key == file.key) {
+                claim.disarm();
+                return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
+            }
+            if !row.claimed(&file.key) {
+                // Revoked by an erase or by `reconcile`: this object is not to be kept.
+                claim.disarm();
+                self.discard(&file.key).await;
+                return Err(FilesError::ClaimRevoked);
+            }
             if let Some(upload) = consumes {
                 if row.pending.as_ref().is_none_or(|p| &p.upload_id != upload) {
                     self.discard(&file.key).await;
@@ -281,48 +344,42 @@ impl FileService {
             {
                 row.pending = None;
             }
+            row.claims.retain(|c| c.key != file.key);
             let old = row.current.replace(file.clone());
             match self.index.put(&row, version).await {
-                Ok(_) => {}
-                Err(IndexError::Conflict) => continue,
-                Err(e) if e.is_definite() => {
+                Ok(_) => {
+                    claim.disarm();
+                    return Ok(self.switched(file, old).await);
+                }
+                Err(e) if !e.is_retryable() => {
                     self.discard(&file.key).await;
                     return Err(e.into());
                 }
-                Err(e) => {
-                    // The write may have landed all the same (a timeout, say): keep the object
-                    // when the row names it. When the row cannot be read either, the object is
-                    // left to `reconcile` rather than risk a row without its object.
-                    match self.index.get(owner, file_id).await {
-                        Ok(Some(now))
-                            if now
-                                .value
-                                .current
-                                .as_ref()
-                                .is_some_and(|c| c.key == file.key) => {}
-                        Ok(_) => {
-                            self.discard(&file.key).await;
-                            return Err(e.into());
-                        }
-                        Err(_) => {
-                            tracing::warn!(
-                                "index unreachable after an uncertain write; the new object is left for reconcile"
-                            );
-                            return Err(e.into());
-                        }
-                    }
-                }
+                // A conflict, or an answer that got lost: the next try reads the row and sees
+                // whether this write landed.
+                Err(_) => replaced_by_last_try = Some(old),
             }
-            if let Some(old) = &old {
-                self.discard(&old.key).await;
-            }
-            return Ok(Committed {
-                file,
-                replaced: old.is_some(),
-                scan_time: None,
-            });
+        }
+        let (row, _) = self.read_row(owner, file_id).await?;
+        if row.current.as_ref().is_some_and(|c| c.key == file.key) {
+            claim.disarm();
+            return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
         }
         self.discard(&file.key).await;
         Err(FilesError::Contended)
+    }
+
+    /// After a switch landed: the replaced object goes.
+    async fn switched(&self, file: StoredFile, old: Option<StoredFile>) -> Committed {
+        if let Some(old) = &old
+            && old.key != file.key
+        {
+            self.discard(&old.key).await;
+        }
+        Committed {
+            file,
+            replaced: old.is_some(),
+            scan_time: None,
+        }
     }
 }

@@ -151,9 +151,21 @@ impl From<TypeError> for ApiError {
     }
 }
 
+/// Buffer memory stayed spent for as long as an upload may wait.
+fn memory_busy() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailableException",
+        "The service is busy with other uploads. Try again shortly.",
+    );
+    e.retry_after = Some(crate::limits::BUSY_RETRY_AFTER.as_secs());
+    e
+}
+
 fn store_error(e: &StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::not_found(),
+        StoreError::Busy(_) => memory_busy(),
         StoreError::RangeNotSatisfiable => ApiError::range_not_satisfiable(),
         StoreError::Io { backend, .. } | StoreError::Backend { backend, .. } => {
             tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failed");
@@ -215,6 +227,7 @@ impl From<PipelineError> for ApiError {
             ),
             PipelineError::Scan(s) => scan_error(&s),
             PipelineError::Store(s) => store_error(&s),
+            PipelineError::Busy(_) => memory_busy(),
         }
     }
 }
@@ -237,7 +250,26 @@ impl From<FilesError> for ApiError {
             FilesError::Pipeline(p) => p.into(),
             FilesError::Index(i) => index_error(&i),
             FilesError::Store(s) => store_error(&s),
-            FilesError::Contended => index_error(&IndexError::Conflict),
+            FilesError::Contended => {
+                let mut e = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "Too many requests are changing this file at once. Try again.",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            FilesError::ClaimRevoked => Self::new(
+                StatusCode::CONFLICT,
+                "ConcurrentModificationException",
+                "The upload was stopped before it was stored: the participant's files were \
+                 erased, or the upload was left unfinished for too long.",
+            ),
+            FilesError::TooManyPending => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Too many upload URLs of this participant are unused. Use or delete them first.",
+            ),
             FilesError::Busy => {
                 let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -32,7 +32,7 @@ use error::ApiError;
 pub struct App {
     pub files: FileService,
     pub verifier: TokenVerifier,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub scanner: Option<Arc<dyn Scanner>>,
     /// Background clean-ups (multipart aborts) that a shutdown waits for.
     pub cleanup: tokio_util::task::TaskTracker,

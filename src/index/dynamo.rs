@@ -5,7 +5,9 @@
 //! Attributes: `app`, `participant`, `version` (N, the optimistic-concurrency counter),
 //! `objectKey`, `mimeType`, `size` (N), `sha256`, `scanStatus`, `createdOn` (ISO 8601), and for
 //! an outstanding upload `pendingKey`, `pendingMimeType`, `pendingSize` (N), `pendingSha256`,
-//! `pendingCreatedOn`, `pendingExpiresOn` (ISO 8601).
+//! `pendingCreatedOn`, `pendingExpiresOn` (ISO 8601), `pendingIssuer` (`actor:role`, for the
+//! audit line of an arrival), and `claims` (`objectKey@millis,...`: uploads through the service
+//! that are writing the file, which `reconcile` must not touch).
 //!
 //! IAM actions it needs on the table: `dynamodb:GetItem`, `dynamodb:PutItem`,
 //! `dynamodb:DeleteItem`, `dynamodb:Query`, `dynamodb:Scan` (`reconcile`),
@@ -23,10 +25,11 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{FileIndex, IndexError};
+use super::{FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
-    AppId, FileId, FileRow, Owner, PendingUpload, ScanStatus, StoredFile, UserId, Versioned,
+    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
+    Versioned,
 };
 
 const NAME: &str = "dynamodb";
@@ -151,6 +154,12 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         }
         item.insert("pendingCreatedOn".into(), time(p.created_on));
         item.insert("pendingExpiresOn".into(), time(p.expires_on));
+        if let Some(issuer) = &p.issuer {
+            item.insert("pendingIssuer".into(), s(&issuer.encode()));
+        }
+    }
+    if let Some(claims) = Claim::encode_all(&row.claims) {
+        item.insert("claims".into(), s(&claims));
     }
     item
 }
@@ -196,8 +205,13 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
                 sha256: get_s(item, "pendingSha256").map(str::to_owned),
                 created_on: get_time(item, "pendingCreatedOn")?,
                 expires_on: get_time(item, "pendingExpiresOn")?,
+                issuer: get_s(item, "pendingIssuer").and_then(Issuer::decode),
             })
         }
+    };
+    let claims = match get_s(item, "claims") {
+        None => Vec::new(),
+        Some(c) => Claim::decode_all(c).ok_or_else(|| corrupt("claims"))?,
     };
     Ok(Versioned {
         version: get_n(item, "version")?.ok_or_else(|| corrupt("version"))?,
@@ -206,6 +220,7 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
             file_id,
             current,
             pending,
+            claims,
         },
     })
 }
@@ -446,6 +461,46 @@ impl FileIndex for DynamoFileIndex {
                 Err(IndexError::Conflict)
             }
             Err(e) => Err(failed("DeleteItem failed", e)),
+        }
+    }
+
+    async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
+        // Only the attributes usage needs: a participant with many files is one or a few pages.
+        let mut usage = Usage::default();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk(owner)))
+                .projection_expression("objectKey, #size, pendingExpiresOn")
+                .expression_attribute_names("#size", "size")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| failed("Query failed", e))?;
+            for item in out.items() {
+                let file = get_s(item, "objectKey").is_some();
+                if file {
+                    usage.files += 1;
+                    usage.bytes += get_n(item, "size")?.unwrap_or_default();
+                }
+                if get_s(item, "pendingExpiresOn").is_some()
+                    && get_time(item, "pendingExpiresOn")? > now
+                {
+                    usage.pending += 1;
+                    if !file {
+                        usage.pending_new += 1;
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(usage),
+            }
         }
     }
 

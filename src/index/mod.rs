@@ -4,6 +4,7 @@ mod dynamo;
 mod sqlite;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::model::{FileId, FileRow, Owner, Versioned};
 
@@ -33,6 +34,40 @@ impl IndexError {
         match self {
             Self::Conflict => true,
             Self::Backend { definite, .. } => *definite,
+        }
+    }
+
+    /// Whether reading the row again and trying again may help: the write lost a race, or its
+    /// answer got lost (it may have landed; the row read next tells).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict) || !self.is_definite()
+    }
+}
+
+/// What one owner holds, for quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Files with committed bytes.
+    pub files: u64,
+    /// Their bytes together.
+    pub bytes: u64,
+    /// Unexpired upload URLs, of new files and of replacements.
+    pub pending: u64,
+    /// Unexpired upload URLs of files that have no committed bytes yet.
+    pub pending_new: u64,
+}
+
+impl Usage {
+    fn add(&mut self, row: &FileRow, now: DateTime<Utc>) {
+        if let Some(c) = &row.current {
+            self.files += 1;
+            self.bytes += c.size;
+        }
+        if row.pending.as_ref().is_some_and(|p| p.expires_on > now) {
+            self.pending += 1;
+            if row.current.is_none() {
+                self.pending_new += 1;
+            }
         }
     }
 }
@@ -76,4 +111,30 @@ pub trait FileIndex: Send + Sync {
 
     /// Answers when the index can be read.
     async fn check(&self) -> Result<(), IndexError>;
+
+    /// Writes `row` over `version`, or deletes the row when it holds nothing any more.
+    async fn rewrite(&self, row: &FileRow, version: u64) -> Result<(), IndexError> {
+        if row.is_empty() {
+            self.delete(&row.owner, &row.file_id, version).await
+        } else {
+            self.put(row, Some(version)).await.map(|_| ())
+        }
+    }
+
+    /// What `owner` holds; upload URLs count while they are unexpired at `now`. The default
+    /// reads every row of the owner.
+    async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
+        let mut usage = Usage::default();
+        let mut after: Option<FileId> = None;
+        loop {
+            let rows = self.list(owner, after.as_ref(), 100).await?;
+            for row in &rows {
+                usage.add(&row.value, now);
+            }
+            if rows.len() < 100 {
+                return Ok(usage);
+            }
+            after = rows.last().map(|r| r.value.file_id.clone());
+        }
+    }
 }

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{FileIndex, IndexError};
+use super::{FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
-    AppId, FileId, FileRow, Owner, PendingUpload, ScanStatus, StoredFile, UserId, Versioned,
+    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
+    Versioned,
 };
 
 const NAME: &str = "sqlite";
@@ -34,13 +35,19 @@ CREATE TABLE IF NOT EXISTS files (
     pending_sha256 TEXT,
     pending_created_on INTEGER,
     pending_expires_on INTEGER,
+    pending_issuer TEXT,
+    claims TEXT,
     PRIMARY KEY (app, participant, file_id)
 ) WITHOUT ROWID;
 ";
 
+/// Columns added after the first schema, with their types: an index file written by an older
+/// version gains them at open.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("pending_issuer", "TEXT"), ("claims", "TEXT")];
+
 const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type, size, sha256, \
     scan_status, created_on, pending_key, pending_mime_type, pending_size, pending_sha256, \
-    pending_created_on, pending_expires_on";
+    pending_created_on, pending_expires_on, pending_issuer, claims";
 
 fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
     // A failed statement rolls its transaction back: nothing was written.
@@ -94,6 +101,23 @@ fn open_reader(path: &Path) -> Result<Connection, IndexError> {
     Ok(conn)
 }
 
+fn add_missing_columns(conn: &Connection) -> Result<(), IndexError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('files')")
+        .map_err(|e| backend("cannot read the schema", e))?;
+    let have = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| backend("cannot read the schema", e))?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE files ADD COLUMN {name} {kind}"))
+                .map_err(|e| backend("cannot add a column", e))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteFileIndex {
     /// Opens (creating when missing) the index file and its schema.
     pub async fn open(path: &Path) -> Result<Self, IndexError> {
@@ -113,6 +137,7 @@ impl SqliteFileIndex {
             stable_plans(&conn)?;
             conn.execute_batch(SCHEMA)
                 .map_err(|e| backend("cannot create schema", e))?;
+            add_missing_columns(&conn)?;
             Ok(conn)
         })
         .await
@@ -207,6 +232,8 @@ struct RawRow {
     pending_sha256: Option<String>,
     pending_created_on: Option<i64>,
     pending_expires_on: Option<i64>,
+    pending_issuer: Option<String>,
+    claims: Option<String>,
 }
 
 impl RawRow {
@@ -228,6 +255,8 @@ impl RawRow {
             pending_sha256: r.get(13)?,
             pending_created_on: r.get(14)?,
             pending_expires_on: r.get(15)?,
+            pending_issuer: r.get(16)?,
+            claims: r.get(17)?,
         })
     }
 
@@ -272,8 +301,13 @@ impl RawRow {
                         self.pending_expires_on
                             .ok_or_else(|| corrupt("pending expiry"))?,
                     )?,
+                    issuer: self.pending_issuer.as_deref().and_then(Issuer::decode),
                 })
             }
+        };
+        let claims = match self.claims.as_deref() {
+            None => Vec::new(),
+            Some(c) => Claim::decode_all(c).ok_or_else(|| corrupt("claims"))?,
         };
         Ok(Versioned {
             value: FileRow {
@@ -281,6 +315,7 @@ impl RawRow {
                 file_id,
                 current,
                 pending,
+                claims,
             },
             version: u64::try_from(self.version).map_err(|_| corrupt("version"))?,
         })
@@ -374,8 +409,11 @@ impl FileIndex for SqliteFileIndex {
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let row = row.clone();
         self.with(move |conn| {
+            // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that read first
+            // could not be upgraded while another process (`reconcile`) writes, and would fail
+            // with "busy" at once instead of waiting for the busy timeout.
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("put failed", e))?;
             let current: Option<i64> = tx
                 .query_row(
@@ -401,7 +439,7 @@ impl FileIndex for SqliteFileIndex {
             tx.execute(
                 &format!(
                     "INSERT OR REPLACE INTO files ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                 ),
                 params![
                     row.owner.app.as_str(),
@@ -420,6 +458,8 @@ impl FileIndex for SqliteFileIndex {
                     p.and_then(|p| p.sha256.as_deref()),
                     p.map(|p| millis(p.created_on)),
                     p.map(|p| millis(p.expires_on)),
+                    p.and_then(|p| p.issuer.as_ref()).map(Issuer::encode),
+                    Claim::encode_all(&row.claims),
                 ],
             )
             .map_err(|e| backend("put failed", e))?;
@@ -449,6 +489,34 @@ impl FileIndex for SqliteFileIndex {
             } else {
                 Err(IndexError::Conflict)
             }
+        })
+        .await
+    }
+
+    async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
+        let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
+        let now = millis(now);
+        self.read(move |conn| {
+            let (files, bytes, pending, pending_new): (i64, i64, i64, i64) = conn
+                .prepare_cached(
+                    "SELECT COUNT(object_key), COALESCE(SUM(size), 0), \
+                     COUNT(CASE WHEN pending_expires_on > ?3 THEN 1 END), \
+                     COUNT(CASE WHEN pending_expires_on > ?3 AND object_key IS NULL THEN 1 END) \
+                     FROM files WHERE app = ?1 AND participant = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![app, participant, now], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                })
+                .map_err(|e| backend("usage failed", e))?;
+            let n = |v: i64| u64::try_from(v).map_err(|_| corrupt("size"));
+            Ok(Usage {
+                files: n(files)?,
+                bytes: n(bytes)?,
+                pending: n(pending)?,
+                pending_new: n(pending_new)?,
+            })
         })
         .await
     }

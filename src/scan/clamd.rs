@@ -95,6 +95,11 @@ impl Scanner for ClamdScanner {
         }))
     }
 
+    fn buffer_memory(&self) -> usize {
+        // The queue, the chunk being cut, and the one clamav-client is sending.
+        (QUEUED_CHUNKS + 2) * INSTREAM_CHUNK
+    }
+
     async fn check(&self) -> Result<(), ScanError> {
         let reply = tokio::time::timeout(self.timeout, async {
             match &self.address {

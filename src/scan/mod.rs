@@ -31,6 +31,11 @@ pub trait Scanner: Send + Sync {
 
     /// Answers when the scanner can be reached.
     async fn check(&self) -> Result<(), ScanError>;
+
+    /// Memory one session holds in its queues, which the pipeline reserves from the budget.
+    fn buffer_memory(&self) -> usize {
+        0
+    }
 }
 
 #[async_trait]

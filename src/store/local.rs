@@ -158,6 +158,10 @@ impl BlobStore for LocalBlobStore {
         .expect("listing task panicked")
     }
 
+    fn write_buffer(&self) -> usize {
+        WRITE_BUFFER
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         let probe = self
             .staging

@@ -28,6 +28,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Busy(#[from] crate::budget::BudgetExhausted),
     #[error("{backend} store: {message}")]
     Backend {
         backend: &'static str,
@@ -42,7 +44,7 @@ impl StoreError {
     pub fn backend(&self) -> Option<&'static str> {
         match self {
             Self::Io { backend, .. } | Self::Backend { backend, .. } => Some(backend),
-            Self::NotFound | Self::RangeNotSatisfiable => None,
+            Self::NotFound | Self::RangeNotSatisfiable | Self::Busy(_) => None,
         }
     }
 }
@@ -92,6 +94,12 @@ pub trait BlobStore: Send + Sync {
 
     /// Answers when the store can be reached.
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// Memory one writer holds in buffers of its own, outside what it reserves from the
+    /// buffer budget; the pipeline reserves it for the writer.
+    fn write_buffer(&self) -> usize {
+        0
+    }
 
     /// Presigned URLs, when the store can make them (S3).
     fn presigner(&self) -> Option<&dyn Presigner> {

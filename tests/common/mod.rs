@@ -2,6 +2,8 @@
 //! HTTP to it.
 #![allow(dead_code)]
 
+pub mod fake_clamd;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -369,6 +371,32 @@ impl TestApp {
             None => std::fs::remove_dir_all(self.data.path().join("data/blobs")).unwrap(),
             Some(bucket) => std::fs::remove_dir_all(aws_env().s3_dir.join(bucket)).unwrap(),
         }
+    }
+
+    /// Runs `participant-files reconcile` on this app's backends and returns what it printed.
+    pub fn reconcile(&self, min_age: &str) -> String {
+        let mut args = vec![
+            "reconcile".to_owned(),
+            "--min-age".to_owned(),
+            min_age.to_owned(),
+        ];
+        args.extend(self.flags().iter().cloned());
+        args.extend([
+            "--data-dir".to_owned(),
+            self.data.path().join("data").display().to_string(),
+            "--jwt-secret".to_owned(),
+            JWT_SECRET.to_owned(),
+        ]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_participant-files"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reconcile failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The backend flags this app was started with (store, index, modes...).

@@ -124,11 +124,15 @@ impl BlobWriter for StreamingPut {
                 std::io::Error::other(format!("more than {} bytes", self.length)),
             ));
         }
-        // Waiting for the budget, like waiting for the queue, is what slows the client down.
-        let reservation = self.budget.reserve(chunk.len()).await;
-        if let Some(previous) = self.held.replace((chunk, reservation)) {
+        // The chunk held back goes first, so that this upload holds no reservation while it
+        // waits for the next: queued chunks free theirs as S3 takes them, whatever the budget,
+        // so uploads that each wait with a chunk in hand cannot wait on each other for ever.
+        if let Some(previous) = self.held.take() {
             self.send(previous).await?;
         }
+        // Waiting for the budget, like waiting for the queue, is what slows the client down.
+        let reservation = self.budget.reserve(chunk.len()).await?;
+        self.held = Some((chunk, reservation));
         Ok(())
     }
 
