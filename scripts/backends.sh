@@ -46,14 +46,17 @@ pf_eicar_hex() {
   python3 -c 'import sys; s = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-FILE!$H+H*"; assert len(s) == 68; sys.stdout.write(s.encode().hex())'
 }
 
+# Starts one clamd: pf_start_clamd NAME MAX_SIZE; sets PF_CLAMD_ADDRESS and PF_CLAMD_SOCKET.
 pf_start_clamd() {
-  local dir="$PF_BACKENDS_DIR/clamd" port
+  local name=$1 max=$2
+  local dir="$PF_BACKENDS_DIR/$name" port
   mkdir -p "$dir/db" "$dir/tmp"
   port=$(pf_free_port)
   echo "Eicar-Test-Signature:0:*:$(pf_eicar_hex)" >"$dir/db/custom.ndb"
-  # Limits at least as large as the largest file the service accepts, and a verdict (not a
-  # silent OK) for anything over them. No cache of clean results: the bench sends the same bytes
-  # again and again, and a cached verdict would time a hash lookup instead of a scan.
+  # Limits as given, and a verdict (not a silent OK) for anything over them. The stream may be
+  # longer than the scan limits, so that a large file reaches the scan and is called out. No
+  # cache of clean results: the bench sends the same bytes again and again, and a cached
+  # verdict would time a hash lookup instead of a scan.
   cat >"$dir/clamd.conf" <<CONF
 Foreground no
 PidFile $dir/clamd.pid
@@ -63,8 +66,8 @@ LocalSocket $dir/clamd.sock
 TCPSocket $port
 TCPAddr 127.0.0.1
 StreamMaxLength 1200M
-MaxFileSize 1200M
-MaxScanSize 1200M
+MaxFileSize $max
+MaxScanSize $max
 AlertExceedsMax yes
 MaxThreads 20
 SelfCheck 0
@@ -73,22 +76,20 @@ DisableCache yes
 LogFile $dir/clamd.log
 CONF
   clamd -c "$dir/clamd.conf"
-  export PF_TEST_CLAMD="tcp://127.0.0.1:$port"
-  export PF_TEST_CLAMD_SOCKET="unix://$dir/clamd.sock"
-  # For the bench, which counts the CPU time of every process in the path.
-  export PF_TEST_CLAMD_PIDFILE="$dir/clamd.pid"
+  PF_CLAMD_ADDRESS="tcp://127.0.0.1:$port"
+  PF_CLAMD_SOCKET="unix://$dir/clamd.sock"
   local i
   for i in $(seq 1 100); do
     if timeout 2 python3 -c '
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
 s.sendall(b"zPING\0"); sys.exit(0 if s.recv(16).startswith(b"PONG") else 1)' "$port" 2>/dev/null; then
-      echo "test clamd on $PF_TEST_CLAMD" >&2
+      echo "test clamd ($name, limits $max) on $PF_CLAMD_ADDRESS" >&2
       return 0
     fi
     sleep 0.1
   done
-  echo "error: clamd did not answer PING on port $port" >&2
+  echo "error: clamd ($name) did not answer PING on port $port" >&2
   cat "$dir/clamd.log" >&2 || true
   return 1
 }
@@ -116,15 +117,23 @@ pf_start_backends() {
   trap pf_stop_backends EXIT
   pf_wait_for s3s-fs "$AWS_ENDPOINT_URL_S3/"
   pf_wait_for moto_server "$AWS_ENDPOINT_URL_DYNAMODB/moto-api/"
-  pf_start_clamd
+  # The main clamd scans anything the service accepts; a second one, with 1 MiB limits, shows
+  # what a file too large to scan whole gets (Heuristics.Limits.Exceeded).
+  pf_start_clamd clamd 1200M
+  export PF_TEST_CLAMD=$PF_CLAMD_ADDRESS PF_TEST_CLAMD_SOCKET=$PF_CLAMD_SOCKET
+  # For the bench, which counts the CPU time of every process in the path.
+  export PF_TEST_CLAMD_PIDFILE="$PF_BACKENDS_DIR/clamd/clamd.pid"
+  pf_start_clamd clamd-small 1M
+  export PF_TEST_CLAMD_SMALL=$PF_CLAMD_ADDRESS
   echo "test backends: s3s-fs on $AWS_ENDPOINT_URL_S3, moto_server on $AWS_ENDPOINT_URL_DYNAMODB" >&2
 }
 
 pf_stop_backends() {
   kill "${PF_S3S_PID:-}" "${PF_MOTO_PID:-}" 2>/dev/null || true
-  if [ -f "${PF_BACKENDS_DIR:-/nonexistent}/clamd/clamd.pid" ]; then
-    kill "$(cat "$PF_BACKENDS_DIR/clamd/clamd.pid")" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${PF_BACKENDS_DIR:-/nonexistent}"/clamd*/clamd.pid; do
+    if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; fi
+  done
   wait 2>/dev/null || true
   rm -rf "${PF_BACKENDS_DIR:-/nonexistent}"
 }

@@ -52,54 +52,46 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let grant = state.files.verify_upload_grant(&token)?;
-    let result = async {
-        let declared_type = content_type(&headers)?;
-        state
-            .files
-            .check_upload_grant(&grant, declared_type.as_deref())
-            .await?;
-        check_content_length(&headers, state.files.max_file_size())?;
-        let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
-        let length = body_length(&body);
-        let committed = state
-            .files
-            .upload_granted(&grant, body.into_data_stream(), length)
-            .await
-            .map_err(ApiError::from);
-        observe_upload(&state, &committed);
-        committed
-    }
-    .await;
-    match result {
-        Ok(committed) => {
-            let action = if committed.replaced {
-                Action::Replace
-            } else {
-                Action::Upload
+    // On a task of its own, like an upload through the API: a client that leaves after its last
+    // byte stops neither the commit nor its audit line.
+    let task = state.cleanup.spawn({
+        let state = std::sync::Arc::clone(&state);
+        async move {
+            let result = upload_granted(&state, &grant, &headers, body).await;
+            let (action, status, bytes) = match &result {
+                Ok(c) if c.replaced => (Action::Replace, 201, c.file.size),
+                Ok(c) => (Action::Upload, 201, c.file.size),
+                Err(e) => (Action::Upload, e.status.as_u16(), 0),
             };
-            audit(
-                &state,
-                &grant,
-                &request_id,
-                action,
-                201,
-                committed.file.size,
-            );
-            let body = ParticipantFile::stored(&grant.owner, &grant.file_id, &committed.file);
-            Ok((StatusCode::CREATED, Json(body)).into_response())
+            audit(&state, &grant, &request_id, action, status, bytes);
+            result.map(|c| ParticipantFile::stored(&grant.owner, &grant.file_id, &c.file))
         }
-        Err(e) => {
-            audit(
-                &state,
-                &grant,
-                &request_id,
-                Action::Upload,
-                e.status.as_u16(),
-                0,
-            );
-            Err(e)
-        }
-    }
+    });
+    let body = super::detached(task).await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn upload_granted(
+    state: &AppState,
+    grant: &Grant,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<crate::files::Committed, ApiError> {
+    let declared_type = content_type(headers)?;
+    state
+        .files
+        .check_upload_grant(grant, declared_type.as_deref())
+        .await?;
+    check_content_length(headers, state.files.max_file_size())?;
+    let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
+    let length = body_length(&body);
+    let committed = state
+        .files
+        .upload_granted(grant, body.into_data_stream(), length)
+        .await
+        .map_err(ApiError::from);
+    observe_upload(state, &committed);
+    committed
 }
 
 /// The single byte range a `Range` header asks for: `None` for the whole object (no header,

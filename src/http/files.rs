@@ -1,6 +1,8 @@
 //! Handlers for `/v3/participants/{userId}/files[/{fileId}]`: list, download URL, upload URL,
 //! upload through the service, delete, and erase-all.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -326,41 +328,56 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     let target = Target::resolve(&caller, &user_id, Access::Write)?;
     let file = file_id(&raw_file)?;
-    let result = async {
-        check_content_length(&headers, state.files.max_file_size())?;
-        let sha256 = match headers.get("x-amz-checksum-sha256") {
-            None => None,
-            Some(v) => Some(v.to_str().ok().and_then(sha256_value).ok_or_else(|| {
-                ApiError::bad_request(
-                    "x-amz-checksum-sha256 must be the standard base64 of a SHA-256 digest.",
-                )
-            })?),
-        };
-        let declared = Declared {
-            mime_type: content_type(&headers)?,
-            size: None,
-            length: body_length(&body),
-            sha256,
-        };
-        let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
-        let committed = state
-            .files
-            .upload(&target.owner, &file, body.into_data_stream(), &declared)
-            .await
-            .map_err(ApiError::from);
-        observe_upload(&state, &committed);
-        let committed = committed?;
-        let size = committed.file.size;
-        Ok((committed, size))
-    }
-    .await;
-    let action = match &result {
-        Ok((c, _)) if c.replaced => Action::Replace,
-        _ => Action::Upload,
-    };
-    let committed = audited(&state, &target, &request_id, Some(&file), action, result)?;
-    let body = ParticipantFile::stored(&target.owner, &file, &committed.file);
+    // The upload and its audit line run on a task of their own: a client that leaves after its
+    // last byte stops neither the commit nor the audit line that records it.
+    let task = state.cleanup.spawn({
+        let state = Arc::clone(&state);
+        async move {
+            let result = upload_body(&state, &target, &file, &headers, body).await;
+            let action = match &result {
+                Ok((c, _)) if c.replaced => Action::Replace,
+                _ => Action::Upload,
+            };
+            audited(&state, &target, &request_id, Some(&file), action, result)
+                .map(|committed| ParticipantFile::stored(&target.owner, &file, &committed.file))
+        }
+    });
+    let body = super::detached(task).await?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn upload_body(
+    state: &AppState,
+    target: &Target,
+    file: &FileId,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(crate::files::Committed, u64), ApiError> {
+    check_content_length(headers, state.files.max_file_size())?;
+    let sha256 = match headers.get("x-amz-checksum-sha256") {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(sha256_value).ok_or_else(|| {
+            ApiError::bad_request(
+                "x-amz-checksum-sha256 must be the standard base64 of a SHA-256 digest.",
+            )
+        })?),
+    };
+    let declared = Declared {
+        mime_type: content_type(headers)?,
+        size: None,
+        length: body_length(&body),
+        sha256,
+    };
+    let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
+    let committed = state
+        .files
+        .upload(&target.owner, file, body.into_data_stream(), &declared)
+        .await
+        .map_err(ApiError::from);
+    observe_upload(state, &committed);
+    let committed = committed?;
+    let size = committed.file.size;
+    Ok((committed, size))
 }
 
 /// Deletes the file (its bytes, then its row), or cancels an upload that has not arrived.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::transport::{ClamdRefused, WatchfulTcp, WatchfulUnix};
 use super::{ScanError, ScanSession, Scanner, Verdict};
 use crate::config::ClamdAddress;
 
@@ -43,25 +44,23 @@ async fn instream(
     let stream = ReceiverStream::new(rx);
     match address {
         ClamdAddress::Tcp(host) => {
-            clamav_client::tokio::scan_stream(
-                stream,
-                Tcp {
-                    host_address: host.as_str(),
-                },
-                Some(INSTREAM_CHUNK),
-            )
-            .await
+            clamav_client::tokio::scan_stream(stream, WatchfulTcp(host), Some(INSTREAM_CHUNK)).await
         }
         ClamdAddress::Unix(path) => {
-            clamav_client::tokio::scan_stream(
-                stream,
-                Socket {
-                    socket_path: path.as_path(),
-                },
-                Some(INSTREAM_CHUNK),
-            )
-            .await
+            clamav_client::tokio::scan_stream(stream, WatchfulUnix(path), Some(INSTREAM_CHUNK))
+                .await
         }
+    }
+}
+
+/// The scan failed on the way: clamd's own reason when it gave one, else the I/O error.
+fn stream_failed(e: std::io::Error) -> ScanError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ClamdRefused>())
+    {
+        Some(ClamdRefused(reason)) => ScanError::Failed(reason.chars().take(200).collect()),
+        None => ScanError::Unreachable(e),
     }
 }
 
@@ -142,7 +141,7 @@ impl ClamdSession {
     async fn failure(&mut self) -> ScanError {
         match self.task.take() {
             Some(task) => match task.await {
-                Ok(Err(e)) => ScanError::Unreachable(e),
+                Ok(Err(e)) => stream_failed(e),
                 Ok(Ok(reply)) => match parse_reply(&reply) {
                     Err(e) => e,
                     Ok(_) => ScanError::Failed("clamd answered before the stream ended".to_owned()),
@@ -185,7 +184,7 @@ impl ScanSession for ClamdSession {
         match tokio::time::timeout(self.timeout, task).await {
             Err(_) => Err(ScanError::Timeout),
             Ok(Err(e)) => Err(ScanError::Failed(format!("scan task failed: {e}"))),
-            Ok(Ok(Err(e))) => Err(ScanError::Unreachable(e)),
+            Ok(Ok(Err(e))) => Err(stream_failed(e)),
             Ok(Ok(Ok(reply))) => parse_reply(&reply),
         }
     }

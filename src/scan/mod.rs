@@ -1,6 +1,7 @@
 //! Virus scanners: a scan session receives the bytes of one upload and gives a verdict.
 
 mod clamd;
+mod transport;
 
 use async_trait::async_trait;
 use bytes::Bytes;
