@@ -338,6 +338,45 @@ async fn every_enforced_constraint_is_in_the_document() {
     );
 }
 
+#[tokio::test]
+async fn every_error_type_the_service_sends_is_documented() {
+    // Error bodies are checked against BridgeError's closed list of `type`s (schemathesis does);
+    // a new kind of refusal anywhere in the service must be added to it.
+    let app = TestApp::start().await;
+    let doc = document(&app).await;
+    let documented: BTreeSet<String> = doc["components"]["schemas"]["ErrorType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let mut sent = BTreeSet::new();
+    let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split('"').skip(1).step_by(2) {
+                    if piece.ends_with("Exception")
+                        && piece.chars().all(|c| c.is_ascii_alphabetic())
+                    {
+                        sent.insert(piece.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(sent.len() >= 10, "{sent:?}");
+    let missing: Vec<&String> = sent.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "not in BridgeError's type list: {missing:?}"
+    );
+}
+
 #[test]
 fn every_route_is_registered_with_its_documentation() {
     // Routes are only ever added through utoipa-axum's `routes!`, which documents them; a plain

@@ -207,7 +207,8 @@ pub struct BridgeError {
     kind: ErrorType,
 }
 
-/// Bridge's exception names, one per kind of refusal.
+/// Bridge's exception names, one per kind of refusal. A closed list: schemathesis checks every
+/// error body against it, and `tests/openapi.rs` that every name the service sends is here.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code, reason = "documentation only")]
 #[allow(clippy::enum_variant_names, reason = "Bridge's names, as sent")]
