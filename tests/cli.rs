@@ -173,7 +173,7 @@ async fn embedded_default_runs_with_no_configuration() {
         .unwrap();
     // Diagnostic logs carry routes and statuses, never tokens, capability URLs or contents.
     assert!(
-        stderr.contains("/v3/participants/{user_id}/files/{file_id}"),
+        stderr.contains("/v3/participants/self/files/{fileId}"),
         "{stderr}"
     );
     let capability = location.rsplit('/').next().unwrap();

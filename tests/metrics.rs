@@ -54,11 +54,11 @@ async fn counts_what_happened() {
     app.get_file(&t, "self", "missing").await;
 
     let text = scrape(&app).await;
-    let put = "pf_http_requests_total{method=\"PUT\",route=\"/v3/participants/{user_id}/files/{file_id}\",status=\"201\"}";
+    let put = "pf_http_requests_total{method=\"PUT\",route=\"/v3/participants/self/files/{fileId}\",status=\"201\"}";
     assert_eq!(value(&text, put), 1);
-    let refused = "pf_http_requests_total{method=\"PUT\",route=\"/v3/participants/{user_id}/files/{file_id}\",status=\"422\"}";
+    let refused = "pf_http_requests_total{method=\"PUT\",route=\"/v3/participants/self/files/{fileId}\",status=\"422\"}";
     assert_eq!(value(&text, refused), 1);
-    let missing = "pf_http_requests_total{method=\"GET\",route=\"/v3/participants/{user_id}/files/{file_id}\",status=\"404\"}";
+    let missing = "pf_http_requests_total{method=\"GET\",route=\"/v3/participants/self/files/{fileId}\",status=\"404\"}";
     assert_eq!(value(&text, missing), 1);
     assert_eq!(value(&text, "pf_upload_bytes_total"), 12);
     assert_eq!(value(&text, "pf_download_bytes_total"), 12);

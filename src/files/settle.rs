@@ -97,8 +97,8 @@ impl FileService {
                 self.discard(&pending.key).await;
                 Ok(())
             }
-            // Settled by another request meanwhile, or replaced by a newer upload URL.
-            Err(FilesError::UploadConsumed) => Ok(()),
+            // Settled by another request meanwhile, replaced by a newer upload URL, or erased.
+            Err(FilesError::UploadConsumed | FilesError::ClaimRevoked) => Ok(()),
             Err(e) => match refusal_status(e) {
                 Some(status) => {
                     self.audit_arrival(owner, file_id, pending, Err(status));

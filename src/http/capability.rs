@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::extract::{ApiPath, RequestId};
 use super::files::{body_length, check_content_length, content_type};
-use super::openapi::{BridgeError, TokenPath};
+use super::openapi::{Binary, TokenPath};
 use super::shapes::ParticipantFile;
 use super::{AppState, observe_upload};
 use crate::audit::{Action, AuditEvent};
@@ -38,12 +38,23 @@ fn audit(
 }
 
 /// Uploads through an upload URL: commits at most once, with the signed Content-Type.
-#[utoipa::path(put, path = "/v3/uploads/{token}", tag = "capability", params(TokenPath),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = ParticipantFile), (status = 400, body = BridgeError),
-        (status = 403, description = "Expired, altered, used, or for another purpose", body = BridgeError),
-        (status = 408, body = BridgeError), (status = 413, body = BridgeError), (status = 415, body = BridgeError),
-        (status = 422, description = "Infected", body = BridgeError), (status = 503, body = BridgeError)))]
+#[utoipa::path(put, path = "/v3/uploads/{token}", tag = "capability", operation_id = "uploadWithUrl",
+    params(TokenPath),
+    request_body(content = inline(Binary), content_type = "application/octet-stream",
+        description = "The file's bytes, sent with the Content-Type the POST declared as `mimeType` (compared by media type, ignoring case and parameters). Another Content-Type, or none, is 403.",
+        example = "Hello from alice"),
+    responses(
+        (status = 201, description = "The stored file", body = ParticipantFile,
+            example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed Content-Type, or a body that does not match the declared size or sha256"),
+        (status = 403, description = "The URL expired, was altered, was used or replaced, or is for downloads; or the Content-Type is not the declared one",
+            example = json!({"statusCode": 403, "message": "This URL is not valid: it has expired, was altered, or is for another use.", "type": "UnauthorizedException"})),
+        (status = 408, description = "The body stopped arriving; nothing was kept"),
+        (status = 409, description = "The upload was stopped before it was stored: the participant's files were erased, or `reconcile` found it abandoned"),
+        (status = 413, description = "Over the file size limit or a quota; nothing was kept"),
+        (status = 415, description = "The content contradicts the declared type, or the type is not allowed"),
+        (status = 422, description = "The scanner found a virus (named in the message); nothing was kept"),
+        (status = 503, description = "The index, the store or the scanner is unavailable, or too many uploads are in flight (`Retry-After`)")))]
 pub async fn upload(
     State(state): State<AppState>,
     request_id: RequestId,
@@ -119,11 +130,21 @@ fn requested_range(
 }
 
 /// Downloads through a download URL: the bytes of the object it was issued for, or one range.
-#[utoipa::path(get, path = "/v3/downloads/{token}", tag = "capability", params(TokenPath,
-        ("Range" = Option<String>, Header, description = "One byte range, like bytes=0-1023")),
-    responses((status = 200, description = "The file", content_type = "application/octet-stream"),
-        (status = 206, description = "The range"), (status = 403, body = BridgeError),
-        (status = 404, body = BridgeError), (status = 416, body = BridgeError), (status = 503, body = BridgeError)))]
+#[utoipa::path(get, path = "/v3/downloads/{token}", tag = "capability", operation_id = "downloadWithUrl",
+    params(TokenPath,
+        ("Range" = Option<String>, Header, description = "One byte range, like `bytes=0-1023`. A Range that does not parse, or asks for several ranges, is answered with the whole file (RFC 9110).", example = "bytes=0-1023")),
+    responses(
+        (status = 200, description = "The whole file, with its stored media type as Content-Type", content_type = "*/*", body = inline(Binary),
+            headers(("Content-Length" = u64), ("ETag" = String, description = "The upload's ID"), ("Accept-Ranges" = String, description = "`bytes`"),
+                ("Content-Disposition" = String, description = "`attachment; filename=\"{fileId}\"`")), example = "Hello from alice"),
+        (status = 206, description = "The range, with the stored media type as Content-Type", content_type = "*/*", body = inline(Binary),
+            headers(("Content-Range" = String, description = "`bytes start-end/size`"), ("Content-Length" = u64), ("ETag" = String), ("Accept-Ranges" = String),
+                ("Content-Disposition" = String)), example = "Hello"),
+        (status = 403, description = "The URL expired, was altered, or is for uploads",
+            example = json!({"statusCode": 403, "message": "This URL is not valid: it has expired, was altered, or is for another use.", "type": "UnauthorizedException"})),
+        (status = 404, description = "The file was replaced or deleted since the URL was issued"),
+        (status = 416, description = "The range lies outside the file", headers(("Content-Range" = String, description = "`bytes */size`"))),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")))]
 pub async fn download(
     State(state): State<AppState>,
     request_id: RequestId,

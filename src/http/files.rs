@@ -14,10 +14,13 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, file_id};
-use super::openapi::{BridgeError, FilePath, UploadRequestDoc, UserPath};
+use super::openapi::{
+    Binary, ChecksumHeader, FilePath, ListQuery, UploadRequestDoc, UserFilePath, UserPath,
+};
 use super::shapes::{self, ParticipantFile, RequestParams, StatusMessage};
 use super::{AppState, observe_upload};
 use crate::audit::Action;
+use crate::auth::Principal;
 use crate::metrics::InFlight;
 use crate::model::FileId;
 use crate::pipeline::Declared;
@@ -73,13 +76,36 @@ fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-/// The caller's (`self`) or a participant's files, a page at a time in file ID order.
-#[utoipa::path(get, path = "/v3/participants/{user_id}/files", tag = "files",
-    params(UserPath, ("offsetKey" = Option<String>, Query, description = "The last fileId of the previous page"),
-        ("pageSize" = Option<u32>, Query, description = "5 to 100, default 50")),
-    responses((status = 200, body = shapes::Page), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
-        (status = 403, description = "The token lacks the role", body = BridgeError),
-        (status = 503, body = BridgeError)),
+/// The caller's own files, a page at a time in fileId order (metadata only, no URLs).
+#[utoipa::path(get, path = "/v3/participants/self/files", tag = "self", operation_id = "listSelfFiles",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the caller's files", body = shapes::Page,
+            example = json!({"items": [{"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "type": "ParticipantFile"}], "hasNext": false, "requestParams": {"offsetKey": null, "pageSize": 50, "type": "RequestParams"}, "type": "ForwardCursorPagedResourceList"})),
+        (status = 400, description = "A malformed offsetKey or pageSize", example = json!({"statusCode": 400, "message": "pageSize must be from 5-100 records", "type": "BadRequestException"})),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the participant role"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
+    security(("bearer" = []), ("bridge_session" = [])))]
+pub async fn list_self(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<shapes::Page>, ApiError> {
+    list_files(&state, &caller, &request_id, "self", params).await
+}
+
+/// A participant's files, a page at a time in fileId order (metadata only, no URLs).
+#[utoipa::path(get, path = "/v3/participants/{userId}/files", tag = "participants", operation_id = "listParticipantFiles",
+    params(UserPath, ListQuery),
+    responses(
+        (status = 200, description = "A page of the participant's files (empty for a participant the app does not have)", body = shapes::Page,
+            example = json!({"items": [{"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "type": "ParticipantFile"}], "hasNext": false, "requestParams": {"offsetKey": null, "pageSize": 50, "type": "RequestParams"}, "type": "ForwardCursorPagedResourceList"})),
+        (status = 400, description = "A malformed userId, offsetKey or pageSize", example = json!({"statusCode": 400, "message": "pageSize must be from 5-100 records", "type": "BadRequestException"})),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token holds neither the researcher nor the worker role"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -88,7 +114,17 @@ pub async fn list(
     ApiPath(user_id): ApiPath<String>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<shapes::Page>, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Read)?;
+    list_files(&state, &caller, &request_id, &user_id, params).await
+}
+
+async fn list_files(
+    state: &AppState,
+    caller: &Principal,
+    request_id: &RequestId,
+    user_id: &str,
+    params: ListParams,
+) -> Result<Json<shapes::Page>, ApiError> {
+    let target = Target::resolve(caller, user_id, Access::Read)?;
     let size = page_size(params.page_size.as_deref())?;
     let offset = params
         .offset_key
@@ -102,7 +138,7 @@ pub async fn list(
         .await
         .map_err(ApiError::from)
         .map(|page| (page, 0));
-    let page = audited(&state, &target, &request_id, None, Action::List, result)?;
+    let page = audited(state, &target, request_id, None, Action::List, result)?;
     Ok(Json(shapes::Page {
         items: page
             .items
@@ -120,13 +156,43 @@ pub async fn list(
     }))
 }
 
-/// A download URL for the file: 302 to it, with the ParticipantFile as the body.
-#[utoipa::path(get, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
+/// A download URL for one of the caller's own files: 302 to it, with the ParticipantFile as the
+/// body.
+#[utoipa::path(get, path = "/v3/participants/self/files/{fileId}", tag = "self", operation_id = "getSelfFile",
     params(FilePath),
-    responses((status = 302, body = ParticipantFile, headers(("Location" = String, description = "The download URL"))),
-        (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
-        (status = 403, description = "The token lacks the role", body = BridgeError),
-        (status = 404, body = BridgeError), (status = 429, body = BridgeError), (status = 503, body = BridgeError)),
+    responses(
+        (status = 302, description = "`Location` is the download URL (also `downloadUrl` in the body)", body = ParticipantFile,
+            headers(("Location" = String, description = "The download URL, valid until `expiresOn`")),
+            example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "downloadUrl": "http://127.0.0.1:8080/v3/downloads/eyJ2IjoxfQ.c2lnbmF0dXJl", "expiresOn": "2026-11-26T23:00:00.000Z", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed fileId"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the participant role"),
+        (status = 404, description = "No such file (or its first upload has not arrived)"),
+        (status = 429, description = "The participant's download budget is spent (`Retry-After`)"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
+    security(("bearer" = []), ("bridge_session" = [])))]
+pub async fn get_self(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath(raw_file): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    get_file(&state, &caller, &request_id, "self", &raw_file).await
+}
+
+/// A download URL for a participant's file: 302 to it, with the ParticipantFile as the body.
+#[utoipa::path(get, path = "/v3/participants/{userId}/files/{fileId}", tag = "participants", operation_id = "getParticipantFile",
+    params(UserFilePath),
+    responses(
+        (status = 302, description = "`Location` is the download URL (also `downloadUrl` in the body)", body = ParticipantFile,
+            headers(("Location" = String, description = "The download URL, valid until `expiresOn`")),
+            example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "downloadUrl": "http://127.0.0.1:8080/v3/downloads/eyJ2IjoxfQ.c2lnbmF0dXJl", "expiresOn": "2026-11-26T23:00:00.000Z", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed userId or fileId"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token holds neither the researcher nor the worker role"),
+        (status = 404, description = "No such file (or its first upload has not arrived)"),
+        (status = 429, description = "The participant's download budget is spent (`Retry-After`)"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -134,8 +200,18 @@ pub async fn get(
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Read)?;
-    let file = file_id(&raw_file)?;
+    get_file(&state, &caller, &request_id, &user_id, &raw_file).await
+}
+
+async fn get_file(
+    state: &AppState,
+    caller: &Principal,
+    request_id: &RequestId,
+    user_id: &str,
+    raw_file: &str,
+) -> Result<Response, ApiError> {
+    let target = Target::resolve(caller, user_id, Access::Read)?;
+    let file = file_id(raw_file)?;
     let result = state
         .files
         .download_url(&target.owner, &file, &target.actor)
@@ -143,9 +219,9 @@ pub async fn get(
         .map_err(ApiError::from)
         .map(|r| (r, 0));
     let (stored, url) = audited(
-        &state,
+        state,
         &target,
-        &request_id,
+        request_id,
         Some(&file),
         Action::Read,
         result,
@@ -174,6 +250,52 @@ fn sha256_value(s: &str) -> Option<String> {
     (raw.len() == 32).then(|| s.to_owned())
 }
 
+/// Whether `s` has the media-type syntax the document gives `mimeType`
+/// (`openapi::media_type_pattern`): RFC 6838 names as type and subtype, no wildcards, then
+/// `; name=value` parameters. A stored type is sent back as a Content-Type and signed into
+/// upload URLs, so nothing looser is taken.
+fn media_type_syntax(s: &str) -> bool {
+    fn name_char(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c)
+    }
+    fn name(s: &str) -> bool {
+        let b = s.as_bytes();
+        (1..=127).contains(&b.len())
+            && b[0].is_ascii_alphanumeric()
+            && b.iter().all(|&c| name_char(c))
+    }
+    fn token(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(name_char)
+    }
+    let mut parts = s.split(';');
+    let essence = parts.next().unwrap_or_default();
+    let Some((top, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    name(top)
+        && name(sub)
+        && parts.all(|p| {
+            let p = p.strip_prefix(' ').unwrap_or(p);
+            p.split_once('=').is_some_and(|(k, v)| token(k) && token(v))
+        })
+}
+
+/// A JSON number that is a whole, non-negative count: `16`, and also `16.0`, which JSON Schema's
+/// `integer` (the document's type for `size`) allows and some encoders write.
+fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    if let Some(u) = n.as_u64() {
+        return Some(u);
+    }
+    let f = n.as_f64()?;
+    // 2^64 as f64: every whole f64 below it converts exactly.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked: whole, non-negative and below 2^64"
+    )]
+    (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0).then_some(f as u64)
+}
+
 fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::invalid_entity("The request body is not valid JSON."))?;
@@ -186,7 +308,7 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
         .map_err(|_| ApiError::invalid_entity("The request body is not valid."))?;
     let mime_type = match req.mime_type {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
-            if sniff::essence(&s).is_none() {
+            if !media_type_syntax(&s) || sniff::essence(&s).is_none() {
                 return Err(ApiError::invalid_entity(
                     "mimeType is not a valid media type.",
                 ));
@@ -204,7 +326,7 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
     };
     let size = match req.size {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(serde_json::Value::Number(n)) if whole_number(&n).is_some() => whole_number(&n),
         Some(_) => {
             return Err(ApiError::invalid_entity(
                 "size must be a whole number of bytes.",
@@ -228,12 +350,46 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
     })
 }
 
-/// An upload URL for a new file or a replacement; the current file stays until it is used.
-#[utoipa::path(post, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
-    params(FilePath), request_body = UploadRequestDoc,
-    responses((status = 201, body = ParticipantFile), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
-        (status = 403, description = "The token lacks the role", body = BridgeError),
-        (status = 413, body = BridgeError), (status = 415, body = BridgeError), (status = 503, body = BridgeError)),
+/// An upload URL for a new file of the caller's, or a replacement; the current file stays until
+/// the upload arrives.
+#[utoipa::path(post, path = "/v3/participants/self/files/{fileId}", tag = "self", operation_id = "requestSelfUpload",
+    params(FilePath),
+    request_body(content = UploadRequestDoc, description = "What the upload will be; it must then be sent with `mimeType` as its Content-Type",
+        example = json!({"mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0="})),
+    responses(
+        (status = 201, description = "The pending upload and its `uploadUrl` (one upload, until `expiresOn`)", body = ParticipantFile, example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "uploadUrl": "http://127.0.0.1:8080/v3/uploads/eyJ2IjoxfQ.c2lnbmF0dXJl", "expiresOn": "2026-11-26T23:00:00.000Z", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed fileId (BadRequestException) or body (InvalidEntityException)", example = json!({"statusCode": 400, "message": "mimeType is not a valid media type.", "type": "InvalidEntityException"})),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the participant role"),
+        (status = 413, description = "The declared size is over the file size limit, or a quota is spent"),
+        (status = 429, description = "The participant holds too many unused upload URLs (`PF_MAX_PENDING_PER_PARTICIPANT`)"),
+        (status = 415, description = "mimeType is outside the allowed types (PF_ALLOWED_TYPES)"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
+    security(("bearer" = []), ("bridge_session" = [])))]
+pub async fn post_self(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath(raw_file): ApiPath<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    post_file(&state, &caller, &request_id, "self", &raw_file, body).await
+}
+
+/// An upload URL for a new file of a participant, or a replacement (workers).
+#[utoipa::path(post, path = "/v3/participants/{userId}/files/{fileId}", tag = "participants", operation_id = "requestParticipantUpload",
+    params(UserFilePath),
+    request_body(content = UploadRequestDoc, description = "What the upload will be; it must then be sent with `mimeType` as its Content-Type",
+        example = json!({"mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0="})),
+    responses(
+        (status = 201, description = "The pending upload and its `uploadUrl` (one upload, until `expiresOn`)", body = ParticipantFile, example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "uploadUrl": "http://127.0.0.1:8080/v3/uploads/eyJ2IjoxfQ.c2lnbmF0dXJl", "expiresOn": "2026-11-26T23:00:00.000Z", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed userId or fileId (BadRequestException) or body (InvalidEntityException)", example = json!({"statusCode": 400, "message": "mimeType is not a valid media type.", "type": "InvalidEntityException"})),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the worker role"),
+        (status = 413, description = "The declared size is over the file size limit, or a quota is spent"),
+        (status = 429, description = "The participant holds too many unused upload URLs (`PF_MAX_PENDING_PER_PARTICIPANT`)"),
+        (status = 415, description = "mimeType is outside the allowed types (PF_ALLOWED_TYPES)"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn post(
     State(state): State<AppState>,
@@ -242,8 +398,19 @@ pub async fn post(
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
-    let file = file_id(&raw_file)?;
+    post_file(&state, &caller, &request_id, &user_id, &raw_file, body).await
+}
+
+async fn post_file(
+    state: &AppState,
+    caller: &Principal,
+    request_id: &RequestId,
+    user_id: &str,
+    raw_file: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = Target::resolve(caller, user_id, Access::Write)?;
+    let file = file_id(raw_file)?;
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
             .await
@@ -262,9 +429,9 @@ pub async fn post(
     }
     .await;
     let body = audited(
-        &state,
+        state,
         &target,
-        &request_id,
+        request_id,
         Some(&file),
         Action::UploadUrl,
         result,
@@ -307,16 +474,63 @@ pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Uploads the body through the service's pipeline (sniffed, counted, hashed, scanned), as a
-/// new file or a replacement.
-#[utoipa::path(put, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
-    params(FilePath,
-        ("x-amz-checksum-sha256" = Option<String>, Header, description = "Base64 SHA-256 the body must have")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = ParticipantFile), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
-        (status = 403, description = "The token lacks the role", body = BridgeError),
-        (status = 408, body = BridgeError), (status = 413, body = BridgeError), (status = 415, body = BridgeError),
-        (status = 422, description = "Infected", body = BridgeError), (status = 503, body = BridgeError)),
+/// Uploads the body through the service's pipeline (sniffed, counted, hashed, scanned) as a new
+/// file of the caller's or a replacement.
+#[utoipa::path(put, path = "/v3/participants/self/files/{fileId}", tag = "self", operation_id = "uploadSelfFile",
+    params(FilePath, ChecksumHeader),
+    request_body(content = inline(Binary), content_type = "application/octet-stream",
+        description = "The file's bytes. Content-Type is the declared media type (any `type/subtype`; sniffed, and refused with 415 when the content contradicts it or it is not allowed); without one, the sniffed type is stored.",
+        example = "Hello from alice"),
+    responses(
+        (status = 201, description = "The stored file, on create and on replace", body = ParticipantFile, example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed fileId, Content-Type or x-amz-checksum-sha256, or a body that does not match the checksum"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the participant role"),
+        (status = 408, description = "The body stopped arriving; nothing was kept"),
+        (status = 409, description = "The upload was stopped before it was stored: the participant's files were erased, or `reconcile` found it abandoned"),
+        (status = 413, description = "Over the file size limit (Content-Length or the body) or a quota; nothing was kept"),
+        (status = 415, description = "The content contradicts the Content-Type, or the type is not allowed"),
+        (status = 422, description = "The scanner found a virus (named in the message); nothing was kept"),
+        (status = 503, description = "The index, the store or the scanner is unavailable, or too many uploads are in flight (`Retry-After`)")),
+    security(("bearer" = []), ("bridge_session" = [])))]
+pub async fn put_self(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath(raw_file): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    put_file(
+        &state,
+        &caller,
+        &request_id,
+        "self",
+        &raw_file,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// Uploads the body through the service's pipeline as a new file of a participant or a
+/// replacement (workers).
+#[utoipa::path(put, path = "/v3/participants/{userId}/files/{fileId}", tag = "participants", operation_id = "uploadParticipantFile",
+    params(UserFilePath, ChecksumHeader),
+    request_body(content = inline(Binary), content_type = "application/octet-stream",
+        description = "The file's bytes. Content-Type is the declared media type (any `type/subtype`; sniffed, and refused with 415 when the content contradicts it or it is not allowed); without one, the sniffed type is stored.",
+        example = "Hello from alice"),
+    responses(
+        (status = 201, description = "The stored file, on create and on replace", body = ParticipantFile, example = json!({"fileId": "notes.txt", "userId": "alice", "appId": "my-study", "createdOn": "2026-11-26T22:00:00.000Z", "mimeType": "text/plain", "size": 16, "sha256": "hRQMckPZYT37p9WJrKfg7dw/k4lvIqzc73+ezzhtgz0=", "scanStatus": "clean", "type": "ParticipantFile"})),
+        (status = 400, description = "A malformed userId, fileId, Content-Type or x-amz-checksum-sha256, or a body that does not match the checksum"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the worker role"),
+        (status = 408, description = "The body stopped arriving; nothing was kept"),
+        (status = 409, description = "The upload was stopped before it was stored: the participant's files were erased, or `reconcile` found it abandoned"),
+        (status = 413, description = "Over the file size limit (Content-Length or the body) or a quota; nothing was kept"),
+        (status = 415, description = "The content contradicts the Content-Type, or the type is not allowed"),
+        (status = 422, description = "The scanner found a virus (named in the message); nothing was kept"),
+        (status = 503, description = "The index, the store or the scanner is unavailable, or too many uploads are in flight (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn put(
     State(state): State<AppState>,
@@ -326,12 +540,37 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
-    let file = file_id(&raw_file)?;
+    put_file(
+        &state,
+        &caller,
+        &request_id,
+        &user_id,
+        &raw_file,
+        &headers,
+        body,
+    )
+    .await
+}
+
+async fn put_file(
+    state: &AppState,
+    caller: &Principal,
+    request_id: &RequestId,
+    user_id: &str,
+    raw_file: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = Target::resolve(caller, user_id, Access::Write)?;
+    let file = file_id(raw_file)?;
     // The upload and its audit line run on a task of their own: a client that leaves after its
     // last byte stops neither the commit nor the audit line that records it.
     let task = state.cleanup.spawn({
-        let state = Arc::clone(&state);
+        let (state, request_id, headers) = (
+            Arc::clone(state),
+            RequestId(request_id.0.clone()),
+            headers.clone(),
+        );
         async move {
             let result = upload_body(&state, &target, &file, &headers, body).await;
             let action = match &result {
@@ -380,12 +619,37 @@ async fn upload_body(
     Ok((committed, size))
 }
 
-/// Deletes the file (its bytes, then its row), or cancels an upload that has not arrived.
-#[utoipa::path(delete, path = "/v3/participants/{user_id}/files/{file_id}", tag = "files",
+/// Deletes one of the caller's files (its bytes, then its row), or cancels an upload that has not
+/// arrived.
+#[utoipa::path(delete, path = "/v3/participants/self/files/{fileId}", tag = "self", operation_id = "deleteSelfFile",
     params(FilePath),
-    responses((status = 200, body = StatusMessage), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
-        (status = 403, description = "The token lacks the role", body = BridgeError),
-        (status = 404, body = BridgeError), (status = 503, body = BridgeError)),
+    responses(
+        (status = 200, description = "Deleted (or its upload cancelled)", body = StatusMessage, example = json!({"message": "Participant file deleted.", "type": "StatusMessage"})),
+        (status = 400, description = "A malformed path"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the participant role"),
+        (status = 404, description = "No such file"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
+    security(("bearer" = []), ("bridge_session" = [])))]
+pub async fn delete_self(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+    ApiPath(raw_file): ApiPath<String>,
+) -> Result<Json<StatusMessage>, ApiError> {
+    delete_file(&state, &caller, &request_id, "self", &raw_file).await
+}
+
+/// Deletes a participant's file (workers), or cancels an upload that has not arrived.
+#[utoipa::path(delete, path = "/v3/participants/{userId}/files/{fileId}", tag = "participants", operation_id = "deleteParticipantFile",
+    params(UserFilePath),
+    responses(
+        (status = 200, description = "Deleted (or its upload cancelled)", body = StatusMessage, example = json!({"message": "Participant file deleted.", "type": "StatusMessage"})),
+        (status = 400, description = "A malformed path"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the worker role"),
+        (status = 404, description = "No such file"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -393,8 +657,18 @@ pub async fn delete(
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusMessage>, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
-    let file = file_id(&raw_file)?;
+    delete_file(&state, &caller, &request_id, &user_id, &raw_file).await
+}
+
+async fn delete_file(
+    state: &AppState,
+    caller: &Principal,
+    request_id: &RequestId,
+    user_id: &str,
+    raw_file: &str,
+) -> Result<Json<StatusMessage>, ApiError> {
+    let target = Target::resolve(caller, user_id, Access::Write)?;
+    let file = file_id(raw_file)?;
     let result = state
         .files
         .delete(&target.owner, &file)
@@ -402,9 +676,9 @@ pub async fn delete(
         .map_err(ApiError::from)
         .map(|d| ((), d.map_or(0, |f| f.size)));
     audited(
-        &state,
+        state,
         &target,
-        &request_id,
+        request_id,
         Some(&file),
         Action::Delete,
         result,
@@ -412,12 +686,33 @@ pub async fn delete(
     Ok(Json(StatusMessage::new("Participant file deleted.")))
 }
 
-/// Erases every file of a participant (account deletion); workers only.
-#[utoipa::path(delete, path = "/v3/participants/{user_id}/files", tag = "files",
+/// Not a route for participants: erasing all files is for workers, at
+/// `/v3/participants/{userId}/files`. Registered so that this path answers 403 for DELETE, as it
+/// did when `self` was only a value of `{userId}`, rather than 405.
+#[utoipa::path(delete, path = "/v3/participants/self/files", tag = "self", operation_id = "eraseSelfFiles",
+    responses(
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "Always, for a signed-in caller: erasing all files is for workers, at `/v3/participants/{userId}/files`",
+            example = json!({"statusCode": 403, "message": "Erasing all files is for workers, at /v3/participants/{userId}/files.", "type": "UnauthorizedException"}))),
+    security(("bearer" = []), ("bridge_session" = [])))]
+pub async fn erase_self(Caller(_): Caller) -> ApiError {
+    erase_refused()
+}
+
+fn erase_refused() -> ApiError {
+    ApiError::forbidden("Erasing all files is for workers, at /v3/participants/{userId}/files.")
+}
+
+/// Erases every file of a participant (account deletion, right to erasure); workers only.
+#[utoipa::path(delete, path = "/v3/participants/{userId}/files", tag = "participants", operation_id = "eraseParticipantFiles",
     params(UserPath),
-    responses((status = 200, body = StatusMessage), (status = 400, body = BridgeError), (status = 401, description = "Missing, malformed, badly signed or expired token", body = BridgeError),
-        (status = 403, description = "The token lacks the role", body = BridgeError),
-        (status = 503, body = BridgeError)),
+    responses(
+        (status = 200, description = "Every file of the participant erased, pending uploads cancelled; `count` files deleted", body = StatusMessage,
+            example = json!({"message": "3 participant files deleted.", "count": 3, "type": "StatusMessage"})),
+        (status = 400, description = "A malformed userId"),
+        (status = 401, description = "No token, or a malformed, badly signed or expired one"),
+        (status = 403, description = "The token lacks the worker role"),
+        (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
 pub async fn erase(
     State(state): State<AppState>,
@@ -426,9 +721,7 @@ pub async fn erase(
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<StatusMessage>, ApiError> {
     if user_id == "self" {
-        return Err(ApiError::forbidden(
-            "Erasing all files is for workers, at /v3/participants/{userId}/files.",
-        ));
+        return Err(erase_refused());
     }
     let target = Target::resolve(&caller, &user_id, Access::Write)?;
     let result = state
@@ -480,6 +773,44 @@ mod tests {
     }
 
     #[test]
+    fn media_type_syntax_is_the_documented_pattern() {
+        for ok in [
+            "text/plain",
+            "image/jpeg",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "text/plain; charset=utf-8",
+            "text/plain;charset=utf-8",
+            "a/b; x=1; y=2",
+            "Application/Octet-Stream",
+            "x!#$&^_.+-/y",
+        ] {
+            assert!(media_type_syntax(ok), "{ok}");
+            assert!(sniff::essence(ok).is_some(), "{ok} does not parse");
+        }
+        for bad in [
+            "",
+            "text",
+            "text/",
+            "/plain",
+            " text/plain",
+            "text/plain ",
+            "*/*",
+            "text/*",
+            "text/plain; charset",
+            "text/plain;  charset=utf-8",
+            "text/plain; charset=\"utf-8\"",
+            "text/pl ain",
+            "-text/plain",
+            "a/b/c",
+            "t\u{e9}xt/plain",
+            &format!("{}/plain", "a".repeat(128)),
+        ] {
+            assert!(!media_type_syntax(bad), "{bad}");
+        }
+        assert!(media_type_syntax(&format!("{}/plain", "a".repeat(127))));
+    }
+
+    #[test]
     fn upload_request_validation() {
         let ok = parse_upload_request(br#"{"mimeType":"image/jpeg","size":3}"#).unwrap();
         assert_eq!(ok.mime_type.as_deref(), Some("image/jpeg"));
@@ -490,6 +821,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(with_sha.sha256, Some(sha));
+        // JSON Schema's `integer` takes 3.0; so does the service (schemathesis found the 400).
+        let float = parse_upload_request(br#"{"mimeType":"text/plain","size":13187.0}"#).unwrap();
+        assert_eq!(float.size, Some(13187));
         for bad in [
             &b""[..],
             b"[]",
@@ -497,9 +831,14 @@ mod tests {
             b"{}",
             br#"{"mimeType":""}"#,
             br#"{"mimeType":"jpeg"}"#,
+            br#"{"mimeType":" text/plain"}"#,
+            br#"{"mimeType":"text/*"}"#,
             br#"{"mimeType":5}"#,
             br#"{"mimeType":"image/jpeg","size":-1}"#,
             br#"{"mimeType":"image/jpeg","size":"3"}"#,
+            br#"{"mimeType":"image/jpeg","size":3.5}"#,
+            br#"{"mimeType":"image/jpeg","size":-1.0}"#,
+            br#"{"mimeType":"image/jpeg","size":1e30}"#,
             br#"{"mimeType":"image/jpeg","sha256":"abc"}"#,
         ] {
             let err = parse_upload_request(bad).unwrap_err();

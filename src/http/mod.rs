@@ -108,6 +108,15 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// cannot miss one (`tests/openapi.rs` checks both ways).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        // The participant's own routes are paths of their own, so that a client generated from
+        // the document can reach them; the router prefers the static `self` segment to `{userId}`.
+        .routes(routes!(files::list_self, files::erase_self))
+        .routes(routes!(
+            files::get_self,
+            files::post_self,
+            files::put_self,
+            files::delete_self
+        ))
         .routes(routes!(files::list, files::erase))
         .routes(routes!(files::get, files::post, files::put, files::delete))
         .routes(routes!(capability::upload))
@@ -118,9 +127,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(service::openapi))
 }
 
-/// The OpenAPI document, as served at `/openapi.json`.
-pub fn openapi_document() -> &'static str {
-    openapi::document()
+/// The OpenAPI document, as served at `/openapi.json` by a service with this file size limit.
+pub fn openapi_document(max_file_size: u64) -> String {
+    openapi::document(max_file_size)
 }
 
 /// Anything no route takes: a malformed `{fileId}` (empty, or holding a `/`) is 400 for a

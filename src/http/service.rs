@@ -8,15 +8,20 @@ use serde_json::json;
 use super::AppState;
 
 /// Liveness.
-#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/health", tag = "service", operation_id = "health",
+    responses((status = 200, description = "Alive", body = serde_json::Value, example = json!({"status": "ok"}))))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// 200 when the index and the store answer, else 503 naming the one that failed. The scanner's
 /// state is reported but does not make the instance unready: uploads fail closed by themselves.
-#[utoipa::path(get, path = "/ready", tag = "service",
-    responses((status = 200, description = "Index and store answer"), (status = 503, description = "Names what failed")))]
+#[utoipa::path(get, path = "/ready", tag = "service", operation_id = "ready",
+    responses(
+        (status = 200, description = "Index and store answer", body = serde_json::Value,
+            example = json!({"status": "ready", "checks": {"index": {"backend": "sqlite", "status": "ok"}, "store": {"backend": "local", "status": "ok"}, "scanner": {"status": "not configured"}}})),
+        (status = 503, description = "Bridge's error shape naming what failed, with the same `checks`", body = serde_json::Value,
+            example = json!({"statusCode": 503, "message": "Not ready: the sqlite file index unavailable.", "type": "ServiceUnavailableException", "checks": {"index": {"backend": "sqlite", "status": "unavailable"}, "store": {"backend": "local", "status": "ok"}, "scanner": {"status": "not configured"}}}))))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let (index, store) = tokio::join!(state.files.index().check(), state.files.store().check());
     let index_name = state.files.index().name();
@@ -61,7 +66,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "service", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String,
+        example = "# TYPE pf_upload_bytes_total counter\npf_upload_bytes_total 16\n")))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(
@@ -72,11 +79,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
     )
 }
 
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, content_type = "application/json")))]
-pub async fn openapi() -> impl axum::response::IntoResponse {
+/// This document, with this instance's file size limit in it.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = serde_json::Value,
+        example = json!({"openapi": "3.1.0", "info": {"title": "participant-files", "version": "0.1.0"}, "paths": {}}))))]
+pub async fn openapi(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
+        super::openapi::document(state.files.max_file_size()),
     )
 }
