@@ -74,20 +74,37 @@ async fn track(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;
     m.requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
         .inc();
     m.latency
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     if let Some(BackendFailed(backend)) = response.extensions().get::<BackendFailed>() {
         m.backend_errors.with_label_values(&[backend]).inc();
     }
     response
+}
+
+/// A request's method as a metric label or log field: one of the methods the service knows,
+/// else `other`. A client can invent any number of methods, and each label value would be a
+/// new series kept until a restart.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 pub type AppState = Arc<App>;
@@ -166,7 +183,12 @@ pub fn router(state: AppState) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), route, request_id = id)
+                    tracing::info_span!(
+                        "request",
+                        method = method_label(req.method()),
+                        route,
+                        request_id = id
+                    )
                 })
                 .on_request(())
                 .on_response(|res: &Response<_>, latency: Duration, _: &Span| {
