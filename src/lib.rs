@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod keys;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
