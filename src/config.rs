@@ -368,6 +368,8 @@ impl Config {
                  capability URLs with the same secret",
             );
         }
+        check_secret("PF_JWT_SECRET", args.secrets.jwt_secret.as_deref())?;
+        check_secret("PF_URL_SECRET", args.url_secret.as_deref())?;
         let public_keys = !args.secrets.jwt_public_key_file.is_empty();
         if public_keys && args.secrets.jwt_secret.is_some() {
             return err(
@@ -434,6 +436,23 @@ impl Config {
                 },
             },
         })
+    }
+}
+
+/// The shortest configured secret accepted: 32 bytes, an HMAC-SHA256 output's length and as
+/// many random bytes as the secrets the service generates itself hold.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Refuses a configured secret shorter than [`MIN_SECRET_LEN`] bytes: a short HMAC key can be
+/// found by trying, and with it anyone can mint tokens or capability URLs.
+pub fn check_secret(variable: &str, value: Option<&str>) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if v.len() < MIN_SECRET_LEN => Err(ConfigError(format!(
+            "{variable} is {} bytes long; it must be at least {MIN_SECRET_LEN} (for example the \
+             output of `openssl rand -hex 32`)",
+            v.len()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -630,9 +649,9 @@ mod tests {
             "--store",
             "s3://bucket",
             "--jwt-secret",
-            "j",
+            "jwt-secret-of-the-test-0123456789abcdef",
             "--url-secret",
-            "u",
+            "url-secret-of-the-test-0123456789abcdef",
             "--clamd",
             "unix:///run/clamd.sock",
         ]);
@@ -646,15 +665,31 @@ mod tests {
             "--store",
             "s3://bucket",
             "--jwt-secret",
-            "j",
+            "jwt-secret-of-the-test-0123456789abcdef",
             "--url-secret",
-            "u",
+            "url-secret-of-the-test-0123456789abcdef",
         ]);
         let config = Config::from_args(cli.serve).unwrap();
         assert_eq!(
             (config.upload_mode, config.download_mode),
             (Mode::Presigned, Mode::Presigned)
         );
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        for (flag, var) in [
+            ("--jwt-secret", "PF_JWT_SECRET"),
+            ("--url-secret", "PF_URL_SECRET"),
+        ] {
+            let short = "x".repeat(MIN_SECRET_LEN - 1);
+            let cli = Cli::parse_from(["participant-files", flag, &short]);
+            let e = Config::from_args(cli.serve).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains("31 bytes"), "{e}");
+            let enough = "x".repeat(MIN_SECRET_LEN);
+            let cli = Cli::parse_from(["participant-files", flag, &enough]);
+            assert!(Config::from_args(cli.serve).is_ok());
+        }
     }
 
     #[test]

@@ -63,6 +63,12 @@ fn token(args: &TokenArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Err(e) =
+        participant_files::config::check_secret("PF_JWT_SECRET", args.secrets.jwt_secret.as_deref())
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let secret = match secrets::load_or_create(
         args.secrets.jwt_secret.as_deref(),
         &args.secrets.data_dir,

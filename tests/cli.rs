@@ -30,7 +30,13 @@ fn free_port() -> u16 {
 fn bad_configuration_is_refused_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            "PF_JWT_SECRET",
+            "a-secret-of-31-bytes-0123456789",
+            "at least 32",
+        ),
+        ("PF_URL_SECRET", "short", "PF_URL_SECRET"),
         ("PF_MAX_FILE_SIZE", "lots", "PF_MAX_FILE_SIZE"),
         ("PF_URL_TTL", "8d", "PF_URL_TTL"),
         ("PF_LISTEN", "nowhere", "PF_LISTEN"),
