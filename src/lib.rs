@@ -3,7 +3,7 @@
 //!
 //! Where things live:
 //! - [`config`]: the command line and `PF_*` variables; [`secrets`]: generated secrets.
-//! - [`auth`]: bearer JWTs; [`capability`]: signed upload and download URLs.
+//! - [`auth`]: bearer JWTs; [`capability`]: sealed upload and download URLs.
 //! - [`model`]: identifiers and rows; [`keys`]: object keys, built only there.
 //! - [`files`]: what each route does, over the [`index`], the [`store`] and the [`scan`]ner.
 //! - [`pipeline`]: the one pass over an upload body; [`sniff`]: content types.

@@ -184,6 +184,14 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
         .map_err(|_| ApiError::invalid_entity("The request body is not valid."))?;
     let mime_type = match req.mime_type {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+            // The type travels inside the upload URL's token; a longer one could make a URL
+            // that is refused when used, so it is refused here.
+            if s.len() > crate::capability::MAX_MIME_TYPE_LEN {
+                return Err(ApiError::invalid_entity(format!(
+                    "mimeType must be at most {} characters.",
+                    crate::capability::MAX_MIME_TYPE_LEN
+                )));
+            }
             if sniff::essence(&s).is_none() {
                 return Err(ApiError::invalid_entity(
                     "mimeType is not a valid media type.",
@@ -484,6 +492,7 @@ mod tests {
             br#"{"mimeType":"image/jpeg","size":-1}"#,
             br#"{"mimeType":"image/jpeg","size":"3"}"#,
             br#"{"mimeType":"image/jpeg","sha256":"abc"}"#,
+            format!(r#"{{"mimeType":"image/jpeg; x={}"}}"#, "a".repeat(3000)).as_bytes(),
         ] {
             let err = parse_upload_request(bad).unwrap_err();
             assert_eq!(
