@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, file_id};
+use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, audit_refusal};
 use super::openapi::{BridgeError, FilePath, UploadRequestDoc, UserPath};
 use super::shapes::{self, ParticipantFile, RequestParams, StatusMessage};
 use super::{AppState, observe_upload};
@@ -86,14 +86,31 @@ pub async fn list(
     ApiPath(user_id): ApiPath<String>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<shapes::Page>, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Read)?;
-    let size = page_size(params.page_size.as_deref())?;
-    let offset = params
-        .offset_key
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}."))))
-        .transpose()?;
+    let (target, _) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        None,
+        Access::Read,
+        Action::List,
+    )?;
+    let query = page_size(params.page_size.as_deref()).and_then(|size| {
+        let offset = params
+            .offset_key
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}."))))
+            .transpose()?;
+        Ok((size, offset))
+    });
+    let (size, offset) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            let line = target.audit(&request_id, None, Action::List, e.status.as_u16(), 0);
+            state.audit.record(&line);
+            return Err(e);
+        }
+    };
     let result = state
         .files
         .list(&target.owner, offset.as_ref(), size)
@@ -132,8 +149,15 @@ pub async fn get(
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Read)?;
-    let file = file_id(&raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        Some(&raw_file),
+        Access::Read,
+        Action::Read,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = state
         .files
         .download_url(&target.owner, &file, &target.actor)
@@ -248,8 +272,15 @@ pub async fn post(
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
-    let file = file_id(&raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        Some(&raw_file),
+        Access::Write,
+        Action::UploadUrl,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
             .await
@@ -332,8 +363,15 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
-    let file = file_id(&raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        Some(&raw_file),
+        Access::Write,
+        Action::Upload,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = async {
         check_content_length(&headers, state.files.max_file_size())?;
         let sha256 = match headers.get("x-amz-checksum-sha256") {
@@ -384,8 +422,15 @@ pub async fn delete(
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusMessage>, ApiError> {
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
-    let file = file_id(&raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        Some(&raw_file),
+        Access::Write,
+        Action::Delete,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = state
         .files
         .delete(&target.owner, &file)
@@ -417,11 +462,28 @@ pub async fn erase(
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<StatusMessage>, ApiError> {
     if user_id == "self" {
-        return Err(ApiError::forbidden(
+        let e = ApiError::forbidden(
             "Erasing all files is for workers, at /v3/participants/{userId}/files.",
-        ));
+        );
+        audit_refusal(
+            &state,
+            &caller,
+            &request_id,
+            &user_id,
+            None,
+            Action::Erase,
+            &e,
+        );
+        return Err(e);
     }
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
+    let (target, _) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        None,
+        Access::Write,
+        Action::Erase,
+    )?;
     let result = state
         .files
         .erase(&target.owner)

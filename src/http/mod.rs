@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::AuditLog;
+use crate::audit::{self, AuditLog};
 use crate::auth::TokenVerifier;
 use crate::files::FileService;
 use crate::scan::Scanner;
@@ -132,12 +132,31 @@ pub fn openapi_document() -> &'static str {
 
 /// Anything no route takes: a malformed `{fileId}` (empty, or holding a `/`) is 400 for a
 /// signed-in caller; everything else 404.
-async fn fallback(caller: Result<extract::Caller, ApiError>, uri: axum::http::Uri) -> ApiError {
+/// The refusal is audited like any other on a participant's files.
+async fn fallback(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Result<extract::Caller, ApiError>,
+    request_id: extract::RequestId,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
     if files::is_malformed_file_path(uri.path()) {
         return match caller {
-            Ok(_) => ApiError::bad_request(
-                "fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.",
-            ),
+            Ok(extract::Caller(caller)) => {
+                let e = ApiError::bad_request(
+                    "fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.",
+                );
+                let action = match method {
+                    axum::http::Method::POST => audit::Action::UploadUrl,
+                    axum::http::Method::PUT => audit::Action::Upload,
+                    axum::http::Method::DELETE => audit::Action::Delete,
+                    _ => audit::Action::Read,
+                };
+                // `/v3/participants/{userId}/files/...`: the third segment names the participant.
+                let user = uri.path().split('/').nth(3).unwrap_or_default();
+                extract::audit_refusal(&state, &caller, &request_id, user, None, action, &e);
+                e
+            }
             Err(e) => e,
         };
     }
