@@ -19,6 +19,8 @@ pub enum Action {
     Read,
     /// Bytes were served through a download URL.
     Download,
+    /// A HEAD of a download URL: the file's headers, no bytes.
+    DownloadHead,
     /// An upload URL was issued.
     UploadUrl,
     Upload,

@@ -266,7 +266,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PF_MAX_BYTES_PER_PARTICIPANT", value_name = "PF_MAX_BYTES_PER_PARTICIPANT", value_parser = parse_size)]
     pub max_bytes_per_participant: Option<u64>,
     /// Bytes of one participant's files that may be downloaded per hour (per instance), like
-    /// 1GiB; beyond it 429. Unset: no limit.
+    /// 1GiB; beyond it 429. Streaming downloads are charged the bytes each request serves (a
+    /// replayed URL, a range: what goes out; a HEAD: nothing). Presigned downloads are served by
+    /// S3: each issued URL is charged the file's size once, however often it is used before
+    /// it expires (`PF_URL_TTL`). Unset: no limit.
     #[arg(long, env = "PF_DOWNLOAD_BYTES_PER_HOUR", value_name = "PF_DOWNLOAD_BYTES_PER_HOUR", value_parser = parse_size)]
     pub download_bytes_per_hour: Option<u64>,
     /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.

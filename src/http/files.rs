@@ -49,7 +49,9 @@ fn success_status(action: Action) -> u16 {
     match action {
         Action::Read => 302,
         Action::UploadUrl | Action::Upload | Action::Replace => 201,
-        Action::List | Action::Download | Action::Delete | Action::Erase => 200,
+        Action::List | Action::Download | Action::DownloadHead | Action::Delete | Action::Erase => {
+            200
+        }
     }
 }
 
