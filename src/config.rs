@@ -275,6 +275,18 @@ pub struct ServeArgs {
     /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.
     #[arg(long, env = "PF_MAX_BUFFER_MEMORY", value_name = "PF_MAX_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub max_buffer_memory: u64,
+    /// How long a client has to send a request's head (method, path, headers): from its
+    /// connection, or on a kept-alive connection from the first byte of the next request.
+    #[arg(long, env = "PF_HEADER_READ_TIMEOUT", value_name = "PF_HEADER_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    /// Behind a load balancer, set it above the balancer's own idle timeout.
+    #[arg(long, env = "PF_IDLE_TIMEOUT", value_name = "PF_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections held at once; beyond it a connection is answered 503 and closed. Keep it
+    /// below the process's file descriptor limit (`ulimit -n`) less what backends use.
+    #[arg(long, env = "PF_MAX_CONNECTIONS", value_name = "PF_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Diagnostic log format on stderr.
     #[arg(
         long,
@@ -312,6 +324,7 @@ pub struct Config {
     pub client_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub limits: crate::limits::LimitSettings,
+    pub connections: crate::server::ConnectionLimits,
     pub s3: S3Options,
 }
 
@@ -426,6 +439,11 @@ impl Config {
                 max_files_per_participant: args.max_files_per_participant,
                 max_bytes_per_participant: args.max_bytes_per_participant,
                 download_bytes_per_hour: args.download_bytes_per_hour,
+            },
+            connections: crate::server::ConnectionLimits {
+                header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
+                max_connections: args.max_connections as usize,
             },
             s3: S3Options {
                 force_path_style: args.s3_force_path_style,

@@ -37,6 +37,8 @@ pub struct App {
     /// Background clean-ups (multipart aborts) that a shutdown waits for.
     pub cleanup: tokio_util::task::TaskTracker,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The listener's deadlines and cap, for [`crate::serve`].
+    pub connections: crate::server::ConnectionLimits,
 }
 
 /// Put on a response by [`ApiError`] when a backend failed, for the metrics.
