@@ -229,3 +229,29 @@ async fn connections_past_the_cap_are_refused_and_health_recovers() {
         until_closed(&mut s, Duration::from_secs(5)).await;
     }
 }
+
+/// On shutdown every connection is told to finish; those with nothing under way (a new one that
+/// sent nothing, a kept-alive one between requests) close at once instead of holding the
+/// shutdown until their deadlines.
+#[tokio::test]
+async fn shutdown_closes_quiet_connections_at_once() {
+    let app = TestApp::start_with(&["--header-read-timeout", "30s", "--idle-timeout", "30s"]).await;
+    let mut fresh = connect(&app).await;
+    let mut kept = connect(&app).await;
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = one_response(&mut kept).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let started = Instant::now();
+    app.stop().await;
+    let stopped = started.elapsed();
+    assert!(
+        stopped < Duration::from_secs(3),
+        "the shutdown took {stopped:?}"
+    );
+    for s in [&mut fresh, &mut kept] {
+        let (got, _) = until_closed(s, Duration::from_secs(2)).await;
+        assert!(got.is_empty(), "{got:?}");
+    }
+}
