@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::auth::Role;
 use crate::config::AuditTarget;
-use crate::model::{FileId, Owner, UserId};
+use crate::model::{AppId, FileId, Owner, UserId};
 
 /// What was done to a participant's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -19,6 +19,8 @@ pub enum Action {
     Read,
     /// Bytes were served through a download URL.
     Download,
+    /// A HEAD of a download URL: the file's headers, no bytes.
+    DownloadHead,
     /// An upload URL was issued.
     UploadUrl,
     Upload,
@@ -37,7 +39,9 @@ pub struct AuditEvent {
     /// Who acted: the token's subject, or the one a capability URL was issued to.
     pub actor: String,
     pub role: &'static str,
-    pub participant: String,
+    /// Whose files; absent only on a refusal whose path named no valid participant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_id: Option<String>,
     pub action: Action,
@@ -67,11 +71,43 @@ impl AuditEvent {
             app: owner.app.to_string(),
             actor: actor.to_string(),
             role: role.as_str(),
-            participant: owner.participant.to_string(),
+            participant: Some(owner.participant.to_string()),
             file_id: file_id.map(ToString::to_string),
             action,
             status,
             bytes,
+        }
+    }
+}
+
+/// What is known of a request refused before its target was: the caller, and the participant
+/// and file only when the path named valid ones.
+pub struct Refusal<'a> {
+    pub request_id: &'a str,
+    pub app: &'a AppId,
+    pub actor: &'a UserId,
+    /// The caller's most privileged role, or `none` (a token with no role this service knows).
+    pub role: &'static str,
+    pub participant: Option<&'a UserId>,
+    pub file_id: Option<&'a FileId>,
+    pub action: Action,
+    pub status: u16,
+}
+
+impl AuditEvent {
+    /// A request refused (400, 403) before the participant it is about was established.
+    #[must_use]
+    pub fn refused(r: &Refusal<'_>) -> Self {
+        Self {
+            request_id: r.request_id.to_owned(),
+            app: r.app.to_string(),
+            actor: r.actor.to_string(),
+            role: r.role,
+            participant: r.participant.map(ToString::to_string),
+            file_id: r.file_id.map(ToString::to_string),
+            action: r.action,
+            status: r.status,
+            bytes: 0,
         }
     }
 }

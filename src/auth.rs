@@ -52,16 +52,40 @@ impl Principal {
 }
 
 /// Why a token was refused; never shown to the client, which only learns "not signed in".
+/// Its `Display` is a fixed text per kind: the token's own header and claim values (which
+/// jsonwebtoken's errors echo) never reach a log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("no token")]
     Missing,
-    #[error("token rejected: {0}")]
+    #[error("token rejected: {}", category(.0))]
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("token claim {0} is not a valid identifier")]
     BadClaim(&'static str),
     #[error("token names no key this service knows, or the wrong algorithm for it")]
     UnknownKey,
+    #[error("token header names critical extensions this service does not implement")]
+    CriticalExtension,
+}
+
+/// A fixed name for a jsonwebtoken error, without the values it may carry.
+fn category(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::InvalidToken => "malformed",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "wrong algorithm",
+        ErrorKind::MissingRequiredClaim(_) => "missing a required claim",
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidSubject => "wrong subject",
+        ErrorKind::Base64(_) => "bad base64",
+        ErrorKind::Json(_) => "bad JSON or claim types",
+        ErrorKind::Utf8(_) => "bad UTF-8",
+        _ => "invalid",
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,6 +186,8 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = LEEWAY.as_secs();
         validation.validate_exp = true;
+        // A token not valid yet is refused like an expired one (with the same leeway).
+        validation.validate_nbf = true;
         if let Some(iss) = &self.expected.issuer {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".to_owned());
@@ -178,6 +204,11 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let header = jsonwebtoken::decode_header(token)?;
+        // RFC 7515 4.1.11: a recipient that does not understand every extension named in `crit`
+        // must refuse the token, and this service implements none.
+        if header.crit.is_some() {
+            return Err(AuthError::CriticalExtension);
+        }
         // The key is chosen by `kid` (or is the only one), and the token's algorithm must be the
         // key's: a token cannot pick a weaker algorithm than the key was made for.
         let key = match &header.kid {
@@ -303,6 +334,19 @@ mod tests {
         ));
         let self_sub = serde_json::json!({"sub": "self", "app": "a", "exp": now() + 60});
         assert!(v.verify(&raw(&self_sub, SECRET)).is_err());
+        let future =
+            serde_json::json!({"sub": "u", "app": "a", "exp": now() + 7200, "nbf": now() + 3600});
+        assert!(matches!(
+            v.verify(&raw(&future, SECRET)),
+            Err(AuthError::Invalid(_))
+        ));
+        let started =
+            serde_json::json!({"sub": "u", "app": "a", "exp": now() + 60, "nbf": now() - 10});
+        assert!(v.verify(&raw(&started, SECRET)).is_ok());
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".to_owned()]);
+        let crit = jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert!(matches!(v.verify(&crit), Err(AuthError::CriticalExtension)));
         assert!(v.verify("not.a.jwt").is_err());
         let mut tampered = raw(&good, SECRET);
         tampered.pop();
@@ -449,6 +493,32 @@ mod tests {
         // An HS256 token cannot pass against public keys (no algorithm confusion).
         let hs = raw(&good, SECRET);
         assert!(v.verify(&hs).is_err());
+    }
+
+    #[test]
+    fn refusals_never_echo_the_token() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let v = TokenVerifier::hs256(SECRET, Expected::default());
+        let header = b64.encode(br#"{"alg":"HS256\nFORGED","typ":"JWT"}"#);
+        let body = b64.encode(br#"{"sub":"u","app":"a","exp":"FORGED\u001b[31m"}"#);
+        let hs = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        for token in [
+            format!("{header}.{body}.sig"),
+            format!("{hs}.{body}.sig"),
+            raw(
+                &serde_json::json!({"sub": "u", "app": "a", "exp": "FORGED"}),
+                SECRET,
+            ),
+            raw(
+                &serde_json::json!({"sub": "u", "app": 5, "exp": now() + 60, "roles": "FORGED"}),
+                SECRET,
+            ),
+        ] {
+            let shown = v.verify(&token).unwrap_err().to_string();
+            assert!(!shown.contains("FORGED"), "{shown}");
+            assert!(!shown.contains(['\n', '\u{1b}']), "{shown}");
+        }
     }
 
     #[test]

@@ -1,10 +1,17 @@
-//! Capability URLs: HMAC-signed tokens that grant one upload or one download of one object,
-//! for a limited time, without a bearer token.
+//! Capability URLs: sealed tokens that grant one upload or one download of one object, for a
+//! limited time, without a bearer token.
+//!
+//! A token is `base64url(nonce || XChaCha20-Poly1305(claims))` under a key derived from
+//! `PF_URL_SECRET` with HKDF-SHA256. The AEAD's tag does what the HMAC did before (any change
+//! is refused), and the encryption keeps app, participant and file ID out of proxy and browser
+//! logs, where capability URLs end up. The 24-byte random nonce makes reuse negligible for
+//! any number of tokens one secret will ever seal.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -12,13 +19,22 @@ use crate::auth::Role;
 use crate::keys::ObjectKey;
 use crate::model::{AppId, FileId, Owner, UserId};
 
-type HmacSha256 = Hmac<Sha256>;
+/// Separates this key from any other use of the same secret.
+const KEY_INFO: &[u8] = b"participant-files capability v2 xchacha20poly1305";
 
-/// Separates these MACs from any other use of the same secret.
-const DOMAIN: &[u8] = b"participant-files capability v1\0";
+/// Bound to every token as associated data, so a token of another format or version fails.
+const AAD: &[u8] = b"pf-cap-v2";
 
-/// Longer tokens are refused before any work is done on them.
-const MAX_TOKEN_LEN: usize = 4096;
+const NONCE_LEN: usize = 24;
+
+/// Longer tokens are refused before any work is done on them. The longest grant the service
+/// can issue (every identifier at 255 characters, a 255-character media type) stays well
+/// under it: see the test `the_largest_grant_fits`.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// The longest media type an upload URL can carry (RFC 6838 allows 127 + 1 + 127 without
+/// parameters).
+pub const MAX_MIME_TYPE_LEN: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Purpose {
@@ -77,21 +93,26 @@ pub enum CapabilityError {
 }
 
 pub struct UrlSigner {
-    key: Vec<u8>,
+    cipher: XChaCha20Poly1305,
 }
 
 impl UrlSigner {
+    /// Derives the sealing key from `secret` (`PF_URL_SECRET`).
     #[must_use]
-    pub fn new(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
+    pub fn new(secret: &[u8]) -> Self {
+        let mut key = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(None, secret)
+            .expand(KEY_INFO, &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+        }
     }
 
-    fn mac(&self) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(DOMAIN);
-        mac
-    }
-
+    /// Seals `grant` into a token for a URL path segment.
+    ///
+    /// # Panics
+    /// When the system's random source fails, which leaves no safe nonce to use.
     #[must_use]
     pub fn sign(&self, grant: &Grant) -> String {
         let wire = Wire {
@@ -108,17 +129,29 @@ impl UrlSigner {
             exp: grant.expires_on.timestamp(),
         };
         let payload = serde_json::to_vec(&wire).expect("grant serialises");
-        let mut mac = self.mac();
-        mac.update(&payload);
-        let tag = mac.finalize().into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag)
-        )
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the system's random source works");
+        let sealed = self
+            .cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                chacha20poly1305::aead::Payload {
+                    msg: &payload,
+                    aad: AAD,
+                },
+            )
+            .expect("XChaCha20-Poly1305 seals any message this size");
+        let mut raw = nonce.to_vec();
+        raw.extend_from_slice(&sealed);
+        let token = URL_SAFE_NO_PAD.encode(raw);
+        debug_assert!(
+            token.len() <= MAX_TOKEN_LEN,
+            "a grant sealed into a token that verify() would refuse"
+        );
+        token
     }
 
-    /// Checks the MAC (in constant time), the purpose and the expiry.
+    /// Opens the token (its tag checked in constant time), then checks purpose and expiry.
     pub fn verify(
         &self,
         token: &str,
@@ -128,16 +161,23 @@ impl UrlSigner {
         if token.len() > MAX_TOKEN_LEN {
             return Err(CapabilityError::Malformed);
         }
-        let (payload, tag) = token.split_once('.').ok_or(CapabilityError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
             .map_err(|_| CapabilityError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| CapabilityError::Malformed)?;
-        let mut mac = self.mac();
-        mac.update(&payload);
-        mac.verify_slice(&tag)
+        if raw.len() < NONCE_LEN + 16 {
+            return Err(CapabilityError::Malformed);
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CapabilityError::Malformed)?;
+        let payload = self
+            .cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                chacha20poly1305::aead::Payload {
+                    msg: sealed,
+                    aad: AAD,
+                },
+            )
             .map_err(|_| CapabilityError::BadSignature)?;
         let wire: Wire =
             serde_json::from_slice(&payload).map_err(|_| CapabilityError::Malformed)?;
@@ -234,19 +274,69 @@ mod tests {
     fn refuses_tampering() {
         let s = UrlSigner::new(b"k");
         let t = s.sign(&grant(Purpose::Download, later()));
-        let (payload, tag) = t.split_once('.').unwrap();
-        let mut json = URL_SAFE_NO_PAD.decode(payload).unwrap();
-        let text = String::from_utf8(json.clone())
-            .unwrap()
-            .replace("\"u1\"", "\"u2\"");
-        json = text.into_bytes();
-        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(json));
-        assert_eq!(
-            s.verify(&forged, Purpose::Download, Utc::now()),
-            Err(CapabilityError::BadSignature)
-        );
-        for bad in ["", "abc", "a.b", &"x".repeat(5000)] {
+        let raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        // Every bit of nonce, ciphertext and tag is covered.
+        for i in [0, NONCE_LEN, raw.len() / 2, raw.len() - 1] {
+            let mut flipped = raw.clone();
+            flipped[i] ^= 1;
+            assert_eq!(
+                s.verify(
+                    &URL_SAFE_NO_PAD.encode(flipped),
+                    Purpose::Download,
+                    Utc::now()
+                ),
+                Err(CapabilityError::BadSignature),
+                "byte {i}"
+            );
+        }
+        for bad in ["", "abc", "a.b", &"x".repeat(5000), &t[..t.len() - 4]] {
             assert!(s.verify(bad, Purpose::Download, Utc::now()).is_err());
         }
+    }
+
+    #[test]
+    fn tokens_are_opaque_and_never_repeat() {
+        let s = UrlSigner::new(b"k");
+        let mut g = grant(Purpose::Download, later());
+        g.owner.app = AppId::parse("visible-app").unwrap();
+        g.owner.participant = UserId::parse("visible-user").unwrap();
+        g.file_id = FileId::parse("visible-file.jpg").unwrap();
+        g.key = ObjectKey::new(&g.owner, &UploadId::generate());
+        let a = s.sign(&g);
+        assert_ne!(a, s.sign(&g), "a nonce was reused");
+        let raw = URL_SAFE_NO_PAD.decode(&a).unwrap();
+        for window in raw.windows(7) {
+            for shown in [&b"visible"[..], b"image/j", b"partici"] {
+                assert_ne!(window, shown, "{a} shows the grant's claims");
+            }
+        }
+        assert_eq!(s.verify(&a, Purpose::Download, Utc::now()), Ok(g));
+    }
+
+    #[test]
+    fn the_largest_grant_fits() {
+        let long = |c: &str| c.repeat(255);
+        let owner = Owner {
+            app: AppId::parse(&long("a")).unwrap(),
+            participant: UserId::parse(&long("u")).unwrap(),
+        };
+        let g = Grant {
+            purpose: Purpose::Upload,
+            key: ObjectKey::new(&owner, &UploadId::generate()),
+            owner,
+            file_id: FileId::parse(&long("f")).unwrap(),
+            mime_type: Some(format!(
+                "application/{}",
+                "x".repeat(MAX_MIME_TYPE_LEN - 12)
+            )),
+            size: Some(u64::MAX),
+            sha256: Some("x".repeat(44)),
+            actor: UserId::parse(&long("w")).unwrap(),
+            role: Role::Participant,
+            expires_on: later(),
+        };
+        let t = UrlSigner::new(b"k").sign(&g);
+        // With room to spare for what a grant may carry later.
+        assert!(t.len() < MAX_TOKEN_LEN * 3 / 4, "{} characters", t.len());
     }
 }

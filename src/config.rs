@@ -277,7 +277,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PF_MAX_BYTES_PER_PARTICIPANT", value_name = "PF_MAX_BYTES_PER_PARTICIPANT", value_parser = parse_size)]
     pub max_bytes_per_participant: Option<u64>,
     /// Bytes of one participant's files that may be downloaded per hour (per instance), like
-    /// 1GiB; beyond it 429. Unset: no limit.
+    /// 1GiB; beyond it 429. Streaming downloads are charged the bytes each request serves (a
+    /// replayed URL, a range: what goes out; a HEAD: nothing). Presigned downloads are served by
+    /// S3: each issued URL is charged the file's size once, however often it is used before
+    /// it expires (`PF_URL_TTL`). Unset: no limit.
     #[arg(long, env = "PF_DOWNLOAD_BYTES_PER_HOUR", value_name = "PF_DOWNLOAD_BYTES_PER_HOUR", value_parser = parse_size)]
     pub download_bytes_per_hour: Option<u64>,
     /// Memory that all uploads together may hold in buffers, like 256MiB; beyond it uploads wait.
@@ -287,6 +290,18 @@ pub struct ServeArgs {
     /// Retry-After.
     #[arg(long, env = "PF_BUFFER_WAIT", value_name = "PF_BUFFER_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub buffer_wait: Duration,
+    /// How long a client has to send a request's head (method, path, headers): from its
+    /// connection, or on a kept-alive connection from the first byte of the next request.
+    #[arg(long, env = "PF_HEADER_READ_TIMEOUT", value_name = "PF_HEADER_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    /// Behind a load balancer, set it above the balancer's own idle timeout.
+    #[arg(long, env = "PF_IDLE_TIMEOUT", value_name = "PF_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections held at once; beyond it a connection is answered 503 and closed. Keep it
+    /// below the process's file descriptor limit (`ulimit -n`) less what backends use.
+    #[arg(long, env = "PF_MAX_CONNECTIONS", value_name = "PF_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Diagnostic log format on stderr.
     #[arg(
         long,
@@ -325,6 +340,7 @@ pub struct Config {
     pub client_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub limits: crate::limits::LimitSettings,
+    pub connections: crate::server::ConnectionLimits,
     pub s3: S3Options,
 }
 
@@ -384,6 +400,8 @@ impl Config {
                  capability URLs with the same secret",
             );
         }
+        check_secret("PF_JWT_SECRET", args.secrets.jwt_secret.as_deref())?;
+        check_secret("PF_URL_SECRET", args.url_secret.as_deref())?;
         let public_keys = !args.secrets.jwt_public_key_file.is_empty();
         if public_keys && args.secrets.jwt_secret.is_some() {
             return err(
@@ -440,6 +458,11 @@ impl Config {
                 max_pending_per_participant: args.max_pending_per_participant,
                 download_bytes_per_hour: args.download_bytes_per_hour,
             },
+            connections: crate::server::ConnectionLimits {
+                header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
+                max_connections: args.max_connections as usize,
+            },
             s3: S3Options {
                 force_path_style: args.s3_force_path_style,
                 part_size: args.s3_part_size,
@@ -452,6 +475,23 @@ impl Config {
                 },
             },
         })
+    }
+}
+
+/// The shortest configured secret accepted: 32 bytes, an HMAC-SHA256 output's length and as
+/// many random bytes as the secrets the service generates itself hold.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Refuses a configured secret shorter than [`MIN_SECRET_LEN`] bytes: a short HMAC key can be
+/// found by trying, and with it anyone can mint tokens or capability URLs.
+pub fn check_secret(variable: &str, value: Option<&str>) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if v.len() < MIN_SECRET_LEN => Err(ConfigError(format!(
+            "{variable} is {} bytes long; it must be at least {MIN_SECRET_LEN} (for example the \
+             output of `openssl rand -hex 32`)",
+            v.len()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -648,9 +688,9 @@ mod tests {
             "--store",
             "s3://bucket",
             "--jwt-secret",
-            "j",
+            "jwt-secret-of-the-test-0123456789abcdef",
             "--url-secret",
-            "u",
+            "url-secret-of-the-test-0123456789abcdef",
             "--clamd",
             "unix:///run/clamd.sock",
         ]);
@@ -664,15 +704,31 @@ mod tests {
             "--store",
             "s3://bucket",
             "--jwt-secret",
-            "j",
+            "jwt-secret-of-the-test-0123456789abcdef",
             "--url-secret",
-            "u",
+            "url-secret-of-the-test-0123456789abcdef",
         ]);
         let config = Config::from_args(cli.serve).unwrap();
         assert_eq!(
             (config.upload_mode, config.download_mode),
             (Mode::Presigned, Mode::Presigned)
         );
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        for (flag, var) in [
+            ("--jwt-secret", "PF_JWT_SECRET"),
+            ("--url-secret", "PF_URL_SECRET"),
+        ] {
+            let short = "x".repeat(MIN_SECRET_LEN - 1);
+            let cli = Cli::parse_from(["participant-files", flag, &short]);
+            let e = Config::from_args(cli.serve).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains("31 bytes"), "{e}");
+            let enough = "x".repeat(MIN_SECRET_LEN);
+            let cli = Cli::parse_from(["participant-files", flag, &enough]);
+            assert!(Config::from_args(cli.serve).is_ok());
+        }
     }
 
     #[test]

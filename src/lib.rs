@@ -3,13 +3,14 @@
 //!
 //! Where things live:
 //! - [`config`]: the command line and `PF_*` variables; [`secrets`]: generated secrets.
-//! - [`auth`]: bearer JWTs; [`capability`]: signed upload and download URLs.
+//! - [`auth`]: bearer JWTs; [`capability`]: sealed upload and download URLs.
 //! - [`model`]: identifiers and rows; [`keys`]: object keys, built only there.
 //! - [`files`]: what each route does, over the [`index`], the [`store`] and the [`scan`]ner.
 //! - [`pipeline`]: the one pass over an upload body; [`sniff`]: content types.
 //! - [`backends`]: opens the configured index and store; [`setup`] and [`reconcile`]: the
 //!   maintenance commands.
-//! - [`http`]: routes, errors and JSON shapes; [`audit`]: the audit log.
+//! - [`server`]: the listener and its connections; [`http`]: routes, errors and JSON shapes.
+//! - [`audit`]: the audit log; [`logging`]: the diagnostic log.
 
 pub mod audit;
 pub mod auth;
@@ -22,17 +23,19 @@ pub mod http;
 pub mod index;
 pub mod keys;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod reconcile;
 pub mod scan;
 pub mod secrets;
+pub mod server;
 pub mod setup;
 pub mod sniff;
 pub mod store;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -96,6 +99,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         },
     );
     Ok(Arc::new(http::App {
+        connections: config.connections,
         files,
         verifier,
         audit,
@@ -107,38 +111,43 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
 
 /// Serves the application on `listener` until `shutdown` completes. Then no new connection is
 /// taken and requests in flight have `deadline` to finish; uploads still receiving after that
-/// are stopped (temp files removed, multipart uploads aborted, nothing committed).
+/// are stopped (temp files removed, multipart uploads aborted, nothing committed). Connections
+/// are held to the limits in the state's [`server::ConnectionLimits`].
 pub async fn serve(
     state: http::AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     deadline: std::time::Duration,
 ) -> std::io::Result<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, http::router(Arc::clone(&state)))
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown => {}
-    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let connections = tokio_util::task::TaskTracker::new();
+    server::accept(
+        http::router(Arc::clone(&state)),
+        listener,
+        state.connections,
+        shutdown,
+        stop,
+        connections.clone(),
+    )
+    .await;
     tracing::info!(
         deadline_s = deadline.as_secs_f64(),
         "shutting down: requests in flight may finish"
     );
-    let _ = stop.send(());
-    let result = if let Ok(result) = tokio::time::timeout(deadline, &mut server).await {
-        result
-    } else {
+    connections.close();
+    if tokio::time::timeout(deadline, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown deadline passed: stopping uploads still in flight");
         state.files.cancel_uploads();
-        tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
+        if tokio::time::timeout(std::time::Duration::from_secs(10), connections.wait())
             .await
-            .unwrap_or(Ok(()))
-    };
+            .is_err()
+        {
+            tracing::warn!("some connections were still open; closing them");
+        }
+    }
     // Aborts of multipart uploads run in the background; they must reach S3 before exit.
     state.cleanup.close();
     if tokio::time::timeout(std::time::Duration::from_secs(10), state.cleanup.wait())
@@ -149,5 +158,5 @@ pub async fn serve(
             "some multipart uploads could not be aborted; the bucket's lifecycle rule will"
         );
     }
-    result
+    Ok(())
 }

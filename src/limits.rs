@@ -90,6 +90,20 @@ impl Limits {
         entry.1 += bytes;
         Ok(())
     }
+
+    /// Gives back bytes charged by [`Limits::charge_download`] that were not served.
+    pub fn refund_download(&self, owner: &Owner, bytes: u64) {
+        if self.settings.download_bytes_per_hour.is_none() || bytes == 0 {
+            return;
+        }
+        let mut map = self
+            .downloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = map.get_mut(owner) {
+            entry.1 = entry.1.saturating_sub(bytes);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +147,8 @@ mod tests {
         assert!(wait > Duration::from_secs(3500));
         assert!(limits.charge_download(&owner("u1"), 40).is_ok());
         assert!(limits.charge_download(&owner("u2"), 100).is_ok());
+        limits.refund_download(&owner("u2"), 30);
+        assert!(limits.charge_download(&owner("u2"), 30).is_ok());
+        assert!(limits.charge_download(&owner("u2"), 1).is_err());
     }
 }

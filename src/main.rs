@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use participant_files::config::{Cli, Command, Config, LogFormat, ServeArgs, TokenArgs};
+use participant_files::config::{Cli, Command, Config, ServeArgs, TokenArgs};
 use participant_files::{auth, backends, build, reconcile, secrets, serve, setup};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,6 +63,12 @@ fn token(args: &TokenArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Err(e) =
+        participant_files::config::check_secret("PF_JWT_SECRET", args.secrets.jwt_secret.as_deref())
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let secret = match secrets::load_or_create(
         args.secrets.jwt_secret.as_deref(),
         &args.secrets.data_dir,
@@ -103,14 +108,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_env("PF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => subscriber.init(),
-        LogFormat::Json => subscriber.json().init(),
-    }
+    participant_files::logging::init(config.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,7 +30,13 @@ fn free_port() -> u16 {
 fn bad_configuration_is_refused_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            "PF_JWT_SECRET",
+            "a-secret-of-31-bytes-0123456789",
+            "at least 32",
+        ),
+        ("PF_URL_SECRET", "short", "PF_URL_SECRET"),
         ("PF_MAX_FILE_SIZE", "lots", "PF_MAX_FILE_SIZE"),
         ("PF_URL_TTL", "8d", "PF_URL_TTL"),
         ("PF_LISTEN", "nowhere", "PF_LISTEN"),
@@ -249,5 +255,103 @@ async fn json_logs_when_asked() {
             .iter()
             .any(|l| l["span"]["request_id"] == "json-log-check" && l["fields"]["status"] == 200),
         "{stderr}"
+    );
+}
+
+/// A token's header and claims are the client's bytes: a refusal logs only its kind, and no
+/// control character reaches the log raw (a newline would start a forged line, an escape
+/// sequence would drive the terminal). Without a terminal there are no colour codes either.
+#[tokio::test]
+async fn refused_tokens_cannot_forge_log_lines() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let secret = "log-test-secret-0123456789abcdef0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = command(dir.path())
+        .env("PF_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PF_JWT_SECRET", secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while !client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "no start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forged = "\n2026-01-01T00:00:00.000000Z  INFO FORGED: admin signed in\u{1b}[2J";
+    let now = chrono::Utc::now().timestamp();
+    let header = |alg: &str| b64.encode(serde_json::json!({"alg": alg, "typ": "JWT"}).to_string());
+    let claims = |c: serde_json::Value| b64.encode(c.to_string());
+    let signed = |c: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let tokens = [
+        // An algorithm no one knows, holding a line of its own.
+        format!(
+            "{}.{}.c2ln",
+            header(&format!("HS256{forged}")),
+            claims(serde_json::json!({"sub": "u", "app": "a", "exp": now + 60}))
+        ),
+        // Correctly signed, with claims of the wrong type that serde would quote back.
+        signed(serde_json::json!({"sub": "u", "app": "a", "exp": format!("soon{forged}")})),
+        signed(serde_json::json!({"sub": ["x"], "app": forged, "exp": now + 60})),
+        signed(serde_json::json!({"sub": format!("u{forged}"), "app": "a", "exp": now + 60})),
+    ];
+    for t in &tokens {
+        let res = client
+            .get(format!("{base}/v3/participants/self/files"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+    let mut stderr = Vec::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let text = String::from_utf8_lossy(&stderr);
+    assert!(!stderr.contains(&0x1b), "escape codes in the log: {text:?}");
+    // Nor colour codes written out as text: stderr is a pipe here, not a terminal.
+    assert!(!text.contains("\\x1b"), "colour codes in the log: {text}");
+    assert!(!text.contains("FORGED"), "token content in the log: {text}");
+    for t in &tokens {
+        for part in t.split('.') {
+            assert!(!text.contains(part), "a part of a token in the log: {text}");
+        }
+    }
+    // Every line is one event that the service wrote: it starts with its timestamp.
+    for line in text.lines() {
+        assert!(
+            line.starts_with("20") && line.as_bytes().get(4) == Some(&b'-'),
+            "a line the service did not start: {line:?}\n{text}"
+        );
+    }
+    assert_eq!(
+        text.matches("token refused").count(),
+        tokens.len(),
+        "{text}"
     );
 }

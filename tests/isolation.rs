@@ -294,11 +294,19 @@ async fn erase_removes_every_file_of_one_participant() {
         app.stored_files()
     );
     assert_eq!(app.download(&bob, "self", "keep").await, b"bob");
-    let erase = app
+    // Alice's refused attempt has its line too.
+    let erases: Vec<_> = app
         .audit()
         .into_iter()
-        .find(|l| l["action"] == "erase")
-        .unwrap();
+        .filter(|l| l["action"] == "erase")
+        .collect();
+    assert_eq!(erases.len(), 2, "{erases:?}");
+    assert_eq!(
+        (&erases[0]["actor"], &erases[0]["status"]),
+        (&json!("alice"), &json!(403))
+    );
+    let erase = &erases[1];
+    assert_eq!(erase["status"], 200);
     assert_eq!(erase["participant"], "alice");
     assert_eq!(erase["actor"], "wes");
     assert_eq!(erase["role"], "worker");

@@ -118,37 +118,58 @@ async fn per_participant_quotas() {
     .await;
 }
 
+/// Streaming downloads are charged the bytes they serve: a download URL replayed is charged
+/// each time, a range only its length, a HEAD nothing; the budget is per participant.
 #[tokio::test]
 async fn download_budget_per_participant() {
     let app = TestApp::start_with(&["--download-bytes-per-hour", "1000"]).await;
     let t = app.token("alice", "study");
     app.put_file(&t, "self", "a", "application/octet-stream", noise(600, 1))
         .await;
+    let res = app.get_file(&t, "self", "a").await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let url = res.headers()["location"].to_str().unwrap().to_owned();
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.unwrap().len(), 600);
+    // Issuing another URL costs nothing; serving the file again would pass the budget.
     assert_eq!(
         app.get_file(&t, "self", "a").await.status(),
         StatusCode::FOUND
     );
-    let res = app.get_file(&t, "self", "a").await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(wait > 3000 && wait <= 3600, "{wait}");
-    error(
-        res,
-        StatusCode::TOO_MANY_REQUESTS,
-        "TooManyRequestsException",
-    )
-    .await;
+    for _ in 0..3 {
+        let res = app.client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait > 3000 && wait <= 3600, "{wait}");
+        error(
+            res,
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+        )
+        .await;
+    }
+    assert_eq!(
+        app.client.head(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let range = |r: &'static str| app.client.get(&url).header("range", r).send();
+    assert_eq!(
+        range("bytes=0-399").await.unwrap().status(),
+        StatusCode::PARTIAL_CONTENT
+    );
+    assert_eq!(
+        range("bytes=0-0").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let bob = app.token("bob", "study");
     app.put_file(&bob, "self", "b", "application/octet-stream", noise(600, 2))
         .await;
-    assert_eq!(
-        app.get_file(&bob, "self", "b").await.status(),
-        StatusCode::FOUND
-    );
+    assert_eq!(app.download(&bob, "self", "b").await.len(), 600);
 }
 
 #[tokio::test]

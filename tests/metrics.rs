@@ -93,3 +93,43 @@ async fn counts_backend_errors() {
     );
     assert_eq!(value(&text, "pf_scan_verdicts_total{verdict=\"error\"}"), 1);
 }
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let app = TestApp::start().await;
+    let send = |n: usize| {
+        let app = &app;
+        async move {
+            let method = Method::from_bytes(format!("INVENTED{n}").as_bytes()).unwrap();
+            app.request(method, "/v3/participants/self/files")
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    for n in 0..3 {
+        send(n).await;
+    }
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let before = scrape(&app).await;
+    for n in 3..303 {
+        send(n).await;
+    }
+    let after = scrape(&app).await;
+    assert!(!after.contains("INVENTED"), "{after}");
+    // The scrape itself adds a GET /metrics series between the two reads, nothing else may.
+    let grown: Vec<&str> = after
+        .lines()
+        .filter(|l| !l.starts_with('#') && !before.lines().any(|b| same_series(b, l)))
+        .filter(|l| !l.contains("route=\"/metrics\""))
+        .collect();
+    assert!(grown.is_empty(), "new series: {grown:?}");
+    assert!(series(&after) <= series(&before) + 20, "{after}");
+    let other = "pf_http_requests_total{method=\"other\",route=\"/v3/participants/{user_id}/files\",status=\"405\"}";
+    assert_eq!(value(&after, other), 303, "{after}");
+}
+
+/// Whether two exposition lines are the same series (everything before the value).
+fn same_series(a: &str, b: &str) -> bool {
+    a.rsplit_once(' ').map(|(s, _)| s) == b.rsplit_once(' ').map(|(s, _)| s)
+}

@@ -87,3 +87,33 @@ fn token_command_refuses_with_only_public_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PF_JWT_PUBLIC_KEY_FILE"));
 }
+
+/// A token not valid yet (`nbf` in the future), or one whose header names critical extensions
+/// (`crit`, RFC 7515 4.1.11) this service does not implement, is refused.
+#[tokio::test]
+async fn not_yet_valid_and_critical_extension_tokens_are_refused() {
+    let app = TestApp::start().await;
+    let now = chrono::Utc::now().timestamp();
+    let key = EncodingKey::from_secret(common::JWT_SECRET.as_bytes());
+    let claims = json!({"sub": "alice", "app": "study", "exp": now + 7200});
+    let mut later = claims.clone();
+    later["nbf"] = json!(now + 3600);
+    let mut crit = Header::new(Algorithm::HS256);
+    crit.crit = Some(vec!["b64".to_owned()]);
+    crit.extras.insert("b64", false);
+    for t in [
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &later, &key).unwrap(),
+        jsonwebtoken::encode(&crit, &claims, &key).unwrap(),
+    ] {
+        error(
+            app.list(&t, "self", "").await,
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticatedException",
+        )
+        .await;
+    }
+    let mut started = claims.clone();
+    started["nbf"] = json!(now - 60);
+    let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &started, &key).unwrap();
+    json(app.list(&t, "self", "").await, StatusCode::OK).await;
+}

@@ -295,11 +295,11 @@ impl FileService {
         actor: &Actor,
     ) -> Result<(StoredFile, IssuedUrl), FilesError> {
         let file = self.get(owner, file_id).await?;
-        self.limits
-            .charge_download(owner, file.size)
-            .map_err(FilesError::DownloadBudget)?;
         let expires_on = self.expiry();
         if self.download_mode == Mode::Presigned {
+            // S3 serves the bytes, out of the service's sight: the budget counts issued URLs.
+            // Streaming downloads are charged what they serve (`charge_download`).
+            self.charge_download(owner, file.size)?;
             let url = self
                 .presigner()
                 .presign_get(&file.key, &file.mime_type, file_id.as_str(), self.url_ttl)
@@ -320,6 +320,18 @@ impl FileService {
         });
         let url = format!("{}/v3/downloads/{token}", self.public_url);
         Ok((file, IssuedUrl { url, expires_on }))
+    }
+
+    /// Charges `bytes` to the participant's download budget (`PF_DOWNLOAD_BYTES_PER_HOUR`).
+    pub fn charge_download(&self, owner: &Owner, bytes: u64) -> Result<(), FilesError> {
+        self.limits
+            .charge_download(owner, bytes)
+            .map_err(FilesError::DownloadBudget)
+    }
+
+    /// Gives back what a download was charged and did not serve (the client left early).
+    pub fn refund_download(&self, owner: &Owner, bytes: u64) {
+        self.limits.refund_download(owner, bytes);
     }
 
     async fn read_row(

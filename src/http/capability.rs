@@ -1,10 +1,12 @@
 //! Handlers for capability URLs: `PUT /v3/uploads/{token}` and `GET /v3/downloads/{token}`.
 //! The URL is the credential, so nothing here reads a bearer token.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -147,32 +149,54 @@ fn requested_range(
         (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")))]
 pub async fn download(
     State(state): State<AppState>,
+    method: Method,
     request_id: RequestId,
     ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let grant = state.files.verify_download_grant(&token)?;
+    // A HEAD serves no bytes: its own audit action, no budget, no read from the store.
+    let head = method == Method::HEAD;
+    let action = if head {
+        Action::DownloadHead
+    } else {
+        Action::Download
+    };
     let opened = async {
         let file = state.files.granted_file(&grant).await?;
-        let range = requested_range(&headers, file.size).map_err(|e| (e, Some(file.size)))?;
-        let read = state
-            .files
-            .read(&file, range.clone().map(|r| *r.start()..*r.end() + 1))
-            .await?;
-        Ok::<_, (ApiError, Option<u64>)>((file, range, read))
+        let etag = format!("\"{}\"", file.key.upload_id().as_str());
+        let range = if if_range_holds(&headers, &etag) {
+            requested_range(&headers, file.size).map_err(|e| (e, Some(file.size)))?
+        } else {
+            None
+        };
+        let length = range
+            .as_ref()
+            .map_or(file.size, |r| r.end() - r.start() + 1);
+        let read = if head {
+            None
+        } else {
+            // Charged before a byte goes out, and what is not served given back on the way.
+            state.files.charge_download(&grant.owner, length)?;
+            match state
+                .files
+                .read(&file, range.clone().map(|r| *r.start()..*r.end() + 1))
+                .await
+            {
+                Ok(read) => Some(read),
+                Err(e) => {
+                    state.files.refund_download(&grant.owner, length);
+                    return Err(e.into());
+                }
+            }
+        };
+        Ok::<_, (ApiError, Option<u64>)>((file, etag, range, length, read))
     }
     .await;
-    let (file, range, read) = match opened {
+    let (file, etag, range, length, read) = match opened {
         Ok(o) => o,
         Err((e, size)) => {
-            audit(
-                &state,
-                &grant,
-                &request_id,
-                Action::Download,
-                e.status.as_u16(),
-                0,
-            );
+            audit(&state, &grant, &request_id, action, e.status.as_u16(), 0);
             let mut response = e.into_response();
             if let Some(size) = size {
                 response.headers_mut().insert(
@@ -183,20 +207,28 @@ pub async fn download(
             return Ok(response);
         }
     };
-    let (status, length) = match &range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end() - r.start() + 1),
-        None => (StatusCode::OK, file.size),
+    let status = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
     };
-    audit(
-        &state,
-        &grant,
-        &request_id,
-        Action::Download,
-        status.as_u16(),
-        length,
-    );
-    state.metrics.bytes_out.inc_by(length);
-    let mut response = Response::new(Body::from_stream(read.body));
+    let body = match read {
+        None => {
+            audit(&state, &grant, &request_id, action, status.as_u16(), 0);
+            Body::empty()
+        }
+        Some(read) => {
+            audit(&state, &grant, &request_id, action, status.as_u16(), length);
+            state.metrics.bytes_out.inc_by(length);
+            Body::from_stream(Served {
+                inner: read.body,
+                state: Arc::clone(&state),
+                owner: grant.owner.clone(),
+                unsent: length,
+            })
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
     let content_type = HeaderValue::from_str(&file.mime_type)
@@ -204,10 +236,7 @@ pub async fn download(
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&format!("\"{}\"", file.key.upload_id().as_str())).expect("hex"),
-    );
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
     // File IDs are plain ASCII without quotes, so they need no escaping here.
     h.insert(
         header::CONTENT_DISPOSITION,
@@ -222,4 +251,70 @@ pub async fn download(
         );
     }
     Ok(response)
+}
+
+/// RFC 9110 13.1.5: a Range counts only when `If-Range` is absent or names the current
+/// representation by a strong entity tag (strong comparison). A weak or another entity tag, or
+/// a date (this service sends no Last-Modified to compare it with), asks for the whole file.
+fn if_range_holds(headers: &HeaderMap, etag: &str) -> bool {
+    match headers.get(header::IF_RANGE) {
+        None => true,
+        Some(v) => v.as_bytes() == etag.as_bytes(),
+    }
+}
+
+/// A download's bytes on their way out; on drop, the part of the charge that was not served
+/// (the client left early) goes back to the participant's budget.
+struct Served {
+    inner: futures::stream::BoxStream<'static, Result<bytes::Bytes, crate::store::StoreError>>,
+    state: AppState,
+    owner: crate::model::Owner,
+    unsent: u64,
+}
+
+impl futures::Stream for Served {
+    type Item = Result<bytes::Bytes, crate::store::StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.unsent = self.unsent.saturating_sub(chunk.len() as u64);
+        }
+        polled
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.state.files.refund_download(&self.owner, self.unsent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_range_compares_strongly() {
+        let etag = "\"abc\"";
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_RANGE, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(if_range_holds(&HeaderMap::new(), etag));
+        assert!(if_range_holds(&with("\"abc\""), etag));
+        for other in [
+            "W/\"abc\"",
+            "\"abd\"",
+            "abc",
+            "Tue, 01 Dec 2026 00:00:00 GMT",
+            "",
+        ] {
+            assert!(!if_range_holds(&with(other), etag), "{other}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::audit::{Action, AuditEvent};
+use crate::audit::{Action, AuditEvent, Refusal};
 use crate::auth::{Principal, Role};
 use crate::files::Actor;
 use crate::model::{FileId, Owner, UserId};
@@ -119,6 +119,27 @@ impl Target {
         })
     }
 
+    /// [`Target::resolve`], then the `{fileId}` when the route has one; a refusal on the way
+    /// (403 for a role, 400 for an identifier) gets its audit line here, with what is known.
+    pub fn resolve_audited(
+        state: &AppState,
+        request: (&Principal, &RequestId),
+        user_id: &str,
+        raw_file: Option<&str>,
+        access: Access,
+        action: Action,
+    ) -> Result<(Self, Option<FileId>), ApiError> {
+        let (caller, request_id) = request;
+        let resolved = Self::resolve(caller, user_id, access).and_then(|target| {
+            let file = raw_file.map(file_id).transpose()?;
+            Ok((target, file))
+        });
+        if let Err(e) = &resolved {
+            audit_refusal(state, caller, request_id, user_id, raw_file, action, e);
+        }
+        resolved
+    }
+
     /// An audit line for an access to this target.
     #[must_use]
     pub fn audit(
@@ -140,6 +161,38 @@ impl Target {
             bytes,
         )
     }
+}
+
+/// The audit line of a request refused before its target was established.
+pub fn audit_refusal(
+    state: &AppState,
+    caller: &Principal,
+    request_id: &RequestId,
+    user_id: &str,
+    raw_file: Option<&str>,
+    action: Action,
+    error: &ApiError,
+) {
+    let participant = if user_id == "self" {
+        Some(caller.subject.clone())
+    } else {
+        UserId::parse(user_id).ok()
+    };
+    let file = raw_file.and_then(|f| FileId::parse(f).ok());
+    let role = [Role::Worker, Role::Researcher, Role::Participant]
+        .into_iter()
+        .find(|r| caller.has(*r))
+        .map_or("none", Role::as_str);
+    state.audit.record(&AuditEvent::refused(&Refusal {
+        request_id: &request_id.0,
+        app: &caller.app,
+        actor: &caller.subject,
+        role,
+        participant: participant.as_ref(),
+        file_id: file.as_ref(),
+        action,
+        status: error.status.as_u16(),
+    }));
 }
 
 /// Parses a `{fileId}` path segment (already percent-decoded by the router).

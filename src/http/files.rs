@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, file_id};
+use super::extract::{Access, ApiPath, ApiQuery, Caller, RequestId, Target, audit_refusal};
 use super::openapi::{
     Binary, ChecksumHeader, FilePath, ListQuery, UploadRequestDoc, UserFilePath, UserPath,
 };
@@ -54,7 +54,9 @@ fn success_status(action: Action) -> u16 {
     match action {
         Action::Read => 302,
         Action::UploadUrl | Action::Upload | Action::Replace => 201,
-        Action::List | Action::Download | Action::Delete | Action::Erase => 200,
+        Action::List | Action::Download | Action::DownloadHead | Action::Delete | Action::Erase => {
+            200
+        }
     }
 }
 
@@ -124,14 +126,31 @@ async fn list_files(
     user_id: &str,
     params: ListParams,
 ) -> Result<Json<shapes::Page>, ApiError> {
-    let target = Target::resolve(caller, user_id, Access::Read)?;
-    let size = page_size(params.page_size.as_deref())?;
-    let offset = params
-        .offset_key
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}."))))
-        .transpose()?;
+    let (target, _) = Target::resolve_audited(
+        state,
+        (caller, request_id),
+        user_id,
+        None,
+        Access::Read,
+        Action::List,
+    )?;
+    let query = page_size(params.page_size.as_deref()).and_then(|size| {
+        let offset = params
+            .offset_key
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| FileId::parse(s).map_err(|e| ApiError::bad_request(format!("offsetKey {e}."))))
+            .transpose()?;
+        Ok((size, offset))
+    });
+    let (size, offset) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            let line = target.audit(request_id, None, Action::List, e.status.as_u16(), 0);
+            state.audit.record(&line);
+            return Err(e);
+        }
+    };
     let result = state
         .files
         .list(&target.owner, offset.as_ref(), size)
@@ -210,8 +229,15 @@ async fn get_file(
     user_id: &str,
     raw_file: &str,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(caller, user_id, Access::Read)?;
-    let file = file_id(raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        state,
+        (caller, request_id),
+        user_id,
+        Some(raw_file),
+        Access::Read,
+        Action::Read,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = state
         .files
         .download_url(&target.owner, &file, &target.actor)
@@ -308,6 +334,14 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
         .map_err(|_| ApiError::invalid_entity("The request body is not valid."))?;
     let mime_type = match req.mime_type {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+            // The type travels inside the upload URL's token; a longer one could make a URL
+            // that is refused when used, so it is refused here.
+            if s.len() > crate::capability::MAX_MIME_TYPE_LEN {
+                return Err(ApiError::invalid_entity(format!(
+                    "mimeType must be at most {} characters.",
+                    crate::capability::MAX_MIME_TYPE_LEN
+                )));
+            }
             if !media_type_syntax(&s) || sniff::essence(&s).is_none() {
                 return Err(ApiError::invalid_entity(
                     "mimeType is not a valid media type.",
@@ -409,8 +443,15 @@ async fn post_file(
     raw_file: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(caller, user_id, Access::Write)?;
-    let file = file_id(raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        state,
+        (caller, request_id),
+        user_id,
+        Some(raw_file),
+        Access::Write,
+        Action::UploadUrl,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
             .await
@@ -561,8 +602,15 @@ async fn put_file(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::resolve(caller, user_id, Access::Write)?;
-    let file = file_id(raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        state,
+        (caller, request_id),
+        user_id,
+        Some(raw_file),
+        Access::Write,
+        Action::Upload,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     // The upload and its audit line run on a task of their own: a client that leaves after its
     // last byte stops neither the commit nor the audit line that records it.
     let task = state.cleanup.spawn({
@@ -667,8 +715,15 @@ async fn delete_file(
     user_id: &str,
     raw_file: &str,
 ) -> Result<Json<StatusMessage>, ApiError> {
-    let target = Target::resolve(caller, user_id, Access::Write)?;
-    let file = file_id(raw_file)?;
+    let (target, file) = Target::resolve_audited(
+        state,
+        (caller, request_id),
+        user_id,
+        Some(raw_file),
+        Access::Write,
+        Action::Delete,
+    )?;
+    let file = file.expect("asked for with the path's fileId");
     let result = state
         .files
         .delete(&target.owner, &file)
@@ -721,9 +776,26 @@ pub async fn erase(
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<StatusMessage>, ApiError> {
     if user_id == "self" {
-        return Err(erase_refused());
+        let e = erase_refused();
+        audit_refusal(
+            &state,
+            &caller,
+            &request_id,
+            &user_id,
+            None,
+            Action::Erase,
+            &e,
+        );
+        return Err(e);
     }
-    let target = Target::resolve(&caller, &user_id, Access::Write)?;
+    let (target, _) = Target::resolve_audited(
+        &state,
+        (&caller, &request_id),
+        &user_id,
+        None,
+        Access::Write,
+        Action::Erase,
+    )?;
     let result = state
         .files
         .erase(&target.owner)
@@ -840,6 +912,7 @@ mod tests {
             br#"{"mimeType":"image/jpeg","size":-1.0}"#,
             br#"{"mimeType":"image/jpeg","size":1e30}"#,
             br#"{"mimeType":"image/jpeg","sha256":"abc"}"#,
+            format!(r#"{{"mimeType":"image/jpeg; x={}"}}"#, "a".repeat(3000)).as_bytes(),
         ] {
             let err = parse_upload_request(bad).unwrap_err();
             assert_eq!(

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::AuditLog;
+use crate::audit::{self, AuditLog};
 use crate::auth::TokenVerifier;
 use crate::files::FileService;
 use crate::scan::Scanner;
@@ -37,6 +37,8 @@ pub struct App {
     /// Background clean-ups (multipart aborts) that a shutdown waits for.
     pub cleanup: tokio_util::task::TaskTracker,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The listener's deadlines and cap, for [`crate::serve`].
+    pub connections: crate::server::ConnectionLimits,
 }
 
 /// Put on a response by [`ApiError`] when a backend failed, for the metrics.
@@ -74,20 +76,37 @@ async fn track(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;
     m.requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
         .inc();
     m.latency
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     if let Some(BackendFailed(backend)) = response.extensions().get::<BackendFailed>() {
         m.backend_errors.with_label_values(&[backend]).inc();
     }
     response
+}
+
+/// A request's method as a metric label or log field: one of the methods the service knows,
+/// else `other`. A client can invent any number of methods, and each label value would be a
+/// new series kept until a restart.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 pub type AppState = Arc<App>;
@@ -134,12 +153,31 @@ pub fn openapi_document(max_file_size: u64) -> String {
 
 /// Anything no route takes: a malformed `{fileId}` (empty, or holding a `/`) is 400 for a
 /// signed-in caller; everything else 404.
-async fn fallback(caller: Result<extract::Caller, ApiError>, uri: axum::http::Uri) -> ApiError {
+/// The refusal is audited like any other on a participant's files.
+async fn fallback(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: Result<extract::Caller, ApiError>,
+    request_id: extract::RequestId,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
     if files::is_malformed_file_path(uri.path()) {
         return match caller {
-            Ok(_) => ApiError::bad_request(
-                "fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.",
-            ),
+            Ok(extract::Caller(caller)) => {
+                let e = ApiError::bad_request(
+                    "fileId must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_' and '-'.",
+                );
+                let action = match method {
+                    axum::http::Method::POST => audit::Action::UploadUrl,
+                    axum::http::Method::PUT => audit::Action::Upload,
+                    axum::http::Method::DELETE => audit::Action::Delete,
+                    _ => audit::Action::Read,
+                };
+                // `/v3/participants/{userId}/files/...`: the third segment names the participant.
+                let user = uri.path().split('/').nth(3).unwrap_or_default();
+                extract::audit_refusal(&state, &caller, &request_id, user, None, action, &e);
+                e
+            }
             Err(e) => e,
         };
     }
@@ -185,7 +223,12 @@ pub fn router(state: AppState) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), route, request_id = id)
+                    tracing::info_span!(
+                        "request",
+                        method = method_label(req.method()),
+                        route,
+                        request_id = id
+                    )
                 })
                 .on_request(())
                 .on_response(|res: &Response<_>, latency: Duration, _: &Span| {
