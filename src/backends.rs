@@ -37,9 +37,20 @@ async fn aws() -> anyhow::Result<aws_config::SdkConfig> {
     Ok(sdk)
 }
 
-/// Opens the index and the store that `config` names. The embedded ones are created when
-/// missing; on AWS nothing is created (that is `setup`'s job).
+/// Opens the index and the store that `config` names, for a maintenance command that may run
+/// beside the service. The embedded ones are created when missing; on AWS nothing is created
+/// (that is `setup`'s job).
 pub async fn open(config: &Config) -> anyhow::Result<Backends> {
+    open_as(config, false).await
+}
+
+/// Opens the backends for the service itself, which also clears what a crash left half-written
+/// in the local store's staging folder.
+pub async fn open_to_serve(config: &Config) -> anyhow::Result<Backends> {
+    open_as(config, true).await
+}
+
+async fn open_as(config: &Config, serving: bool) -> anyhow::Result<Backends> {
     let needs_aws = matches!(config.store, StoreLocation::S3 { .. })
         || matches!(config.index, IndexLocation::DynamoDb { .. });
     let sdk = if needs_aws { Some(aws().await?) } else { None };
@@ -66,7 +77,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
     };
     let (store, s3): (Arc<dyn BlobStore>, _) = match &config.store {
         StoreLocation::Local => {
-            let store = LocalBlobStore::open(&config.data_dir.join("blobs"))
+            let store = LocalBlobStore::open(&config.data_dir.join("blobs"), serving)
                 .await
                 .context("cannot open the local blob store")?;
             (Arc::new(store), None)

@@ -49,7 +49,7 @@ pub struct ReconcileArgs {
     /// Uploads through the service that began longer ago than this are taken to be abandoned:
     /// their claim is revoked (they can no longer commit) and their object removed. Younger
     /// uploads, and every object a row names, are left alone.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_age)]
     pub min_age: Duration,
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -514,6 +514,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".to_owned());
     }
     Ok(d)
+}
+
+/// An age, where zero means "anything already started".
+fn parse_age(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration like 0s, 15m or 1h"))
 }
 
 fn parse_url_ttl(s: &str) -> Result<Duration, String> {

@@ -52,7 +52,7 @@ use crate::scan::{ClamdScanner, Scanner};
 /// Builds the application from its configuration: opens the index and the store (on the
 /// embedded default creating the data dir, the schema and the secrets).
 pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
-    let backends = backends::open(config).await?;
+    let backends = backends::open_to_serve(config).await?;
     let expected = auth::Expected {
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),

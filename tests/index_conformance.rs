@@ -616,3 +616,126 @@ async fn endless_contention_ends_in_a_503_that_says_to_try_again() {
     // Nothing was stored for the upload that could not be recorded.
     assert!(backends.store.list().await.unwrap().is_empty());
 }
+
+/// An index that holds back the write that makes an upload the file (the only write here with
+/// no claim left in the row) until told to go on.
+struct HeldSwitch {
+    inner: Arc<dyn FileIndex>,
+    reached: tokio::sync::Notify,
+    go: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl FileIndex for HeldSwitch {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn get(
+        &self,
+        owner: &Owner,
+        file: &FileId,
+    ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.inner.get(owner, file).await
+    }
+    async fn list(
+        &self,
+        owner: &Owner,
+        after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.inner.list(owner, after, limit).await
+    }
+    async fn scan(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+        self.inner.scan(after, limit).await
+    }
+    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+        if row.current.is_some() && row.claims.is_empty() {
+            self.reached.notify_one();
+            self.go.acquire().await.unwrap().forget();
+        }
+        self.inner.put(row, expected).await
+    }
+    async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
+        self.inner.delete(owner, file, expected).await
+    }
+    async fn check(&self) -> Result<(), IndexError> {
+        self.inner.check().await
+    }
+}
+
+#[tokio::test]
+async fn reconcile_never_deletes_an_object_that_is_about_to_become_the_file() {
+    use participant_files::files::FilesError;
+    aws_env();
+    for index in ["sqlite", "dynamodb"] {
+        for min_age in ["1h", "0s"] {
+            // A fresh table each time: the store below is fresh too.
+            let index_flag = match index {
+                "sqlite" => "sqlite".to_owned(),
+                _ => format!("dynamodb://{}", unique_name("pf")),
+            };
+            let what = format!("{index_flag}, reconcile --min-age {min_age}");
+            let (data, backends) = open_backends(&["--index", &index_flag]).await;
+            let held = Arc::new(HeldSwitch {
+                inner: backends.index.clone(),
+                reached: tokio::sync::Notify::new(),
+                go: tokio::sync::Semaphore::new(0),
+            });
+            let files = file_service(held.clone(), backends.store.clone(), &data);
+            let o = owner("app", "slow");
+            let f = FileId::parse("scan.bin").unwrap();
+            let upload = tokio::spawn({
+                let (files, o, f) = (files.clone(), o.clone(), f.clone());
+                async move {
+                    let declared = participant_files::pipeline::Declared {
+                        mime_type: Some("text/plain".into()),
+                        ..Default::default()
+                    };
+                    files.upload(&o, &f, body(b"finally here"), &declared).await
+                }
+            });
+            // The object is committed in the store; its row is not switched yet.
+            held.reached.notified().await;
+            assert_eq!(backends.store.list().await.unwrap().len(), 1, "{what}");
+            let age = if min_age == "1h" {
+                std::time::Duration::from_hours(1)
+            } else {
+                std::time::Duration::ZERO
+            };
+            let report = participant_files::reconcile::run(&backends, age)
+                .await
+                .unwrap();
+            held.go.add_permits(1);
+            let result = upload.await.unwrap();
+            match result {
+                Ok(committed) => {
+                    assert_eq!(min_age, "1h", "{what}: {report:?}");
+                    assert!(report.is_empty(), "{what}: {report:?}");
+                    let current = files.get(&o, &f).await.unwrap();
+                    assert_eq!(current.key, committed.file.key, "{what}");
+                    assert_eq!(read_all(&files, &current).await, b"finally here", "{what}");
+                }
+                Err(e) => {
+                    // Revoked as abandoned: the upload cannot commit, and leaves nothing.
+                    assert_eq!(min_age, "0s", "{what}: {e}");
+                    assert!(matches!(e, FilesError::ClaimRevoked), "{what}: {e:?}");
+                    let now = files.get(&o, &f).await;
+                    assert!(matches!(now, Err(FilesError::NotFound)), "{what}: {now:?}");
+                }
+            }
+            // Whatever happened, no row names a missing object, and no object lacks a row.
+            let objects = backends.store.list().await.unwrap();
+            let row = backends.index.get(&o, &f).await.unwrap();
+            let named: Vec<_> = row.iter().filter_map(|r| r.value.current.clone()).collect();
+            assert_eq!(
+                objects.iter().map(|o| &o.key).collect::<Vec<_>>(),
+                named.iter().map(|c| &c.key).collect::<Vec<_>>(),
+                "{what}"
+            );
+        }
+    }
+}

@@ -531,3 +531,38 @@ impl FileIndex for SqliteFileIndex {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(file: &str) -> FileRow {
+        FileRow::empty(
+            &Owner {
+                app: AppId::parse("app").unwrap(),
+                participant: UserId::parse("u").unwrap(),
+            },
+            &FileId::parse(file).unwrap(),
+        )
+    }
+
+    /// `reconcile` is another process writing to the same file. A write that began with a
+    /// plain (deferred) transaction reads, then finds the writer's commit newer than what it
+    /// read and fails at once; one that begins IMMEDIATE waits its turn.
+    #[tokio::test]
+    async fn a_write_waits_for_another_process_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let index = SqliteFileIndex::open(&path).await.unwrap();
+        index.put(&row("first"), None).await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        other
+            .execute("UPDATE files SET version = version + 1", [])
+            .unwrap();
+        let writing = tokio::spawn(async move { index.put(&row("second"), None).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        other.execute_batch("COMMIT").unwrap();
+        writing.await.unwrap().unwrap();
+    }
+}

@@ -29,15 +29,19 @@ pub struct LocalBlobStore {
 }
 
 impl LocalBlobStore {
-    /// Opens the store under `root`, creating it, and removes uploads a crash left half-written.
-    pub async fn open(root: &Path) -> Result<Self, StoreError> {
+    /// Opens the store under `root`, creating it. The service (`clear_staging`) also removes
+    /// uploads a crash left half-written; a maintenance command running beside the service
+    /// must not, as they may be uploads in progress.
+    pub async fn open(root: &Path, clear_staging: bool) -> Result<Self, StoreError> {
         let objects = root.join("objects");
         let staging = root.join("staging");
         fs::create_dir_all(&objects).await.map_err(io)?;
-        match fs::remove_dir_all(&staging).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
+        if clear_staging {
+            match fs::remove_dir_all(&staging).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
         }
         fs::create_dir_all(&staging).await.map_err(io)?;
         Ok(Self { objects, staging })

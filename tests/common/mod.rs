@@ -644,6 +644,33 @@ pub async fn open_backends(flags: &[&str]) -> (TempDir, participant_files::backe
     (data, backends)
 }
 
+/// The index an app runs on, opened beside it (its store is left alone: opening the local
+/// store for the service would clear uploads in progress).
+pub async fn index_of(app: &TestApp) -> std::sync::Arc<dyn participant_files::index::FileIndex> {
+    use participant_files::index::{DynamoFileIndex, SqliteFileIndex};
+    if app.bucket.is_none() {
+        return std::sync::Arc::new(
+            SqliteFileIndex::open(&app.data.path().join("data/index.sqlite"))
+                .await
+                .unwrap(),
+        );
+    }
+    let flags = app.flags();
+    let table = flags
+        .iter()
+        .position(|f| f == "--index")
+        .and_then(|i| flags[i + 1].strip_prefix("dynamodb://"))
+        .expect("an AWS app names its table")
+        .to_owned();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    std::sync::Arc::new(DynamoFileIndex::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        table,
+    ))
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
