@@ -346,9 +346,22 @@ impl FileService {
     }
 
     /// Deletes an object that no row needs; a failure is logged and left to `reconcile`.
+    /// A store under load can refuse a request now and then; an object nobody names is tried a
+    /// few times before it is left to `reconcile`.
     async fn discard(&self, key: &ObjectKey) {
-        if let Err(e) = self.store.delete(key).await {
-            tracing::warn!(error = %e, "could not delete an unreferenced object");
+        let mut tries = Backoff::new();
+        let mut last = None;
+        for _ in 0..4 {
+            if !tries.next().await {
+                break;
+            }
+            match self.store.delete(key).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "could not delete an unreferenced object; reconcile will");
         }
     }
 

@@ -325,14 +325,17 @@ impl FileService {
                 return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
             }
             if !row.claimed(&file.key) {
-                // Revoked by an erase or by `reconcile`: this object is not to be kept.
+                // Revoked by an erase or by `reconcile`, or an earlier try landed and another
+                // upload replaced it since: this object is not to be kept.
                 claim.disarm();
                 self.discard(&file.key).await;
+                self.discard_unnamed(&row, replaced_by_last_try).await;
                 return Err(FilesError::ClaimRevoked);
             }
             if let Some(upload) = consumes {
                 if row.pending.as_ref().is_none_or(|p| &p.upload_id != upload) {
                     self.discard(&file.key).await;
+                    self.discard_unnamed(&row, replaced_by_last_try).await;
                     return Err(FilesError::UploadConsumed);
                 }
                 row.pending = None;
@@ -366,7 +369,23 @@ impl FileService {
             return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
         }
         self.discard(&file.key).await;
+        self.discard_unnamed(&row, replaced_by_last_try).await;
         Err(FilesError::Contended)
+    }
+
+    /// The object an earlier try would have replaced, when that try may have landed: if the row
+    /// no longer names it, whoever replaced it (that try, or another upload) left it to go. An
+    /// object key is never made current twice, so one the row does not name is never needed.
+    async fn discard_unnamed(
+        &self,
+        row: &crate::model::FileRow,
+        replaced_by_last_try: Option<Option<StoredFile>>,
+    ) {
+        if let Some(Some(old)) = replaced_by_last_try
+            && row.current.as_ref().is_none_or(|c| c.key != old.key)
+        {
+            self.discard(&old.key).await;
+        }
     }
 
     /// After a switch landed: the replaced object goes.
