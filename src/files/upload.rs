@@ -329,13 +329,15 @@ impl FileService {
                 // upload replaced it since: this object is not to be kept.
                 claim.disarm();
                 self.discard(&file.key).await;
-                self.discard_unnamed(&row, replaced_by_last_try).await;
+                self.discard_unnamed(&row, replaced_by_last_try.flatten())
+                    .await;
                 return Err(FilesError::ClaimRevoked);
             }
             if let Some(upload) = consumes {
                 if row.pending.as_ref().is_none_or(|p| &p.upload_id != upload) {
                     self.discard(&file.key).await;
-                    self.discard_unnamed(&row, replaced_by_last_try).await;
+                    self.discard_unnamed(&row, replaced_by_last_try.flatten())
+                        .await;
                     return Err(FilesError::UploadConsumed);
                 }
                 row.pending = None;
@@ -369,7 +371,8 @@ impl FileService {
             return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
         }
         self.discard(&file.key).await;
-        self.discard_unnamed(&row, replaced_by_last_try).await;
+        self.discard_unnamed(&row, replaced_by_last_try.flatten())
+            .await;
         Err(FilesError::Contended)
     }
 
@@ -379,9 +382,9 @@ impl FileService {
     async fn discard_unnamed(
         &self,
         row: &crate::model::FileRow,
-        replaced_by_last_try: Option<Option<StoredFile>>,
+        replaced_by_last_try: Option<StoredFile>,
     ) {
-        if let Some(Some(old)) = replaced_by_last_try
+        if let Some(old) = replaced_by_last_try
             && row.current.as_ref().is_none_or(|c| c.key != old.key)
         {
             self.discard(&old.key).await;
