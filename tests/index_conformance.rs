@@ -347,6 +347,45 @@ async fn usage_counts_files_bytes_and_open_upload_urls() {
     }
 }
 
+/// Implements `FileIndex` for a test wrapper: reads go to its `inner` index, and the writes
+/// (how the wrapper misbehaves) are given.
+macro_rules! index_wrapper {
+    ($name:ty, $($writes:tt)*) => {
+        #[async_trait::async_trait]
+        impl FileIndex for $name {
+            fn name(&self) -> &'static str {
+                self.inner.name()
+            }
+            async fn get(
+                &self,
+                owner: &Owner,
+                file: &FileId,
+            ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
+                self.inner.get(owner, file).await
+            }
+            async fn list(
+                &self,
+                owner: &Owner,
+                after: Option<&FileId>,
+                limit: usize,
+            ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+                self.inner.list(owner, after, limit).await
+            }
+            async fn scan(
+                &self,
+                after: Option<(&Owner, &FileId)>,
+                limit: usize,
+            ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+                self.inner.scan(after, limit).await
+            }
+            async fn check(&self) -> Result<(), IndexError> {
+                self.inner.check().await
+            }
+            $($writes)*
+        }
+    };
+}
+
 /// An index whose next writes land but whose answers are lost: the caller is told of a
 /// conflict (as the AWS SDK's retry of an applied conditional write is) or of an error after
 /// which the write may or may not have happened.
@@ -356,33 +395,8 @@ struct LostAnswers {
     as_conflict: bool,
 }
 
-#[async_trait::async_trait]
-impl FileIndex for LostAnswers {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    async fn get(
-        &self,
-        owner: &Owner,
-        file: &FileId,
-    ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.inner.get(owner, file).await
-    }
-    async fn list(
-        &self,
-        owner: &Owner,
-        after: Option<&FileId>,
-        limit: usize,
-    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.inner.list(owner, after, limit).await
-    }
-    async fn scan(
-        &self,
-        after: Option<(&Owner, &FileId)>,
-        limit: usize,
-    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.inner.scan(after, limit).await
-    }
+index_wrapper! {
+    LostAnswers,
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let version = self.inner.put(row, expected).await?;
         self.lost(version)
@@ -390,9 +404,6 @@ impl FileIndex for LostAnswers {
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
         self.inner.delete(owner, file, expected).await?;
         self.lost(())
-    }
-    async fn check(&self) -> Result<(), IndexError> {
-        self.inner.check().await
     }
 }
 
@@ -549,43 +560,17 @@ async fn a_write_whose_answer_was_lost_is_recognised_as_done() {
 }
 
 /// An index on which every conditional write loses its race.
-struct AlwaysLoses(Arc<dyn FileIndex>);
+struct AlwaysLoses {
+    inner: Arc<dyn FileIndex>,
+}
 
-#[async_trait::async_trait]
-impl FileIndex for AlwaysLoses {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-    async fn get(
-        &self,
-        owner: &Owner,
-        file: &FileId,
-    ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.0.get(owner, file).await
-    }
-    async fn list(
-        &self,
-        owner: &Owner,
-        after: Option<&FileId>,
-        limit: usize,
-    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.0.list(owner, after, limit).await
-    }
-    async fn scan(
-        &self,
-        after: Option<(&Owner, &FileId)>,
-        limit: usize,
-    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.0.scan(after, limit).await
-    }
+index_wrapper! {
+    AlwaysLoses,
     async fn put(&self, _: &FileRow, _: Option<u64>) -> Result<u64, IndexError> {
         Err(IndexError::Conflict)
     }
     async fn delete(&self, _: &Owner, _: &FileId, _: u64) -> Result<(), IndexError> {
         Err(IndexError::Conflict)
-    }
-    async fn check(&self) -> Result<(), IndexError> {
-        self.0.check().await
     }
 }
 
@@ -595,7 +580,9 @@ async fn endless_contention_ends_in_a_503_that_says_to_try_again() {
     use participant_files::http::error::ApiError;
     let (data, backends) = open_backends(&[]).await;
     let files = file_service(
-        Arc::new(AlwaysLoses(backends.index)),
+        Arc::new(AlwaysLoses {
+            inner: backends.index,
+        }),
         backends.store.clone(),
         &data,
     );
@@ -625,33 +612,8 @@ struct HeldSwitch {
     go: tokio::sync::Semaphore,
 }
 
-#[async_trait::async_trait]
-impl FileIndex for HeldSwitch {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    async fn get(
-        &self,
-        owner: &Owner,
-        file: &FileId,
-    ) -> Result<Option<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.inner.get(owner, file).await
-    }
-    async fn list(
-        &self,
-        owner: &Owner,
-        after: Option<&FileId>,
-        limit: usize,
-    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.inner.list(owner, after, limit).await
-    }
-    async fn scan(
-        &self,
-        after: Option<(&Owner, &FileId)>,
-        limit: usize,
-    ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
-        self.inner.scan(after, limit).await
-    }
+index_wrapper! {
+    HeldSwitch,
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         if row.current.is_some() && row.claims.is_empty() {
             self.reached.notify_one();
@@ -661,9 +623,6 @@ impl FileIndex for HeldSwitch {
     }
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
         self.inner.delete(owner, file, expected).await
-    }
-    async fn check(&self) -> Result<(), IndexError> {
-        self.inner.check().await
     }
 }
 
