@@ -121,6 +121,16 @@ pub struct StoredFile {
     pub sha256: Option<String>,
     pub scan_status: ScanStatus,
     pub created_on: DateTime<Utc>,
+    /// When and by which engine and signature version the bytes were called clean.
+    pub scan: Option<ScanEvidence>,
+}
+
+/// What a clean verdict rests on, kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEvidence {
+    pub scanned_on: DateTime<Utc>,
+    /// The scanner's own version string, like clamd's `ClamAV 1.4.6/27480/Tue Dec  1 ...`.
+    pub engine: String,
 }
 
 /// An upload URL that was issued and not yet used.

@@ -3,6 +3,8 @@
 //! follows the last byte ([`Received::finish`]: the verdict and the commit) needs nothing from
 //! the request, so it can run to its end after the client has gone.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
@@ -12,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{BudgetExhausted, MemoryBudget, Reservation};
 use crate::keys::ObjectKey;
-use crate::model::ScanStatus;
+use crate::model::{ScanEvidence, ScanStatus};
 use crate::scan::{ScanError, ScanSession, Scanner, Verdict};
 use crate::sniff::{self, AllowedTypes, SNIFF_LEN, TypeError};
 use crate::store::{BlobStore, BlobWriter, StoreError};
@@ -48,6 +50,8 @@ pub struct Ingested {
     pub scan_status: ScanStatus,
     /// How long the scanner took to answer after the last byte.
     pub scan_time: Option<std::time::Duration>,
+    /// When and with what a clean verdict was given.
+    pub scan: Option<ScanEvidence>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +83,7 @@ pub enum PipelineError {
 /// Where an upload's bytes go, and what stops it.
 #[derive(Clone, Copy)]
 pub struct Sinks<'a> {
-    pub scanner: Option<&'a dyn Scanner>,
+    pub scanner: Option<&'a Arc<dyn Scanner>>,
     pub store: &'a dyn BlobStore,
     pub budget: &'a MemoryBudget,
     /// Cancelled when a shutdown's deadline has passed.
@@ -90,7 +94,7 @@ pub struct Sinks<'a> {
 /// not committed yet. Dropping it leaves nothing in the store.
 pub struct Received {
     writer: Box<dyn BlobWriter>,
-    scan: Option<Box<dyn ScanSession>>,
+    scan: Option<(Box<dyn ScanSession>, Arc<dyn Scanner>)>,
     mime_type: String,
     size: u64,
     sha256: String,
@@ -101,12 +105,21 @@ pub struct Received {
 impl Received {
     /// Waits for the scanner's verdict and, when clean, commits the object.
     pub async fn finish(self) -> Result<Ingested, PipelineError> {
-        let (scan_status, scan_time) = match self.scan {
-            None => (ScanStatus::Unscanned, None),
-            Some(scan) => {
+        let (scan_status, scan_time, scan) = match self.scan {
+            None => (ScanStatus::Unscanned, None, None),
+            Some((session, scanner)) => {
                 let started = std::time::Instant::now();
-                match scan.finish().await? {
-                    Verdict::Clean => (ScanStatus::Clean, Some(started.elapsed())),
+                match session.finish().await? {
+                    Verdict::Clean => {
+                        let scan_time = started.elapsed();
+                        // The version right after the verdict: a reload in between would at
+                        // worst name newer signatures than the scan used, never older ones.
+                        let evidence = ScanEvidence {
+                            scanned_on: chrono::Utc::now(),
+                            engine: scanner.version().await?,
+                        };
+                        (ScanStatus::Clean, Some(scan_time), Some(evidence))
+                    }
                     Verdict::Infected(signature) => {
                         return Err(PipelineError::Infected(signature));
                     }
@@ -120,6 +133,7 @@ impl Received {
             sha256: self.sha256,
             scan_status,
             scan_time,
+            scan,
         })
     }
 }
@@ -250,7 +264,7 @@ where
     )?;
 
     let mut scan = match scanner {
-        Some(s) => Some(s.session().await?),
+        Some(s) => Some((s.session().await?, Arc::clone(s))),
         None => None,
     };
     let mut writer = store.create(key, declared.length).await?;
@@ -270,7 +284,7 @@ where
             }
             // The scanner and the store take each chunk at the same time; the slower of the
             // two sets the pace, and with it the client's.
-            match scan.as_mut() {
+            match scan.as_mut().map(|(session, _)| session) {
                 Some(scan) => {
                     let (fed, written) =
                         tokio::join!(scan.feed(chunk.clone()), writer.write(chunk));

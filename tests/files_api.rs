@@ -36,6 +36,11 @@ async fn put_list_get_download_delete() {
     assert_eq!(file["size"], 5000);
     assert_eq!(file["sha256"], sha256_b64(&bytes));
     assert_eq!(file["scanStatus"], "unscanned");
+    // Without a scanner there is no verdict to give evidence of.
+    assert!(
+        file.get("scanEngine").is_none() && file.get("scannedOn").is_none(),
+        "{file}"
+    );
     assert_eq!(file["type"], "ParticipantFile");
     assert!(
         is_bridge_timestamp(file["createdOn"].as_str().unwrap()),

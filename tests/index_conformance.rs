@@ -59,6 +59,10 @@ fn stored(owner: &Owner, size: u64) -> StoredFile {
         sha256: Some("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into()),
         scan_status: ScanStatus::Unscanned,
         created_on: ms(1_795_000_000_123),
+        scan: Some(participant_files::model::ScanEvidence {
+            scanned_on: ms(1_795_000_000_100),
+            engine: "ClamAV 1.4.6/27480/Tue Dec  1 09:00:00 2026".into(),
+        }),
     }
 }
 

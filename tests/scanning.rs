@@ -129,6 +129,27 @@ async fn clean_files_of_several_kinds_are_stored_as_clean() {
         assert_eq!(file["scanStatus"], "clean", "{name}");
         assert_eq!(file["mimeType"], mime, "{name}");
         assert_eq!(app.download(&t, "self", name).await, bytes, "{name}");
+        // The evidence of the verdict: clamd's own VERSION (this test clamd has custom
+        // signatures only, so no database version follows), and when.
+        let engine = file["scanEngine"].as_str().unwrap_or_default();
+        assert!(engine.starts_with("ClamAV 1."), "{name}: {file}");
+        let scanned =
+            chrono::DateTime::parse_from_rfc3339(file["scannedOn"].as_str().unwrap()).unwrap();
+        let created =
+            chrono::DateTime::parse_from_rfc3339(file["createdOn"].as_str().unwrap()).unwrap();
+        assert!(scanned <= created, "{name}: {file}");
+    }
+    // The listing shows the same evidence, and a file stored without a scanner has none.
+    let page = json(app.list(&t, "self", "").await, StatusCode::OK).await;
+    for item in page["items"].as_array().unwrap() {
+        assert!(
+            item["scanEngine"]
+                .as_str()
+                .unwrap()
+                .starts_with("ClamAV 1."),
+            "{item}"
+        );
+        assert!(item["scannedOn"].is_string(), "{item}");
     }
     // A PDF declared as a JPEG is refused before anything is scanned or stored.
     let pdf = std::fs::read(fixtures.join("plaque.pdf")).unwrap();

@@ -186,7 +186,7 @@ impl FileService {
 
     fn sinks(&self) -> Sinks<'_> {
         Sinks {
-            scanner: self.scanner.as_deref(),
+            scanner: self.scanner.as_ref(),
             store: self.store.as_ref(),
             budget: &self.budget,
             cancel: &self.cancel,

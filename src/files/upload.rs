@@ -279,6 +279,7 @@ impl FileService {
                 sha256: Some(ingested.sha256),
                 scan_status: ingested.scan_status,
                 created_on: Utc::now(),
+                scan: ingested.scan,
             };
             let mut committed = this
                 .switch(&owner, &file_id, file, consumes.as_ref(), claim)

@@ -27,6 +27,12 @@ pub struct ParticipantFile {
     pub sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan_status: Option<&'static str>,
+    /// When the bytes were called clean (with a scanner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned_on: Option<String>,
+    /// The scanner and signature version that called them clean, like `ClamAV 1.4.6/27480/...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan_engine: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +55,8 @@ impl ParticipantFile {
             size: Some(file.size),
             sha256: file.sha256.clone(),
             scan_status: Some(file.scan_status.as_str()),
+            scanned_on: file.scan.as_ref().map(|s| timestamp(s.scanned_on)),
+            scan_engine: file.scan.as_ref().map(|s| s.engine.clone()),
             download_url: None,
             upload_url: None,
             expires_on: None,
@@ -75,6 +83,8 @@ impl ParticipantFile {
             size: p.size,
             sha256: p.sha256.clone(),
             scan_status: None,
+            scanned_on: None,
+            scan_engine: None,
             download_url: None,
             upload_url: Some(url.url),
             expires_on: Some(timestamp(url.expires_on)),

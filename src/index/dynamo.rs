@@ -7,7 +7,8 @@
 //! an outstanding upload `pendingKey`, `pendingMimeType`, `pendingSize` (N), `pendingSha256`,
 //! `pendingCreatedOn`, `pendingExpiresOn` (ISO 8601), `pendingIssuer` (`actor:role`, for the
 //! audit line of an arrival), and `claims` (`objectKey@millis,...`: uploads through the service
-//! that are writing the file, which `reconcile` must not touch).
+//! that are writing the file, which `reconcile` must not touch), and for a scanned file
+//! `scannedOn` (ISO 8601) and `scanEngine` (the scanner's version string).
 //!
 //! IAM actions it needs on the table: `dynamodb:GetItem`, `dynamodb:PutItem`,
 //! `dynamodb:DeleteItem`, `dynamodb:Query`, `dynamodb:Scan` (`reconcile`),
@@ -28,8 +29,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::{FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
-    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
-    Versioned,
+    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanEvidence, ScanStatus,
+    StoredFile, UserId, Versioned,
 };
 
 const NAME: &str = "dynamodb";
@@ -142,6 +143,10 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         }
         item.insert("scanStatus".into(), s(c.scan_status.as_str()));
         item.insert("createdOn".into(), time(c.created_on));
+        if let Some(scan) = &c.scan {
+            item.insert("scannedOn".into(), time(scan.scanned_on));
+            item.insert("scanEngine".into(), s(&scan.engine));
+        }
     }
     if let Some(p) = &row.pending {
         item.insert("pendingKey".into(), s(p.key.as_str()));
@@ -189,6 +194,13 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
                 .and_then(ScanStatus::parse)
                 .ok_or_else(|| corrupt("scanStatus"))?,
             created_on: get_time(item, "createdOn")?,
+            scan: match get_s(item, "scanEngine") {
+                Some(engine) => Some(ScanEvidence {
+                    scanned_on: get_time(item, "scannedOn")?,
+                    engine: engine.to_owned(),
+                }),
+                None => None,
+            },
         }),
     };
     let pending = match get_s(item, "pendingKey") {

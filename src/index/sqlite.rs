@@ -11,8 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::{FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
-    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
-    Versioned,
+    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanEvidence, ScanStatus,
+    StoredFile, UserId, Versioned,
 };
 
 const NAME: &str = "sqlite";
@@ -37,17 +37,24 @@ CREATE TABLE IF NOT EXISTS files (
     pending_expires_on INTEGER,
     pending_issuer TEXT,
     claims TEXT,
+    scanned_on INTEGER,
+    scan_engine TEXT,
     PRIMARY KEY (app, participant, file_id)
 ) WITHOUT ROWID;
 ";
 
 /// Columns added after the first schema, with their types: an index file written by an older
 /// version gains them at open.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("pending_issuer", "TEXT"), ("claims", "TEXT")];
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("pending_issuer", "TEXT"),
+    ("claims", "TEXT"),
+    ("scanned_on", "INTEGER"),
+    ("scan_engine", "TEXT"),
+];
 
 const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type, size, sha256, \
     scan_status, created_on, pending_key, pending_mime_type, pending_size, pending_sha256, \
-    pending_created_on, pending_expires_on, pending_issuer, claims";
+    pending_created_on, pending_expires_on, pending_issuer, claims, scanned_on, scan_engine";
 
 fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
     // A failed statement rolls its transaction back: nothing was written.
@@ -234,6 +241,8 @@ struct RawRow {
     pending_expires_on: Option<i64>,
     pending_issuer: Option<String>,
     claims: Option<String>,
+    scanned_on: Option<i64>,
+    scan_engine: Option<String>,
 }
 
 impl RawRow {
@@ -257,6 +266,8 @@ impl RawRow {
             pending_expires_on: r.get(15)?,
             pending_issuer: r.get(16)?,
             claims: r.get(17)?,
+            scanned_on: r.get(18)?,
+            scan_engine: r.get(19)?,
         })
     }
 
@@ -279,6 +290,13 @@ impl RawRow {
                     .and_then(ScanStatus::parse)
                     .ok_or_else(|| corrupt("scan status"))?,
                 created_on: from_millis(self.created_on.ok_or_else(|| corrupt("created on"))?)?,
+                scan: match (self.scanned_on, self.scan_engine) {
+                    (Some(on), Some(engine)) => Some(ScanEvidence {
+                        scanned_on: from_millis(on)?,
+                        engine,
+                    }),
+                    _ => None,
+                },
             }),
         };
         let pending = match self.pending_key {
@@ -439,7 +457,7 @@ impl FileIndex for SqliteFileIndex {
             tx.execute(
                 &format!(
                     "INSERT OR REPLACE INTO files ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
                 ),
                 params![
                     row.owner.app.as_str(),
@@ -460,6 +478,8 @@ impl FileIndex for SqliteFileIndex {
                     p.map(|p| millis(p.expires_on)),
                     p.and_then(|p| p.issuer.as_ref()).map(Issuer::encode),
                     Claim::encode_all(&row.claims),
+                    c.and_then(|c| c.scan.as_ref()).map(|s| millis(s.scanned_on)),
+                    c.and_then(|c| c.scan.as_ref()).map(|s| s.engine.as_str()),
                 ],
             )
             .map_err(|e| backend("put failed", e))?;

@@ -99,6 +99,35 @@ impl Scanner for ClamdScanner {
         (QUEUED_CHUNKS + 2) * INSTREAM_CHUNK
     }
 
+    async fn version(&self) -> Result<String, ScanError> {
+        let reply = tokio::time::timeout(self.timeout, async {
+            match &self.address {
+                ClamdAddress::Tcp(host) => {
+                    clamav_client::tokio::get_version(Tcp {
+                        host_address: host.as_str(),
+                    })
+                    .await
+                }
+                ClamdAddress::Unix(path) => {
+                    clamav_client::tokio::get_version(Socket {
+                        socket_path: PathBuf::from(path),
+                    })
+                    .await
+                }
+            }
+        })
+        .await
+        .map_err(|_| ScanError::Timeout)?
+        .map_err(ScanError::Unreachable)?;
+        let text = String::from_utf8_lossy(&reply);
+        let text = text.trim_end_matches(['\0', '\n', '\r', ' ']);
+        // Only what a version string holds: it goes into every row and response.
+        if text.is_empty() || text.len() > 200 || text.chars().any(char::is_control) {
+            return Err(ScanError::Failed("clamd gave no usable VERSION".to_owned()));
+        }
+        Ok(text.to_owned())
+    }
+
     async fn check(&self) -> Result<(), ScanError> {
         let reply = tokio::time::timeout(self.timeout, async {
             match &self.address {

@@ -33,6 +33,9 @@ pub trait Scanner: Send + Sync {
     /// Answers when the scanner can be reached.
     async fn check(&self) -> Result<(), ScanError>;
 
+    /// The engine and signature version the scanner uses now (clamd's `VERSION`).
+    async fn version(&self) -> Result<String, ScanError>;
+
     /// Memory one session holds in its queues, which the pipeline reserves from the budget.
     fn buffer_memory(&self) -> usize {
         0
