@@ -134,6 +134,15 @@ pub enum ClamdAddress {
     Unix(PathBuf),
 }
 
+impl std::fmt::Display for ClamdAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(host) => write!(f, "tcp://{host}"),
+            Self::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
     Stdout,
@@ -162,9 +171,10 @@ pub struct ServeArgs {
     /// Index: `sqlite` (a file in the data dir) or `dynamodb://table`.
     #[arg(long, env = "PF_INDEX", value_name = "PF_INDEX", default_value = "sqlite", value_parser = parse_index)]
     pub index: IndexLocation,
-    /// The `ClamAV` daemon: `tcp://host:port` or `unix:///path`; unset: no scanning.
-    #[arg(long, env = "PF_CLAMD", value_name = "PF_CLAMD", value_parser = parse_clamd)]
-    pub clamd: Option<ClamdAddress>,
+    /// The `ClamAV` daemons, a comma list of `tcp://host:port` or `unix:///path`; each upload
+    /// goes to the least busy one that answers. Unset: no scanning.
+    #[arg(long, env = "PF_CLAMD", value_name = "PF_CLAMD", value_parser = parse_clamd, value_delimiter = ',')]
+    pub clamd: Vec<ClamdAddress>,
     /// Where upload bytes go (default: presigned with S3 and no scanner, else streaming).
     #[arg(
         long,
@@ -326,7 +336,7 @@ pub struct Config {
     pub url_secret: Option<String>,
     pub store: StoreLocation,
     pub index: IndexLocation,
-    pub clamd: Option<ClamdAddress>,
+    pub clamd: Vec<ClamdAddress>,
     pub upload_mode: Mode,
     pub download_mode: Mode,
     pub url_ttl: Duration,
@@ -374,14 +384,14 @@ impl Config {
                 );
             }
         };
-        if args.clamd.is_some() && args.upload_mode == Some(Mode::Presigned) {
+        if !args.clamd.is_empty() && args.upload_mode == Some(Mode::Presigned) {
             return err(
                 "PF_CLAMD with PF_UPLOAD_MODE=presigned: presigned uploads go straight to S3 and \
                  would never be scanned; use streaming uploads with a scanner",
             );
         }
         let s3 = matches!(args.store, StoreLocation::S3 { .. });
-        let default_mode = if s3 && args.clamd.is_none() {
+        let default_mode = if s3 && args.clamd.is_empty() {
             Mode::Presigned
         } else {
             Mode::Streaming
@@ -422,10 +432,10 @@ impl Config {
         if args.s3_sse_kms_key_id.is_some() && args.s3_sse != "aws:kms" {
             return err("PF_S3_SSE_KMS_KEY_ID needs PF_S3_SSE=aws:kms");
         }
-        let max_file_size = args.max_file_size.unwrap_or(if args.clamd.is_some() {
-            100 * MIB
-        } else {
+        let max_file_size = args.max_file_size.unwrap_or(if args.clamd.is_empty() {
             256 * MIB
+        } else {
+            100 * MIB
         });
         Ok(Self {
             listen: args.listen,

@@ -47,7 +47,7 @@ use crate::capability::UrlSigner;
 use crate::config::Config;
 use crate::files::{FileService, Parts, Settings};
 use crate::pipeline::Rules;
-use crate::scan::{ClamdScanner, Scanner};
+use crate::scan::{Scanner, ScannerPool};
 
 /// Builds the application from its configuration: opens the index and the store (on the
 /// embedded default creating the data dir, the schema and the secrets).
@@ -69,8 +69,8 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     let url_secret =
         secrets::load_or_create(config.url_secret.as_deref(), &config.data_dir, "url-secret")
             .context("cannot read or create the URL secret in the data dir")?;
-    let scanner: Option<Arc<dyn Scanner>> = config.clamd.as_ref().map(|address| {
-        Arc::new(ClamdScanner::new(address.clone(), config.scan_timeout)) as Arc<dyn Scanner>
+    let scanner: Option<Arc<dyn Scanner>> = (!config.clamd.is_empty()).then(|| {
+        Arc::new(ScannerPool::new(&config.clamd, config.scan_timeout)) as Arc<dyn Scanner>
     });
     let cleanup = backends.cleanup.clone();
     let metrics = Arc::new(metrics::Metrics::new(backends.budget.clone()));

@@ -1,8 +1,8 @@
 //! Prometheus metrics of one instance, served at `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::budget::MemoryBudget;
@@ -17,6 +17,8 @@ pub struct Metrics {
     pub scan_verdicts: IntCounterVec,
     pub scan_seconds: Histogram,
     pub backend_errors: IntCounterVec,
+    /// 1 for each configured scanner that answered at the last scrape, else 0.
+    pub scanner_up: IntGaugeVec,
     buffer_memory: IntGauge,
     budget: MemoryBudget,
 }
@@ -71,6 +73,14 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let scanner_up = IntGaugeVec::new(
+            Opts::new(
+                "pf_scanner_up",
+                "Whether each configured scanner answered PING at this scrape",
+            ),
+            &["scanner"],
+        )
+        .expect("valid metric");
         let backend_errors = IntCounterVec::new(
             Opts::new(
                 "pf_backend_errors_total",
@@ -93,6 +103,7 @@ impl Metrics {
             Box::new(scan_verdicts.clone()),
             Box::new(scan_seconds.clone()),
             Box::new(backend_errors.clone()),
+            Box::new(scanner_up.clone()),
             Box::new(buffer_memory.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -107,6 +118,7 @@ impl Metrics {
             scan_verdicts,
             scan_seconds,
             backend_errors,
+            scanner_up,
             buffer_memory,
             budget,
         }

@@ -94,7 +94,7 @@ pub struct Sinks<'a> {
 /// not committed yet. Dropping it leaves nothing in the store.
 pub struct Received {
     writer: Box<dyn BlobWriter>,
-    scan: Option<(Box<dyn ScanSession>, Arc<dyn Scanner>)>,
+    scan: Option<Box<dyn ScanSession>>,
     mime_type: String,
     size: u64,
     sha256: String,
@@ -107,7 +107,7 @@ impl Received {
     pub async fn finish(self) -> Result<Ingested, PipelineError> {
         let (scan_status, scan_time, scan) = match self.scan {
             None => (ScanStatus::Unscanned, None, None),
-            Some((session, scanner)) => {
+            Some(mut session) => {
                 let started = std::time::Instant::now();
                 match session.finish().await? {
                     Verdict::Clean => {
@@ -116,7 +116,7 @@ impl Received {
                         // worst name newer signatures than the scan used, never older ones.
                         let evidence = ScanEvidence {
                             scanned_on: chrono::Utc::now(),
-                            engine: scanner.version().await?,
+                            engine: session.version().await?,
                         };
                         (ScanStatus::Clean, Some(scan_time), Some(evidence))
                     }
@@ -264,7 +264,7 @@ where
     )?;
 
     let mut scan = match scanner {
-        Some(s) => Some((s.session().await?, Arc::clone(s))),
+        Some(s) => Some(s.session().await?),
         None => None,
     };
     let mut writer = store.create(key, declared.length).await?;
@@ -284,7 +284,7 @@ where
             }
             // The scanner and the store take each chunk at the same time; the slower of the
             // two sets the pace, and with it the client's.
-            match scan.as_mut().map(|(session, _)| session) {
+            match scan.as_mut() {
                 Some(scan) => {
                     let (fed, written) =
                         tokio::join!(scan.feed(chunk.clone()), writer.write(chunk));

@@ -35,17 +35,25 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         tracing::warn!(error = %e, "readiness: store check failed");
         failed.push(format!("the {store_name} file store"));
     }
+    // Each scanner's state; the scanner as a whole is up while one of them answers.
     let scanner = match &state.scanner {
-        None => "not configured",
-        Some(s) => match s.check().await {
-            Ok(()) => "ok",
-            Err(_) => "unavailable",
-        },
+        None => json!({"status": "not configured"}),
+        Some(s) => {
+            let states = s.states().await;
+            let up = states.iter().any(|(_, up)| *up);
+            json!({
+                "status": if up { "ok" } else { "unavailable" },
+                "scanners": states
+                    .iter()
+                    .map(|(name, up)| json!({"address": name, "status": if *up { "ok" } else { "unavailable" }}))
+                    .collect::<Vec<_>>(),
+            })
+        }
     };
     let checks = json!({
         "index": {"backend": index_name, "status": if index.is_ok() { "ok" } else { "unavailable" }},
         "store": {"backend": store_name, "status": if store.is_ok() { "ok" } else { "unavailable" }},
-        "scanner": {"status": scanner},
+        "scanner": scanner,
     });
     if failed.is_empty() {
         (
@@ -70,6 +78,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String,
         example = "# TYPE pf_upload_bytes_total counter\npf_upload_bytes_total 16\n")))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    if let Some(scanner) = &state.scanner {
+        for (name, up) in scanner.states().await {
+            state
+                .metrics
+                .scanner_up
+                .with_label_values(&[name.as_str()])
+                .set(i64::from(up));
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

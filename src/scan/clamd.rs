@@ -64,6 +64,36 @@ fn stream_failed(e: std::io::Error) -> ScanError {
     }
 }
 
+/// clamd's `VERSION`, like `ClamAV 1.4.6/27480/Tue Dec  1 09:29:01 2026`.
+async fn version(address: &ClamdAddress, timeout: Duration) -> Result<String, ScanError> {
+    let reply = tokio::time::timeout(timeout, async {
+        match address {
+            ClamdAddress::Tcp(host) => {
+                clamav_client::tokio::get_version(Tcp {
+                    host_address: host.as_str(),
+                })
+                .await
+            }
+            ClamdAddress::Unix(path) => {
+                clamav_client::tokio::get_version(Socket {
+                    socket_path: PathBuf::from(path),
+                })
+                .await
+            }
+        }
+    })
+    .await
+    .map_err(|_| ScanError::Timeout)?
+    .map_err(ScanError::Unreachable)?;
+    let text = String::from_utf8_lossy(&reply);
+    let text = text.trim_end_matches(['\0', '\n', '\r', ' ']);
+    // Only what a version string holds: it goes into every row and response.
+    if text.is_empty() || text.len() > 200 || text.chars().any(char::is_control) {
+        return Err(ScanError::Failed("clamd gave no usable VERSION".to_owned()));
+    }
+    Ok(text.to_owned())
+}
+
 /// Reads clamd's INSTREAM reply (`stream: OK`, `stream: NAME FOUND`, `... ERROR`).
 pub fn parse_reply(reply: &[u8]) -> Result<Verdict, ScanError> {
     let text = String::from_utf8_lossy(reply);
@@ -87,6 +117,7 @@ impl Scanner for ClamdScanner {
         let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
         let task = tokio::spawn(instream(self.address.clone(), rx));
         Ok(Box::new(ClamdSession {
+            address: self.address.clone(),
             tx: Some(tx),
             task: Some(task),
             pending: BytesMut::new(),
@@ -97,35 +128,6 @@ impl Scanner for ClamdScanner {
     fn buffer_memory(&self) -> usize {
         // The queue, the chunk being cut, and the one clamav-client is sending.
         (QUEUED_CHUNKS + 2) * INSTREAM_CHUNK
-    }
-
-    async fn version(&self) -> Result<String, ScanError> {
-        let reply = tokio::time::timeout(self.timeout, async {
-            match &self.address {
-                ClamdAddress::Tcp(host) => {
-                    clamav_client::tokio::get_version(Tcp {
-                        host_address: host.as_str(),
-                    })
-                    .await
-                }
-                ClamdAddress::Unix(path) => {
-                    clamav_client::tokio::get_version(Socket {
-                        socket_path: PathBuf::from(path),
-                    })
-                    .await
-                }
-            }
-        })
-        .await
-        .map_err(|_| ScanError::Timeout)?
-        .map_err(ScanError::Unreachable)?;
-        let text = String::from_utf8_lossy(&reply);
-        let text = text.trim_end_matches(['\0', '\n', '\r', ' ']);
-        // Only what a version string holds: it goes into every row and response.
-        if text.is_empty() || text.len() > 200 || text.chars().any(char::is_control) {
-            return Err(ScanError::Failed("clamd gave no usable VERSION".to_owned()));
-        }
-        Ok(text.to_owned())
     }
 
     async fn check(&self) -> Result<(), ScanError> {
@@ -159,6 +161,7 @@ impl Scanner for ClamdScanner {
 }
 
 struct ClamdSession {
+    address: ClamdAddress,
     tx: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     task: Option<JoinHandle<Reply>>,
     pending: BytesMut,
@@ -202,7 +205,11 @@ impl ScanSession for ClamdSession {
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<Verdict, ScanError> {
+    async fn version(&mut self) -> Result<String, ScanError> {
+        version(&self.address, self.timeout).await
+    }
+
+    async fn finish(&mut self) -> Result<Verdict, ScanError> {
         let rest = std::mem::take(&mut self.pending).freeze();
         if !rest.is_empty() {
             self.send(rest).await?;

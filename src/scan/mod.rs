@@ -1,12 +1,14 @@
 //! Virus scanners: a scan session receives the bytes of one upload and gives a verdict.
 
 mod clamd;
+mod pool;
 mod transport;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use clamd::{ClamdScanner, INSTREAM_CHUNK, parse_reply};
+pub use pool::ScannerPool;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -33,8 +35,10 @@ pub trait Scanner: Send + Sync {
     /// Answers when the scanner can be reached.
     async fn check(&self) -> Result<(), ScanError>;
 
-    /// The engine and signature version the scanner uses now (clamd's `VERSION`).
-    async fn version(&self) -> Result<String, ScanError>;
+    /// Each scanner behind this one and whether it answers, for `/ready` and `/metrics`.
+    async fn states(&self) -> Vec<(String, bool)> {
+        vec![("scanner".to_owned(), self.check().await.is_ok())]
+    }
 
     /// Memory one session holds in its queues, which the pipeline reserves from the budget.
     fn buffer_memory(&self) -> usize {
@@ -46,6 +50,10 @@ pub trait Scanner: Send + Sync {
 pub trait ScanSession: Send {
     async fn feed(&mut self, chunk: Bytes) -> Result<(), ScanError>;
 
-    /// Waits for the verdict on everything fed so far.
-    async fn finish(self: Box<Self>) -> Result<Verdict, ScanError>;
+    /// Waits for the verdict on everything fed so far (once).
+    async fn finish(&mut self) -> Result<Verdict, ScanError>;
+
+    /// The engine and signature version of the scanner that gave the verdict (clamd's
+    /// `VERSION`), asked right after it.
+    async fn version(&mut self) -> Result<String, ScanError>;
 }

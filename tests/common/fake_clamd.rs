@@ -1,7 +1,7 @@
 //! A clamd stand-in on a loopback port that misbehaves on purpose: it never answers, answers an
 //! error, ends the stream early with clamd's own words, or answers late. It speaks enough of
 //! the INSTREAM protocol (`zINSTREAM\0`, length-prefixed chunks, a zero length at the end) to be
-//! a real peer for the service's scanner, and counts the sessions it saw.
+//! a real peer for the service's scanner, and counts the scan sessions it saw.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,8 +40,7 @@ impl FakeClamd {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(socket, behaviour.clone()));
+                tokio::spawn(serve(socket, behaviour.clone(), Arc::clone(&counted)));
             }
         });
         Self {
@@ -51,7 +50,7 @@ impl FakeClamd {
         }
     }
 
-    /// INSTREAM sessions (connections) seen so far.
+    /// INSTREAM sessions seen so far (PING and VERSION not counted).
     pub fn sessions(&self) -> usize {
         self.sessions.load(Ordering::SeqCst)
     }
@@ -83,7 +82,7 @@ async fn read_chunks(socket: &mut TcpStream, limit: Option<usize>) -> std::io::R
     }
 }
 
-async fn serve(mut socket: TcpStream, behaviour: Behaviour) {
+async fn serve(mut socket: TcpStream, behaviour: Behaviour, sessions: Arc<AtomicUsize>) {
     let mut command = Vec::new();
     loop {
         let mut b = [0u8; 1];
@@ -104,7 +103,9 @@ async fn serve(mut socket: TcpStream, behaviour: Behaviour) {
             let _ = socket.write_all(b"ClamAV 0.0.0-fake\0").await;
             return;
         }
-        b"zINSTREAM" => {}
+        b"zINSTREAM" => {
+            sessions.fetch_add(1, Ordering::SeqCst);
+        }
         _ => {
             let _ = socket.write_all(b"UNKNOWN COMMAND\0").await;
             return;
