@@ -756,8 +756,23 @@ async fn delete_file(
         (status = 403, description = "Always, for a signed-in caller: erasing all files is for workers, at `/v3/participants/{userId}/files`",
             example = json!({"statusCode": 403, "message": "Erasing all files is for workers, at /v3/participants/{userId}/files.", "type": "UnauthorizedException"}))),
     security(("bearer" = []), ("bridge_session" = [])))]
-pub async fn erase_self(Caller(_): Caller) -> ApiError {
-    erase_refused()
+pub async fn erase_self(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request_id: RequestId,
+) -> ApiError {
+    // Refused, and audited like every other refusal on a participant's files.
+    let e = erase_refused();
+    audit_refusal(
+        &state,
+        &caller,
+        &request_id,
+        "self",
+        None,
+        Action::Erase,
+        &e,
+    );
+    e
 }
 
 fn erase_refused() -> ApiError {
