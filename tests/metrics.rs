@@ -125,7 +125,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
         .collect();
     assert!(grown.is_empty(), "new series: {grown:?}");
     assert!(series(&after) <= series(&before) + 20, "{after}");
-    let other = "pf_http_requests_total{method=\"other\",route=\"/v3/participants/{user_id}/files\",status=\"405\"}";
+    let other = "pf_http_requests_total{method=\"other\",route=\"/v3/participants/self/files\",status=\"405\"}";
     assert_eq!(value(&after, other), 303, "{after}");
 }
 
