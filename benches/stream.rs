@@ -75,7 +75,16 @@ struct Service {
 
 impl Service {
     async fn start(bucket: &str, scanner: bool, extra: &[(&str, String)]) -> Self {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), bucket, scanner, extra).await
+    }
+
+    /// Starts the service on a data dir prepared beforehand (an index already filled).
+    async fn start_in(
+        data: tempfile::TempDir,
+        bucket: &str,
+        scanner: bool,
+        extra: &[(&str, String)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -675,6 +684,128 @@ async fn metadata(ctx: &Ctx, bucket: &str, push: &mut impl FnMut(String, String)
     }
 }
 
+/// The app-wide listing on the embedded default: 100,000 files of 1,000 participants, one
+/// 100-item page by time range and by file ID, at 200 requests a second.
+async fn listing(bucket: &str, push: &mut impl FnMut(String, String)) {
+    const PARTICIPANTS: u32 = 1_000;
+    const PER_PARTICIPANT: u32 = 100;
+    // 2026-11-01T00:00:00Z; one file every 86.4 s spreads 100,000 files over 100 days.
+    const T0: i64 = 1_793_491_200_000;
+    const STEP: i64 = 86_400;
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().join("index.sqlite");
+    // The service's own open creates the schema and the listing indexes; the rows then go in
+    // as one transaction (one put per row would be 100,000 fsyncs).
+    drop(
+        participant_files::index::SqliteFileIndex::open(&path)
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    tokio::task::block_in_place(|| {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO files (app, participant, file_id, version, object_key, \
+                     mime_type, size, sha256, scan_status, created_on) \
+                     VALUES ('bench', ?1, ?2, 1, ?3, 'image/jpeg', 1234, \
+                     '47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=', 'clean', ?4)",
+                )
+                .unwrap();
+            for i in 0..PARTICIPANTS * PER_PARTICIPANT {
+                let owner = participant_files::model::Owner {
+                    app: AppId::parse("bench").unwrap(),
+                    participant: UserId::parse(&format!("p{:04}", i % PARTICIPANTS)).unwrap(),
+                };
+                let key = participant_files::keys::ObjectKey::new(
+                    &owner,
+                    &participant_files::keys::UploadId::generate(),
+                );
+                insert
+                    .execute(rusqlite::params![
+                        owner.participant.as_str(),
+                        format!("f{:03}.jpg", i / PARTICIPANTS),
+                        key.as_str(),
+                        // A permutation of the slots (7,919 is prime to 100,000): each file ID's
+                        // 1,000 files are spread over the 100 days.
+                        T0 + i64::from((i * 7_919) % (PARTICIPANTS * PER_PARTICIPANT)) * STEP,
+                    ])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    });
+    let fill = started.elapsed();
+    let service = Service::start_in(data, bucket, false, &[("PF_STORE", "local".to_owned())]).await;
+    let researcher = auth::mint(
+        JWT.as_bytes(),
+        &UserId::parse("rita").unwrap(),
+        &AppId::parse("bench").unwrap(),
+        &[Role::Researcher],
+        Duration::from_hours(24),
+    )
+    .unwrap();
+    let list = format!("{}/v3/participants/files", service.base);
+    // A week in the middle (about 7,000 files), and one file ID (1,000 files, one a participant).
+    let cases = [
+        (
+            "by time range (one week of ~7,000 files)",
+            format!(
+                "{list}?startTime=2026-12-20T00:00:00Z&endTime=2026-12-27T00:00:00Z&pageSize=100"
+            ),
+        ),
+        (
+            "by file ID (1,000 files)",
+            format!("{list}?fileId=f042.jpg&pageSize=100"),
+        ),
+        (
+            "by file ID and time range (~70 files)",
+            format!(
+                "{list}?fileId=f042.jpg&startTime=2026-12-20T00:00:00Z&endTime=2026-12-27T00:00:00Z&pageSize=100"
+            ),
+        ),
+    ];
+    let http = reqwest::Client::new();
+    for (name, url) in &cases {
+        let page: serde_json::Value = http
+            .get(url)
+            .bearer_auth(&researcher)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = page["items"].as_array().map_or(0, Vec::len);
+        assert!(n > 0, "{name}: {page}");
+        let (rps, p50, p99) =
+            tokio::task::block_in_place(|| oha(url, Some(&researcher), "GET", None, Some(200)));
+        push(
+            format!(
+                "listing: 100,000 files of 1,000 participants, {name}, {n} items a page, at 200 req/s: p99 (target < 10 ms)"
+            ),
+            format!("{p99:.2} ms (p50 {p50:.2} ms, {rps:.0} req/s)"),
+        );
+        // A deeper page: the offsetKey of the first.
+        if let Some(key) = page["nextPageOffsetKey"].as_str() {
+            let deeper = format!("{url}&offsetKey={key}");
+            let (_, _, p99) = tokio::task::block_in_place(|| {
+                oha(&deeper, Some(&researcher), "GET", None, Some(200))
+            });
+            push(
+                format!("  {name}, second page (with offsetKey), at 200 req/s: p99"),
+                format!("{p99:.2} ms"),
+            );
+        }
+    }
+    push(
+        "  listing: filling the index (one SQLite transaction)".into(),
+        format!("{:.1} s", fill.as_secs_f64()),
+    );
+}
+
 struct Row {
     case: String,
     figure: String,
@@ -695,7 +826,10 @@ async fn main() {
     let concurrent: usize = arg("--concurrent", "16").parse().unwrap();
     let concurrent_size = arg("--concurrent-size-mib", "256").parse::<u64>().unwrap() * MIB;
     let out = arg("--out", "BENCHMARKS.md");
-    let cases = arg("--cases", "upload,scan,download,concurrent,peer,metadata");
+    let cases = arg(
+        "--cases",
+        "upload,scan,download,concurrent,peer,metadata,listing",
+    );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
@@ -971,6 +1105,10 @@ async fn main() {
 
     if cases.contains("metadata") {
         metadata(&ctx, &bucket, &mut push).await;
+    }
+
+    if cases.contains("listing") {
+        listing(&bucket, &mut push).await;
     }
 
     let machine = format!(

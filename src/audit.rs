@@ -28,6 +28,8 @@ pub enum Action {
     Delete,
     /// All of a participant's files were erased.
     Erase,
+    /// A page of the app-wide listing (every participant's files).
+    ListApp,
 }
 
 /// One audit line. Identifiers only: never a token, a URL or file content.
@@ -47,6 +49,9 @@ pub struct AuditEvent {
     pub action: Action,
     pub status: u16,
     pub bytes: u64,
+    /// How many files a page of the app-wide listing showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl AuditEvent {
@@ -76,6 +81,7 @@ impl AuditEvent {
             action,
             status,
             bytes,
+            count: None,
         }
     }
 }
@@ -108,6 +114,7 @@ impl AuditEvent {
             action: r.action,
             status: r.status,
             bytes: 0,
+            count: None,
         }
     }
 }

@@ -16,12 +16,29 @@ use crate::store::{Encryption, S3BlobStore};
 pub async fn run(backends: &Backends) -> anyhow::Result<Vec<String>> {
     let mut report = Vec::new();
     match &backends.dynamo {
-        Some(index) => match index.setup().await? {
-            TableSetup::Created => report.push("created the DynamoDB table".to_owned()),
-            TableSetup::Exists => {
+        Some(index) => {
+            let TableSetup {
+                created,
+                indexes_added,
+                backfilled,
+            } = index.setup().await?;
+            if created {
+                report.push(
+                    "created the DynamoDB table with its indexes byApp and byAppFile".to_owned(),
+                );
+            } else {
                 report.push("the DynamoDB table exists with the expected key schema".to_owned());
             }
-        },
+            for name in indexes_added {
+                report.push(format!("added the global secondary index {name}"));
+            }
+            if backfilled > 0 {
+                report.push(format!(
+                    "gave {backfilled} rows written before the listing indexes their index keys"
+                ));
+            }
+            report.push("the table and its indexes byApp and byAppFile are ACTIVE".to_owned());
+        }
         None => report.push("the SQLite index is ready in the data dir".to_owned()),
     }
     match &backends.s3 {

@@ -67,6 +67,7 @@ async fn the_document_and_the_router_agree() {
     let expected: BTreeSet<(String, String)> = [
         ("/v3/participants/self/files", "get"),
         ("/v3/participants/self/files", "delete"),
+        ("/v3/participants/files", "get"),
         ("/v3/participants/self/files/{fileId}", "get"),
         ("/v3/participants/self/files/{fileId}", "post"),
         ("/v3/participants/self/files/{fileId}", "put"),

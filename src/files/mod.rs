@@ -20,7 +20,7 @@ use crate::auth::Role;
 use crate::budget::MemoryBudget;
 use crate::capability::{CapabilityError, Grant, Purpose, UrlSigner};
 use crate::config::Mode;
-use crate::index::{FileIndex, IndexError};
+use crate::index::{AppPosition, AppQuery, FileIndex, IndexError};
 use crate::keys::ObjectKey;
 use crate::limits::{LimitSettings, Limits};
 use crate::model::{FileId, FileRow, Owner, StoredFile, UserId, Versioned};
@@ -82,6 +82,14 @@ pub struct Page {
     pub items: Vec<(FileId, StoredFile)>,
     /// The last file ID of a full page.
     pub next: Option<FileId>,
+}
+
+/// A page of the app-wide listing, newest first.
+#[derive(Debug, Clone)]
+pub struct AppPage {
+    pub items: Vec<(Owner, FileId, StoredFile)>,
+    /// The position of the last item of a full page.
+    pub next: Option<AppPosition>,
 }
 
 /// A URL that grants one upload or one download, and when it stops working.
@@ -265,6 +273,40 @@ impl FileService {
             .then(|| items.last().map(|(id, _)| id.clone()))
             .flatten();
         Ok(Page { items, next })
+    }
+
+    /// The committed files of every participant of the query's app, newest first. Upload URLs
+    /// are not settled here (that is a `HeadObject` per row, and the settler and the
+    /// participant's own routes do it): a file whose upload arrived but is not settled yet
+    /// shows its previous version, or not at all when it has none.
+    pub async fn list_app(
+        &self,
+        query: &AppQuery,
+        page_size: usize,
+    ) -> Result<AppPage, FilesError> {
+        let rows = self.index.list_app(query, page_size).await?;
+        let items: Vec<(Owner, FileId, StoredFile)> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let FileRow {
+                    owner,
+                    file_id,
+                    current,
+                    ..
+                } = r.value;
+                current.map(|c| (owner, file_id, c))
+            })
+            .collect();
+        let next = (items.len() == page_size)
+            .then(|| {
+                items.last().map(|(owner, file_id, file)| AppPosition {
+                    created_on: file.created_on.timestamp_millis(),
+                    participant: owner.participant.clone(),
+                    file_id: file_id.clone(),
+                })
+            })
+            .flatten();
+        Ok(AppPage { items, next })
     }
 
     /// The file's row, with an arrived or expired pending upload settled first.

@@ -54,9 +54,12 @@ fn success_status(action: Action) -> u16 {
     match action {
         Action::Read => 302,
         Action::UploadUrl | Action::Upload | Action::Replace => 201,
-        Action::List | Action::Download | Action::DownloadHead | Action::Delete | Action::Erase => {
-            200
-        }
+        Action::List
+        | Action::ListApp
+        | Action::Download
+        | Action::DownloadHead
+        | Action::Delete
+        | Action::Erase => 200,
     }
 }
 
@@ -67,7 +70,7 @@ pub struct ListParams {
     page_size: Option<String>,
 }
 
-fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
+pub(super) fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
     let bad = || ApiError::bad_request("pageSize must be from 5-100 records");
     match raw {
         None => Ok(DEFAULT_PAGE_SIZE),
@@ -169,6 +172,9 @@ async fn list_files(
         request_params: RequestParams {
             offset_key: offset.map(|o| o.to_string()),
             page_size: size,
+            start_time: None,
+            end_time: None,
+            file_id: None,
             kind: "RequestParams",
         },
         kind: "ForwardCursorPagedResourceList",
@@ -755,6 +761,7 @@ pub async fn erase_self(
     Caller(caller): Caller,
     request_id: RequestId,
 ) -> ApiError {
+    // Refused, and audited like every other refusal on a participant's files.
     let e = erase_refused();
     audit_refusal(
         &state,

@@ -4,6 +4,7 @@ mod capability;
 pub mod error;
 mod extract;
 mod files;
+mod listing;
 mod openapi;
 mod service;
 pub mod shapes;
@@ -136,6 +137,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
             files::put_self,
             files::delete_self
         ))
+        // A path of three segments: it cannot be taken for `{userId}` = `files`, whose routes
+        // have four or more.
+        .routes(routes!(listing::list_app))
         .routes(routes!(files::list, files::erase))
         .routes(routes!(files::get, files::post, files::put, files::delete))
         .routes(routes!(capability::upload))

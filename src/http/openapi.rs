@@ -95,6 +95,61 @@ pub fn offset_key_schema() -> Object {
         .build()
 }
 
+/// `offsetKey` of the app-wide listing: opaque, as the previous page gave it.
+pub fn app_offset_key_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9_-]*$"))
+        .max_length(Some(super::listing::MAX_OFFSET_KEY))
+        .description(Some(
+            "Opaque: the previous page's `nextPageOffsetKey`, sent back as it came (it holds the \
+             sort position of that page's last file, so paging neither repeats nor skips a file \
+             while others are added or deleted). Empty or absent: the first page. Anything this \
+             service did not give out is 400.",
+        ))
+        .examples(["eyJ0IjoxNzk1NzMwNDAwMDAwLCJ1IjoiYWxpY2UiLCJmIjoibm90ZXMudHh0In0"])
+        .build()
+}
+
+/// `startTime` / `endTime` of the app-wide listing.
+pub fn time_schema(description: &str, example: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::DateTime,
+        )))
+        .description(Some(description))
+        .examples([example])
+        .build()
+}
+
+fn start_time_schema() -> Object {
+    time_schema(
+        "Only files whose `createdOn` is at or after this (inclusive): an ISO 8601 (RFC 3339) \
+         date and time with a time zone. Anything else is 400.",
+        "2026-11-26T00:00:00.000Z",
+    )
+}
+
+fn end_time_schema() -> Object {
+    time_schema(
+        "Only files whose `createdOn` is before this (exclusive): an ISO 8601 (RFC 3339) date and \
+         time with a time zone. Anything else is 400. Not after `startTime`: an empty page.",
+        "2026-12-03T00:00:00.000Z",
+    )
+}
+
+/// `fileId` of the app-wide listing: the same identifier across participants.
+fn file_filter_schema() -> Object {
+    let mut schema = file_id_schema();
+    schema.description = Some(
+        "Only files with this fileId, of every participant: 1 to 255 of `A-Z a-z 0-9 . _ -`; not \
+         `.`, `..` or `self`. Anything else is 400."
+            .to_owned(),
+    );
+    schema
+}
+
 /// `pageSize`: 5 to 100, default 50.
 pub fn page_size_schema() -> Object {
     ObjectBuilder::new()
@@ -275,6 +330,27 @@ pub struct FilePath {
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct ListQuery {
     #[param(schema_with = offset_key_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    offset_key: Option<String>,
+    #[param(schema_with = page_size_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    page_size: Option<u32>,
+}
+
+/// The query of the app-wide listing.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct AppListQuery {
+    #[param(schema_with = start_time_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    start_time: Option<String>,
+    #[param(schema_with = end_time_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    end_time: Option<String>,
+    #[param(schema_with = file_filter_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    file_id: Option<String>,
+    #[param(schema_with = app_offset_key_schema)]
     #[allow(dead_code, reason = "documentation only")]
     offset_key: Option<String>,
     #[param(schema_with = page_size_schema)]

@@ -98,6 +98,13 @@ impl ParticipantFile {
 pub struct RequestParams {
     pub offset_key: Option<String>,
     pub page_size: usize,
+    /// The app-wide listing's bounds and filter, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
     #[serde(rename = "type")]
     pub kind: &'static str,
 }

@@ -1,7 +1,7 @@
 //! `DynamoFileIndex`: the index as one DynamoDB table, written with single-item conditional
 //! writes and read with consistent reads.
 //!
-//! Table schema: hash key `pk` (S) = `{app}#{participant}`, range key `fileId` (S); no indexes.
+//! Table schema: hash key `pk` (S) = `{app}#{participant}`, range key `fileId` (S).
 //! Attributes: `app`, `participant`, `version` (N, the optimistic-concurrency counter),
 //! `objectKey`, `mimeType`, `size` (N), `sha256`, `scanStatus`, `createdOn` (ISO 8601), and for
 //! an outstanding upload `pendingKey`, `pendingMimeType`, `pendingSize` (N), `pendingSha256`,
@@ -10,9 +10,24 @@
 //! that are writing the file, which `reconcile` must not touch), and for a scanned file
 //! `scannedOn` (ISO 8601) and `scanEngine` (the scanner's version string).
 //!
-//! IAM actions it needs on the table: `dynamodb:GetItem`, `dynamodb:PutItem`,
-//! `dynamodb:DeleteItem`, `dynamodb:Query`, `dynamodb:Scan` (`reconcile`),
-//! `dynamodb:DescribeTable` (ready check, `setup`), and for `setup` `dynamodb:CreateTable`.
+//! The app-wide listing reads two global secondary indexes, both `KEYS_ONLY` and sparse: only
+//! rows with committed bytes carry their keys, so rows holding only an upload URL or claims are
+//! in neither.
+//! - `byApp`: hash `gsiApp` (S) = `{app}`, range `gsiTime` (S);
+//! - `byAppFile`: hash `gsiAppFile` (S) = `{app}#{fileId}`, range `gsiTime` (S);
+//!
+//! where `gsiTime` = `{createdOn as 15-digit zero-padded epoch millis}#{participant}#{fileId}`:
+//! its byte order is the listing's order (`#` sorts before every identifier character). An
+//! index is eventually consistent, so every entry read is checked against its row with a
+//! consistent `BatchGetItem`, and served only when the row still holds a file at that very
+//! position, with the row's metadata; a deleted or replaced file's stale entry is skipped.
+//!
+//! IAM actions it needs on the table: `dynamodb:GetItem`, `dynamodb:BatchGetItem` (the listing's
+//! check), `dynamodb:PutItem`, `dynamodb:DeleteItem`, `dynamodb:Query` (on the table and on
+//! `table/NAME/index/*`), `dynamodb:Scan` (`reconcile`, `setup`'s backfill),
+//! `dynamodb:DescribeTable` (ready check, `setup`), and for `setup` `dynamodb:CreateTable`,
+//! `dynamodb:UpdateTable` (adds the indexes to an older table) and `dynamodb:UpdateItem` (writes
+//! the index keys onto rows written before them).
 
 use std::collections::HashMap;
 
@@ -21,12 +36,13 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
+    GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType,
+    KeysAndAttributes, Projection, ProjectionType, ScalarAttributeType, TableStatus,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{FileIndex, IndexError, Usage};
+use super::{AppPosition, AppQuery, FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
     AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanEvidence, ScanStatus,
@@ -91,6 +107,38 @@ fn pk(owner: &Owner) -> String {
     format!("{}#{}", owner.app, owner.participant)
 }
 
+/// The app-wide listing's indexes: name, hash key attribute.
+const BY_APP: (&str, &str) = ("byApp", "gsiApp");
+const BY_APP_FILE: (&str, &str) = ("byAppFile", "gsiAppFile");
+/// The range key of both.
+const GSI_TIME: &str = "gsiTime";
+
+/// The largest `createdOn` the sort key can carry (15 digits of milliseconds: year 33658).
+const MAX_TIME_KEY: i64 = 999_999_999_999_999;
+
+/// Milliseconds as the fixed-width leading part of `gsiTime`, so that text order is time order.
+fn time_key(ms: i64) -> String {
+    format!("{:015}", ms.clamp(0, MAX_TIME_KEY))
+}
+
+fn position_key(p: &AppPosition) -> String {
+    format!("{}#{}#{}", time_key(p.created_on), p.participant, p.file_id)
+}
+
+/// The position a `gsiTime` names; `None` when it is not one this index wrote.
+fn parse_position(key: &str) -> Option<AppPosition> {
+    let mut parts = key.splitn(3, '#');
+    let ms = parts.next()?;
+    if ms.len() != 15 || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(AppPosition {
+        created_on: ms.parse().ok()?,
+        participant: UserId::parse(parts.next()?).ok()?,
+        file_id: FileId::parse(parts.next()?).ok()?,
+    })
+}
+
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
@@ -148,6 +196,9 @@ fn to_item(row: &FileRow, version: u64) -> Item {
             item.insert("scanEngine".into(), s(&scan.engine));
         }
     }
+    for (name, value) in listing_keys(row) {
+        item.insert(name.into(), s(&value));
+    }
     if let Some(p) = &row.pending {
         item.insert("pendingKey".into(), s(p.key.as_str()));
         item.insert("pendingMimeType".into(), s(&p.mime_type));
@@ -167,6 +218,19 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         item.insert("claims".into(), s(&claims));
     }
     item
+}
+
+/// The attributes that put a row into the listing's indexes: none for a row without committed
+/// bytes (the indexes are sparse).
+fn listing_keys(row: &FileRow) -> Vec<(&'static str, String)> {
+    match AppPosition::of(row) {
+        None => Vec::new(),
+        Some(pos) => vec![
+            (BY_APP.1, row.owner.app.to_string()),
+            (BY_APP_FILE.1, format!("{}#{}", row.owner.app, row.file_id)),
+            (GSI_TIME, position_key(&pos)),
+        ],
+    }
 }
 
 fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
@@ -238,11 +302,50 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
 }
 
 /// What `setup` found or did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableSetup {
-    Created,
-    Exists,
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableSetup {
+    /// The table was created (with its indexes).
+    pub created: bool,
+    /// Listing indexes added to an existing table.
+    pub indexes_added: Vec<&'static str>,
+    /// Rows written before the indexes that were given their index keys.
+    pub backfilled: u64,
 }
+
+fn attr(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("name and type are set")
+}
+
+fn key(name: &str, t: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()
+        .expect("name and type are set")
+}
+
+fn keys_only() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::KeysOnly)
+        .build()
+}
+
+fn gsi((name, hash): (&str, &str)) -> GlobalSecondaryIndex {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash))
+        .key_schema(key(GSI_TIME, KeyType::Range))
+        .projection(keys_only())
+        .build()
+        .expect("name, keys and projection are set")
+}
+
+/// How often `setup` looks whether the table and its indexes are active.
+const SETUP_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DynamoFileIndex {
     #[must_use]
@@ -250,9 +353,12 @@ impl DynamoFileIndex {
         Self { client, table }
     }
 
-    /// Creates the table (on-demand billing) when missing; refuses an existing table whose
-    /// key schema is not this one, naming the difference.
+    /// Creates the table (on-demand billing) with the listing's indexes when missing; refuses
+    /// an existing table whose key schema is not this one, naming the difference; adds the
+    /// indexes an older table lacks (`UpdateTable`, one at a time) and gives its rows their
+    /// index keys. Returns once the table and both indexes are `ACTIVE`.
     pub async fn setup(&self) -> Result<TableSetup, IndexError> {
+        let mut report = TableSetup::default();
         match self
             .client
             .describe_table()
@@ -290,41 +396,212 @@ impl DynamoFileIndex {
                         source: None,
                     });
                 }
-                Ok(TableSetup::Exists)
+                let have: Vec<String> = out
+                    .table()
+                    .map(|t| {
+                        t.global_secondary_indexes()
+                            .iter()
+                            .filter_map(|g| g.index_name().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for index in [BY_APP, BY_APP_FILE] {
+                    if have.iter().any(|h| h == index.0) {
+                        continue;
+                    }
+                    self.wait_active().await?;
+                    tracing::info!(index = index.0, "adding a global secondary index");
+                    self.client
+                        .update_table()
+                        .table_name(&self.table)
+                        .attribute_definitions(attr(index.1))
+                        .attribute_definitions(attr(GSI_TIME))
+                        .global_secondary_index_updates(
+                            GlobalSecondaryIndexUpdate::builder()
+                                .create(
+                                    CreateGlobalSecondaryIndexAction::builder()
+                                        .index_name(index.0)
+                                        .key_schema(key(index.1, KeyType::Hash))
+                                        .key_schema(key(GSI_TIME, KeyType::Range))
+                                        .projection(keys_only())
+                                        .build()
+                                        .expect("name, keys and projection are set"),
+                                )
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| failed("UpdateTable failed", e))?;
+                    report.indexes_added.push(index.0);
+                }
             }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
-                let attr = |name: &str| {
-                    AttributeDefinition::builder()
-                        .attribute_name(name)
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .expect("name and type are set")
-                };
-                let key = |name: &str, t: KeyType| {
-                    KeySchemaElement::builder()
-                        .attribute_name(name)
-                        .key_type(t)
-                        .build()
-                        .expect("name and type are set")
-                };
                 self.client
                     .create_table()
                     .table_name(&self.table)
                     .attribute_definitions(attr("pk"))
                     .attribute_definitions(attr("fileId"))
+                    .attribute_definitions(attr(BY_APP.1))
+                    .attribute_definitions(attr(BY_APP_FILE.1))
+                    .attribute_definitions(attr(GSI_TIME))
                     .key_schema(key("pk", KeyType::Hash))
                     .key_schema(key("fileId", KeyType::Range))
+                    .global_secondary_indexes(gsi(BY_APP))
+                    .global_secondary_indexes(gsi(BY_APP_FILE))
                     .billing_mode(BillingMode::PayPerRequest)
                     .send()
                     .await
                     .map_err(|e| failed("CreateTable failed", e))?;
-                Ok(TableSetup::Created)
+                report.created = true;
             }
-            Err(e) => Err(failed("DescribeTable failed", e)),
+            Err(e) => return Err(failed("DescribeTable failed", e)),
         }
+        self.wait_active().await?;
+        if !report.created {
+            report.backfilled = self.backfill().await?;
+        }
+        Ok(report)
+    }
+
+    /// Waits until the table and every index on it are `ACTIVE` (an index added to a big table
+    /// may take long: it is built from every row).
+    async fn wait_active(&self) -> Result<(), IndexError> {
+        loop {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| failed("DescribeTable failed", e))?;
+            let table = out.table();
+            let table_ready = table.and_then(|t| t.table_status()) == Some(&TableStatus::Active);
+            let pending: Vec<String> = table
+                .map(|t| {
+                    t.global_secondary_indexes()
+                        .iter()
+                        .filter(|g| {
+                            g.index_status() != Some(&IndexStatus::Active)
+                                || g.backfilling() == Some(true)
+                        })
+                        .filter_map(|g| g.index_name().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if table_ready && pending.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(
+                ?pending,
+                table_ready,
+                "waiting for the table and its indexes to be active"
+            );
+            tokio::time::sleep(SETUP_POLL).await;
+        }
+    }
+
+    /// Gives every row with committed bytes that lacks them its index keys (rows written before
+    /// the indexes existed), each with a write conditional on the version read: a row written
+    /// since carries them already.
+    async fn backfill(&self) -> Result<u64, IndexError> {
+        let mut done = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("attribute_exists(objectKey) AND attribute_not_exists(#t)")
+                .expression_attribute_names("#t", GSI_TIME)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| failed("Scan failed", e))?;
+            for item in out.items() {
+                let row = from_item(item)?;
+                let mut update = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(start_key(&row.value.owner, &row.value.file_id)))
+                    .condition_expression("#version = :expected")
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":expected", n(row.version));
+                let mut sets = Vec::new();
+                for (i, (name, value)) in listing_keys(&row.value).into_iter().enumerate() {
+                    sets.push(format!("#k{i} = :v{i}"));
+                    update = update
+                        .expression_attribute_names(format!("#k{i}"), name)
+                        .expression_attribute_values(format!(":v{i}"), s(&value));
+                }
+                match update
+                    .update_expression(format!("SET {}", sets.join(", ")))
+                    .send()
+                    .await
+                {
+                    Ok(_) => done += 1,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                    Err(e) => return Err(failed("UpdateItem failed", e)),
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(done),
+            }
+        }
+    }
+
+    /// The rows at `keys` (table keys), read consistently, by `(pk, fileId)`.
+    async fn batch_get(
+        &self,
+        keys: Vec<Item>,
+    ) -> Result<HashMap<(String, String), Item>, IndexError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut want = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys are set"),
+            );
+            let mut backoff = std::time::Duration::from_millis(20);
+            while let Some(request) = want.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| failed("BatchGetItem failed", e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let pk = get_s(&item, "pk").unwrap_or_default().to_owned();
+                    let file = get_s(&item, "fileId").unwrap_or_default().to_owned();
+                    found.insert((pk, file), item);
+                }
+                // Keys DynamoDB did not get to (throttling, size): asked again after a pause.
+                want = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys().is_empty());
+                if want.is_some() {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Reads items until `limit` are collected or the table runs out; DynamoDB may stop a page
@@ -416,6 +693,104 @@ impl FileIndex for DynamoFileIndex {
         // ExclusiveStartKey need not name an existing item, which is Bridge's offsetKey rule.
         let start = after.map(|f| start_key(owner, f));
         self.collect(Some(owner), start, limit).await
+    }
+
+    async fn list_app(
+        &self,
+        query: &AppQuery,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        let (index, hash) = if query.file_id.is_some() {
+            BY_APP_FILE
+        } else {
+            BY_APP
+        };
+        let hash_value = match &query.file_id {
+            None => query.app.to_string(),
+            Some(f) => format!("{}#{f}", query.app),
+        };
+        // Every key of a file created at or after `start` is at or above the bare time; every
+        // key of one created before `end` is below it (keys go on with `#...`).
+        let lower = time_key(query.start.unwrap_or(0));
+        let mut upper = match (
+            query.end.map(time_key),
+            query.after.as_ref().map(position_key),
+        ) {
+            (Some(e), Some(a)) => e.min(a),
+            (e, a) => e.or(a).unwrap_or_else(|| "~".to_owned()),
+        };
+        let mut rows = Vec::new();
+        while rows.len() < limit && lower <= upper {
+            let want = limit - rows.len();
+            // BETWEEN is inclusive: one more, in case the upper bound itself is an entry.
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#h = :h AND #t BETWEEN :lo AND :hi")
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_names("#t", GSI_TIME)
+                .expression_attribute_values(":h", s(&hash_value))
+                .expression_attribute_values(":lo", s(&lower))
+                .expression_attribute_values(":hi", s(&upper))
+                .scan_index_forward(false)
+                .limit(i32::try_from(want + 1).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| failed("Query failed", e))?;
+            let more = out.last_evaluated_key.is_some();
+            let mut entries: Vec<(String, AppPosition)> = Vec::new();
+            let mut all_taken = true;
+            for item in out.items() {
+                let Some(k) = get_s(item, GSI_TIME) else {
+                    continue;
+                };
+                if k >= upper.as_str() {
+                    continue;
+                }
+                if entries.len() == want {
+                    all_taken = false;
+                    break;
+                }
+                let pos = parse_position(k).ok_or_else(|| corrupt(GSI_TIME))?;
+                entries.push((k.to_owned(), pos));
+            }
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            upper = last.clone();
+            let keys = entries
+                .iter()
+                .map(|(_, p)| {
+                    start_key(
+                        &Owner {
+                            app: query.app.clone(),
+                            participant: p.participant.clone(),
+                        },
+                        &p.file_id,
+                    )
+                })
+                .collect();
+            let mut found = self.batch_get(keys).await?;
+            for (_, pos) in &entries {
+                let pk = format!("{}#{}", query.app, pos.participant);
+                let Some(item) = found.remove(&(pk, pos.file_id.to_string())) else {
+                    // Deleted since the index was written: the entry is stale.
+                    continue;
+                };
+                let row = from_item(&item)?;
+                // Served only when the row still holds a file at this very position: an entry
+                // of a replaced file is skipped (its new entry sorts by its new time).
+                if AppPosition::of(&row.value).as_ref() == Some(pos) && query.matches(&row.value) {
+                    rows.push(row);
+                }
+            }
+            if all_taken && !more {
+                break;
+            }
+        }
+        Ok(rows)
     }
 
     async fn scan(

@@ -6,10 +6,10 @@ mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::model::{FileId, FileRow, Owner, Versioned};
+use crate::model::{AppId, FileId, FileRow, Owner, UserId, Versioned};
 
 pub use dynamo::{DynamoFileIndex, TableSetup};
-pub use sqlite::SqliteFileIndex;
+pub use sqlite::{SqliteFileIndex, list_app_sql};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -72,6 +72,60 @@ impl Usage {
     }
 }
 
+/// A position in the app-wide order: newest `createdOn` first, then participant and file ID,
+/// both descending (byte order), so that files committed in the same millisecond keep a fixed
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppPosition {
+    /// Milliseconds since the epoch, as both indexes store `createdOn`.
+    pub created_on: i64,
+    pub participant: UserId,
+    pub file_id: FileId,
+}
+
+impl AppPosition {
+    /// Where a row with committed bytes sits; `None` for a row without.
+    #[must_use]
+    pub fn of(row: &FileRow) -> Option<Self> {
+        row.current.as_ref().map(|c| Self {
+            created_on: c.created_on.timestamp_millis(),
+            participant: row.owner.participant.clone(),
+            file_id: row.file_id.clone(),
+        })
+    }
+}
+
+/// An app-wide listing: the committed files of every participant of `app`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppQuery {
+    pub app: AppId,
+    /// Only files with this ID (of every participant).
+    pub file_id: Option<FileId>,
+    /// `createdOn` at or after this (milliseconds).
+    pub start: Option<i64>,
+    /// `createdOn` before this (milliseconds).
+    pub end: Option<i64>,
+    /// Only files strictly after this position in the order (the last item of the previous
+    /// page); it need not be a file that exists.
+    pub after: Option<AppPosition>,
+}
+
+impl AppQuery {
+    /// Whether a row belongs in the answer: it has committed bytes and matches every bound.
+    /// Both indexes select by their keys; this states the same rule once, for checks.
+    #[must_use]
+    pub fn matches(&self, row: &FileRow) -> bool {
+        let Some(pos) = AppPosition::of(row) else {
+            return false;
+        };
+        row.owner.app == self.app
+            && self.file_id.as_ref().is_none_or(|f| *f == row.file_id)
+            && self.start.is_none_or(|s| pos.created_on >= s)
+            && self.end.is_none_or(|e| pos.created_on < e)
+            && self.after.as_ref().is_none_or(|a| pos < *a)
+    }
+}
+
 /// Rows are keyed by owner and file ID. Every write is a single-row conditional write on the
 /// version that was read, so two writers racing on one file cannot both win.
 #[async_trait]
@@ -91,6 +145,15 @@ pub trait FileIndex: Send + Sync {
         &self,
         owner: &Owner,
         after: Option<&FileId>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
+
+    /// Up to `limit` rows of the app that hold committed bytes and match `query`, in the
+    /// app-wide order (see [`AppPosition`]). Rows holding only an upload URL or claims are never
+    /// returned. Every returned row is as the row reads now, never an older copy of it.
+    async fn list_app(
+        &self,
+        query: &AppQuery,
         limit: usize,
     ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{FileIndex, IndexError, Usage};
+use super::{AppQuery, FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
     AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanEvidence, ScanStatus,
@@ -42,6 +42,46 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (app, participant, file_id)
 ) WITHOUT ROWID;
 ";
+
+/// The app-wide listing's indexes (`list_app`): by time, and by file ID then time. Partial:
+/// only rows with committed bytes are in them, so rows holding only an upload URL or claims
+/// cost nothing and are never listed. `IF NOT EXISTS` adds them to an index file written by an
+/// older version at its next open.
+const APP_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS files_by_app_time
+    ON files (app, created_on, participant, file_id) WHERE object_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_by_app_file_time
+    ON files (app, file_id, created_on, participant) WHERE object_key IS NOT NULL;
+";
+
+/// The app-wide listing, by time. `INDEXED BY` makes SQLite fail the statement rather than
+/// fall back to a table scan should the index ever not serve it. The upper bound is one row
+/// value (the earlier of the offset and the end), so that a deep page starts where it should
+/// instead of filtering its way down from the end.
+const LIST_APP_BY_TIME: &str = "FROM files INDEXED BY files_by_app_time \
+    WHERE app = ?1 AND object_key IS NOT NULL AND created_on >= ?2 \
+    AND (created_on, participant, file_id) < (?3, ?4, ?5) \
+    ORDER BY created_on DESC, participant DESC, file_id DESC LIMIT ?6";
+
+/// The app-wide listing of one file ID.
+const LIST_APP_BY_FILE: &str = "FROM files INDEXED BY files_by_app_file_time \
+    WHERE app = ?1 AND object_key IS NOT NULL AND created_on >= ?2 \
+    AND (created_on, participant, file_id) < (?3, ?4, ?5) AND file_id = ?7 \
+    ORDER BY created_on DESC, participant DESC, file_id DESC LIMIT ?6";
+
+/// The SQL of an app-wide listing and whether it filters by file ID, for tests that check the
+/// query plan.
+#[must_use]
+pub fn list_app_sql(by_file: bool) -> String {
+    format!(
+        "SELECT {COLUMNS} {}",
+        if by_file {
+            LIST_APP_BY_FILE
+        } else {
+            LIST_APP_BY_TIME
+        }
+    )
+}
 
 /// Columns added after the first schema, with their types: an index file written by an older
 /// version gains them at open.
@@ -145,6 +185,8 @@ impl SqliteFileIndex {
             conn.execute_batch(SCHEMA)
                 .map_err(|e| backend("cannot create schema", e))?;
             add_missing_columns(&conn)?;
+            conn.execute_batch(APP_INDEXES)
+                .map_err(|e| backend("cannot create the listing indexes", e))?;
             Ok(conn)
         })
         .await
@@ -392,6 +434,46 @@ impl FileIndex for SqliteFileIndex {
                 .map_err(|e| backend("list failed", e))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| backend("list failed", e))?;
+            raws.into_iter().map(RawRow::into_row).collect()
+        })
+        .await
+    }
+
+    async fn list_app(
+        &self,
+        query: &AppQuery,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        // Every row after the end is before `(end, "", "")`: no participant ID is empty.
+        let end = query.end.map(|e| (e, String::new(), String::new()));
+        let after = query.after.as_ref().map(|a| {
+            (
+                a.created_on,
+                a.participant.to_string(),
+                a.file_id.to_string(),
+            )
+        });
+        let upper = match (end, after) {
+            (Some(e), Some(a)) => e.min(a),
+            (e, a) => e.or(a).unwrap_or((i64::MAX, String::new(), String::new())),
+        };
+        let app = query.app.to_string();
+        let start = query.start.unwrap_or(i64::MIN);
+        let file = query.file_id.as_ref().map(ToString::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let sql = list_app_sql(file.is_some());
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| backend("app listing failed", e))?;
+            let (t, p, f) = upper;
+            let raws = match &file {
+                None => stmt.query_map(params![app, start, t, p, f, limit], RawRow::read),
+                Some(id) => stmt.query_map(params![app, start, t, p, f, limit, id], RawRow::read),
+            }
+            .map_err(|e| backend("app listing failed", e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| backend("app listing failed", e))?;
             raws.into_iter().map(RawRow::into_row).collect()
         })
         .await

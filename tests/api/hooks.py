@@ -82,6 +82,12 @@ def before_call(context, case, kwargs):
             if name.lower() == "x-amz-checksum-sha256":
                 data = _body_bytes(case)
                 case.headers[name] = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    if op == "listAppFiles" and case.query and case.query.get("offsetKey"):
+        # offsetKey is opaque: only a key the service gave out is valid, and no pattern can say
+        # which those are. A valid request sends one, made as the service makes them (base64url
+        # of {"t": millis, "u": userId, "f": fileId}; a position that need not be a file).
+        raw = json.dumps({"t": 1795730400000, "u": "U", "f": "notes.txt"}, separators=(",", ":"))
+        case.query["offsetKey"] = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
     if (
         op in ("requestSelfUpload", "requestParticipantUpload")
         and stateful
