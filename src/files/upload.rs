@@ -326,9 +326,22 @@ impl FileService {
                 return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
             }
             if !row.claimed(&file.key) {
-                // Revoked by an erase or by `reconcile`, or an earlier try landed and another
-                // upload replaced it since: this object is not to be kept.
                 claim.disarm();
+                if let Some(old) = &replaced_by_last_try
+                    && row.current.as_ref().map(|c| &c.key) != old.as_ref().map(|o| &o.key)
+                {
+                    // An earlier try whose answer was lost did land, and another upload has
+                    // replaced this one since (and deleted its object): it was committed.
+                    // A revocation would have left the row at what that try replaced.
+                    let old = replaced_by_last_try.flatten();
+                    self.discard_unnamed(&row, old.clone()).await;
+                    return Ok(Committed {
+                        file,
+                        replaced: old.is_some(),
+                        scan_time: None,
+                    });
+                }
+                // Revoked by an erase or by `reconcile`: this object is not to be kept.
                 self.discard(&file.key).await;
                 self.discard_unnamed(&row, replaced_by_last_try.flatten())
                     .await;
