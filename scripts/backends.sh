@@ -125,6 +125,10 @@ pf_start_backends() {
   export PF_TEST_CLAMD_PIDFILE="$PF_BACKENDS_DIR/clamd/clamd.pid"
   pf_start_clamd clamd-small 1M
   export PF_TEST_CLAMD_SMALL=$PF_CLAMD_ADDRESS
+  # A third one whose signatures the rescan tests add to (a marker of their own each) and
+  # RELOAD, so that the others always scan with the same database.
+  pf_start_clamd clamd-rescan 1200M
+  export PF_TEST_CLAMD_RESCAN=$PF_CLAMD_ADDRESS PF_TEST_CLAMD_RESCAN_DB="$PF_BACKENDS_DIR/clamd-rescan/db"
   echo "test backends: s3s-fs on $AWS_ENDPOINT_URL_S3, moto_server on $AWS_ENDPOINT_URL_DYNAMODB" >&2
 }
 

@@ -30,6 +30,8 @@ pub enum Action {
     Erase,
     /// A page of the app-wide listing (every participant's files).
     ListApp,
+    /// `participant-files rescan` scanned the file's bytes again.
+    Rescan,
 }
 
 /// One audit line. Identifiers only: never a token, a URL or file content.
@@ -52,6 +54,9 @@ pub struct AuditEvent {
     /// How many files a page of the app-wide listing showed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The signature an infected file was found with (a refused upload, a rescan's finding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl AuditEvent {
@@ -82,7 +87,15 @@ impl AuditEvent {
             status,
             bytes,
             count: None,
+            signature: None,
         }
+    }
+
+    /// The same line, naming the signature an infected file was found with.
+    #[must_use]
+    pub fn with_signature(mut self, signature: Option<&str>) -> Self {
+        self.signature = signature.map(str::to_owned);
+        self
     }
 }
 
@@ -115,6 +128,7 @@ impl AuditEvent {
             status: r.status,
             bytes: 0,
             count: None,
+            signature: None,
         }
     }
 }

@@ -42,6 +42,28 @@ pub enum Command {
     /// Remove objects that no row names, expired pending uploads and abandoned uploads; print
     /// what was removed.
     Reconcile(ReconcileArgs),
+    /// Scan stored files again with the scanner's current signatures; a file now found infected
+    /// is marked so, never served again, and its object deleted or quarantined.
+    Rescan(RescanArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RescanArgs {
+    /// Files scanned longer ago than this are scanned again, and so is every file scanned with
+    /// older signatures than the scanner has now; 0s: every file.
+    #[arg(long, default_value = "7d", value_parser = parse_age)]
+    pub older_than: Duration,
+    /// Files scanned at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Start over, forgetting a stopped run that would otherwise be continued.
+    #[arg(long)]
+    pub restart: bool,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -108,6 +130,15 @@ pub enum Mode {
     Presigned,
     /// Bytes pass through the service's pipeline.
     Streaming,
+}
+
+/// What `rescan` does with the object of a file it found infected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Quarantine {
+    /// Delete it.
+    Delete,
+    /// Move it under `quarantine/`, for analysis; it goes when the file is deleted.
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -205,6 +236,23 @@ pub struct ServeArgs {
         default_value = "*/*"
     )]
     pub allowed_types: AllowedTypes,
+    /// With presigned uploads and a scanner: how often each instance looks for uploads that
+    /// arrived, to scan them, like 5s (without a scanner the next request settles them).
+    #[arg(long, env = "PF_SETTLE_INTERVAL", value_name = "PF_SETTLE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub settle_interval: Duration,
+    /// Arrived presigned uploads one instance settles (streams through the pipeline) at once.
+    #[arg(long, env = "PF_SETTLE_CONCURRENCY", value_name = "PF_SETTLE_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub settle_concurrency: u16,
+    /// What `rescan` does with the object of a file it finds infected: `delete` it, or `keep`
+    /// it under the `quarantine/` prefix (never served, removed with the file).
+    #[arg(
+        long,
+        env = "PF_QUARANTINE",
+        value_name = "PF_QUARANTINE",
+        value_enum,
+        default_value = "delete"
+    )]
+    pub quarantine: Quarantine,
     /// How long a scan may take before the upload fails with 503, like 60s.
     #[arg(long, env = "PF_SCAN_TIMEOUT", value_name = "PF_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub scan_timeout: Duration,
@@ -343,6 +391,9 @@ pub struct Config {
     pub max_file_size: u64,
     pub allowed_types: AllowedTypes,
     pub scan_timeout: Duration,
+    pub settle_interval: Duration,
+    pub settle_concurrency: usize,
+    pub quarantine: Quarantine,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
@@ -384,12 +435,6 @@ impl Config {
                 );
             }
         };
-        if !args.clamd.is_empty() && args.upload_mode == Some(Mode::Presigned) {
-            return err(
-                "PF_CLAMD with PF_UPLOAD_MODE=presigned: presigned uploads go straight to S3 and \
-                 would never be scanned; use streaming uploads with a scanner",
-            );
-        }
         let s3 = matches!(args.store, StoreLocation::S3 { .. });
         let default_mode = if s3 && args.clamd.is_empty() {
             Mode::Presigned
@@ -429,6 +474,9 @@ impl Config {
                 "PF_MAX_BUFFER_MEMORY must hold at least two S3 parts (2 x PF_S3_PART_SIZE)",
             );
         }
+        if args.settle_interval.is_zero() {
+            return err("PF_SETTLE_INTERVAL must be above 0: arrivals would never be scanned");
+        }
         if args.s3_sse_kms_key_id.is_some() && args.s3_sse != "aws:kms" {
             return err("PF_S3_SSE_KMS_KEY_ID needs PF_S3_SSE=aws:kms");
         }
@@ -455,6 +503,9 @@ impl Config {
             max_file_size,
             allowed_types: args.allowed_types,
             scan_timeout: args.scan_timeout,
+            settle_interval: args.settle_interval,
+            settle_concurrency: usize::from(args.settle_concurrency),
+            quarantine: args.quarantine,
             audit_log: args.audit_log,
             log_format: args.log_format,
             max_buffer_memory: args.max_buffer_memory,
@@ -696,7 +747,7 @@ mod tests {
             "presigned",
         ]);
         let e = Config::from_args(cli.serve).unwrap_err().to_string();
-        assert!(e.contains("would never be scanned"), "{e}");
+        assert!(e.contains("needs an S3 store"), "{e}");
         // With S3, a scanner also turns the default to streaming.
         let cli = Cli::parse_from([
             "participant-files",
@@ -709,11 +760,16 @@ mod tests {
             "--clamd",
             "unix:///run/clamd.sock",
         ]);
-        let config = Config::from_args(cli.serve).unwrap();
+        let config = Config::from_args(cli.serve.clone()).unwrap();
         assert_eq!(
             (config.upload_mode, config.download_mode),
             (Mode::Streaming, Mode::Streaming)
         );
+        // Presigned uploads with a scanner are asked for explicitly; the settler scans them.
+        let mut args = cli.serve;
+        args.upload_mode = Some(Mode::Presigned);
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(config.upload_mode, Mode::Presigned);
         let cli = Cli::parse_from([
             "participant-files",
             "--store",

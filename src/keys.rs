@@ -27,8 +27,12 @@ impl UploadId {
     }
 }
 
+const QUARANTINE: &str = "quarantine/";
+
 /// `{app}/{participant}/{uploadId}`: every segment is validated, so a key is also a safe
-/// relative path; it names exactly one upload. The file ID stays out of it on purpose: file
+/// relative path; it names exactly one upload. The object of a file a rescan found infected
+/// may be kept under `quarantine/{app}/{participant}/{uploadId}` (four segments, so never taken
+/// for the key of an app called `quarantine`). The file ID stays out of it on purpose: file
 /// names ("left-arm-plaque.jpg") can say something about a participant, and object keys end up
 /// in bucket listings, access logs and audit trails that this service does not control.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,10 +53,33 @@ impl ObjectKey {
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
         let (owner, upload) = Self::split(s)?;
-        Some(Self::new(&owner, &upload))
+        let key = Self::new(&owner, &upload);
+        Some(if s.split('/').count() == 4 {
+            key.quarantined()
+        } else {
+            key
+        })
+    }
+
+    /// Where a rescan keeps this key's object once found infected.
+    #[must_use]
+    pub fn quarantined(&self) -> Self {
+        if self.is_quarantined() {
+            return self.clone();
+        }
+        Self(format!("{QUARANTINE}{}", self.0))
+    }
+
+    #[must_use]
+    pub fn is_quarantined(&self) -> bool {
+        self.0.split('/').count() == 4
     }
 
     fn split(s: &str) -> Option<(Owner, UploadId)> {
+        let s = match s.strip_prefix(QUARANTINE) {
+            Some(rest) if rest.split('/').count() == 3 => rest,
+            _ => s,
+        };
         let mut it = s.split('/');
         let app = AppId::parse(it.next()?).ok()?;
         let participant = UserId::parse(it.next()?).ok()?;
@@ -114,6 +141,26 @@ mod tests {
         assert_eq!(ObjectKey::parse(key.as_str()), Some(key.clone()));
         assert_eq!(key.owner(), owner());
         assert_eq!(key.upload_id(), upload);
+    }
+
+    #[test]
+    fn quarantine_keys_round_trip() {
+        let upload = UploadId::generate();
+        let key = ObjectKey::new(&owner(), &upload);
+        let q = key.quarantined();
+        assert_eq!(
+            q.as_str(),
+            format!("quarantine/app/user-1/{}", upload.as_str())
+        );
+        assert!(q.is_quarantined() && !key.is_quarantined());
+        assert_eq!(ObjectKey::parse(q.as_str()), Some(q.clone()));
+        assert_eq!(q.owner(), owner());
+        assert_eq!(q.upload_id(), upload);
+        // An app named `quarantine` keeps its ordinary keys.
+        let app_q = format!("quarantine/user-1/{}", upload.as_str());
+        let parsed = ObjectKey::parse(&app_q).unwrap();
+        assert!(!parsed.is_quarantined());
+        assert_eq!(parsed.owner().app.as_str(), "quarantine");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod reconcile;
+pub mod rescan;
 pub mod scan;
 pub mod secrets;
 pub mod server;
@@ -106,6 +107,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         scanner,
         cleanup,
         metrics,
+        settle: (config.settle_interval, config.settle_concurrency),
     }))
 }
 
@@ -121,6 +123,23 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let connections = tokio_util::task::TaskTracker::new();
+    let settler_stop = tokio_util::sync::CancellationToken::new();
+    let settler = tokio::spawn(files::settler::run(
+        state.files.clone(),
+        state.settle.0,
+        state.settle.1,
+        settler_stop.clone(),
+        {
+            let metrics = Arc::clone(&state.metrics);
+            Arc::new(move |outcome| {
+                let label = match outcome {
+                    files::settler::ArrivalOutcome::Settled => "settled",
+                    files::settler::ArrivalOutcome::Deferred => "deferred",
+                };
+                metrics.arrivals.with_label_values(&[label]).inc();
+            })
+        },
+    ));
     server::accept(
         http::router(Arc::clone(&state)),
         listener,
@@ -135,6 +154,10 @@ pub async fn serve(
         "shutting down: requests in flight may finish"
     );
     connections.close();
+    // Arrivals being scanned stop and give their lease back: another instance, or this one
+    // after a restart, takes them again.
+    settler_stop.cancel();
+    let _ = settler.await;
     if tokio::time::timeout(deadline, connections.wait())
         .await
         .is_err()

@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use participant_files::config::{Cli, Command, Config, ServeArgs, TokenArgs};
-use participant_files::{auth, backends, build, reconcile, secrets, serve, setup};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use participant_files::config::{Cli, Command, Config, RescanArgs, ServeArgs, TokenArgs};
+use participant_files::{auth, backends, build, reconcile, rescan, secrets, serve, setup};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,8 +26,39 @@ fn main() -> ExitCode {
                 reconcile::run(&backends, min_age).await
             })
         }
+        Some(Command::Rescan(args)) => run_rescan(args),
         None => run_serve(cli.serve),
     }
+}
+
+fn run_rescan(args: RescanArgs) -> ExitCode {
+    let RescanArgs {
+        older_than,
+        concurrency,
+        restart,
+        quiet,
+        serve,
+    } = args;
+    maintain(serve, move |config| async move {
+        if config.clamd.is_empty() {
+            anyhow::bail!("rescan needs a scanner: set PF_CLAMD");
+        }
+        let backends = backends::open(&config).await?;
+        let scanner: Arc<dyn participant_files::scan::Scanner> = Arc::new(
+            participant_files::scan::ScannerPool::new(&config.clamd, config.scan_timeout),
+        );
+        let audit = participant_files::audit::AuditLog::open(&config.audit_log)
+            .context("cannot open the audit log")?;
+        let options = rescan::Options {
+            older_than,
+            concurrency: usize::from(concurrency),
+            restart,
+            progress: !quiet && std::io::stderr().is_terminal(),
+            quarantine: config.quarantine,
+            data_dir: config.data_dir.clone(),
+        };
+        rescan::run(&backends, scanner, &audit, &options).await
+    })
 }
 
 /// Runs a maintenance command and prints its report, one line each.

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub backend_errors: IntCounterVec,
     /// 1 for each configured scanner that answered at the last scrape, else 0.
     pub scanner_up: IntGaugeVec,
+    /// Presigned uploads the settler took: settled (committed or refused) or deferred.
+    pub arrivals: IntCounterVec,
     buffer_memory: IntGauge,
     budget: MemoryBudget,
 }
@@ -89,6 +91,15 @@ impl Metrics {
             &["backend"],
         )
         .expect("valid metric");
+        let arrivals = IntCounterVec::new(
+            Opts::new(
+                "pf_arrivals_total",
+                "Arrived presigned uploads this instance's settler took, by outcome: settled \
+                 (committed or refused) or deferred (a backend or the scanner failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let buffer_memory = IntGauge::new(
             "pf_buffer_memory_bytes",
             "Upload buffer memory reserved from PF_MAX_BUFFER_MEMORY",
@@ -104,6 +115,7 @@ impl Metrics {
             Box::new(scan_seconds.clone()),
             Box::new(backend_errors.clone()),
             Box::new(scanner_up.clone()),
+            Box::new(arrivals.clone()),
             Box::new(buffer_memory.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -119,6 +131,7 @@ impl Metrics {
             scan_seconds,
             backend_errors,
             scanner_up,
+            arrivals,
             buffer_memory,
             budget,
         }

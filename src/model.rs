@@ -90,6 +90,8 @@ pub struct Owner {
 pub enum ScanStatus {
     Clean,
     Unscanned,
+    /// Called clean once, found infected by a later rescan: never served again.
+    Infected,
 }
 
 impl ScanStatus {
@@ -98,6 +100,7 @@ impl ScanStatus {
         match self {
             Self::Clean => "clean",
             Self::Unscanned => "unscanned",
+            Self::Infected => "infected",
         }
     }
 
@@ -106,6 +109,7 @@ impl ScanStatus {
         match s {
             "clean" => Some(Self::Clean),
             "unscanned" => Some(Self::Unscanned),
+            "infected" => Some(Self::Infected),
             _ => None,
         }
     }
@@ -125,12 +129,48 @@ pub struct StoredFile {
     pub scan: Option<ScanEvidence>,
 }
 
-/// What a clean verdict rests on, kept as evidence.
+/// What the last verdict on the bytes rests on, kept as evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanEvidence {
     pub scanned_on: DateTime<Utc>,
     /// The scanner's own version string, like clamd's `ClamAV 1.4.6/27480/Tue Dec  1 ...`.
     pub engine: String,
+    /// The signature a rescan found; `None` for a clean verdict.
+    pub signature: Option<String>,
+}
+
+impl ScanEvidence {
+    /// The signature database version in a clamd `VERSION` answer (`ClamAV 1.4.6/27480/...`
+    /// gives 27480), to tell whether a file was scanned with older signatures.
+    #[must_use]
+    pub fn signature_version(engine: &str) -> Option<u64> {
+        engine.split('/').nth(1)?.trim().parse().ok()
+    }
+}
+
+/// One instance's hold on settling an arrived upload, so that only one scans it. An expired
+/// lease (its holder stopped or hangs) may be taken by any instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
+impl Lease {
+    /// `holder@millis`; a holder is a generated ID without `@`.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        format!("{}@{}", self.holder, self.until.timestamp_millis())
+    }
+
+    #[must_use]
+    pub fn decode(s: &str) -> Option<Self> {
+        let (holder, ms) = s.rsplit_once('@')?;
+        Some(Self {
+            holder: holder.to_owned(),
+            until: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+        })
+    }
 }
 
 /// An upload URL that was issued and not yet used.
@@ -145,6 +185,8 @@ pub struct PendingUpload {
     pub expires_on: DateTime<Utc>,
     /// Who asked for the upload URL, for the audit line written when the upload arrives.
     pub issuer: Option<Issuer>,
+    /// The instance settling the arrived upload, while it scans it.
+    pub lease: Option<Lease>,
 }
 
 /// Who an upload URL was issued to.

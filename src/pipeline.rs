@@ -117,6 +117,7 @@ impl Received {
                         let evidence = ScanEvidence {
                             scanned_on: chrono::Utc::now(),
                             engine: session.version().await?,
+                            signature: None,
                         };
                         (ScanStatus::Clean, Some(scan_time), Some(evidence))
                     }

@@ -24,7 +24,8 @@ pub async fn run(backends: &Backends) -> anyhow::Result<Vec<String>> {
             } = index.setup().await?;
             if created {
                 report.push(
-                    "created the DynamoDB table with its indexes byApp and byAppFile".to_owned(),
+                    "created the DynamoDB table with its indexes byApp, byAppFile and byPending"
+                        .to_owned(),
                 );
             } else {
                 report.push("the DynamoDB table exists with the expected key schema".to_owned());
@@ -34,10 +35,12 @@ pub async fn run(backends: &Backends) -> anyhow::Result<Vec<String>> {
             }
             if backfilled > 0 {
                 report.push(format!(
-                    "gave {backfilled} rows written before the listing indexes their index keys"
+                    "gave {backfilled} rows written before the indexes their index keys"
                 ));
             }
-            report.push("the table and its indexes byApp and byAppFile are ACTIVE".to_owned());
+            report.push(
+                "the table and its indexes byApp, byAppFile and byPending are ACTIVE".to_owned(),
+            );
         }
         None => report.push("the SQLite index is ready in the data dir".to_owned()),
     }

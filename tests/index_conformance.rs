@@ -62,6 +62,7 @@ fn stored(owner: &Owner, size: u64) -> StoredFile {
         scan: Some(participant_files::model::ScanEvidence {
             scanned_on: ms(1_795_000_000_100),
             engine: "ClamAV 1.4.6/27480/Tue Dec  1 09:00:00 2026".into(),
+            signature: None,
         }),
     }
 }
@@ -110,6 +111,10 @@ async fn conditional_put_get_and_delete() {
             issuer: Some(Issuer {
                 actor: UserId::parse("worker-1").unwrap(),
                 role: Role::Worker,
+            }),
+            lease: Some(participant_files::model::Lease {
+                holder: "0123456789abcdef0123456789abcdef".into(),
+                until: ms(1_795_000_060_000),
             }),
         });
         r2.claims = (0..2)
@@ -316,6 +321,7 @@ async fn usage_counts_files_bytes_and_open_upload_urls() {
             created_on: ms(1_795_000_000_000),
             expires_on,
             issuer: None,
+            lease: None,
         };
         let now = ms(1_795_000_500_000);
         // A replacement of "b" with a live URL, a new file with a live URL, and an expired one.
@@ -348,6 +354,93 @@ async fn usage_counts_files_bytes_and_open_upload_urls() {
             "{}",
             s.name
         );
+    }
+}
+
+/// The settler's query: every row holding an upload URL, paged, with its lease and the
+/// evidence of an infected verdict round-tripping; rows without one are never returned.
+#[tokio::test]
+async fn pending_rows_page_through_every_upload_url_and_nothing_else() {
+    for s in subjects().await {
+        let ix = s.index.as_ref();
+        let app = format!("pend-{}", uuid::Uuid::new_v4().simple());
+        let mut want = Vec::new();
+        for u in 0..3 {
+            let o = owner(&app, &format!("u{u}"));
+            for f in 0..9 {
+                let mut r = row(&o, &format!("f{f}"), 1);
+                if f % 3 == 0 {
+                    // Only committed bytes: not pending.
+                    ix.put(&r, None).await.unwrap();
+                    continue;
+                }
+                if f % 3 == 1 {
+                    r.current = None;
+                }
+                let key = ObjectKey::new(&o, &UploadId::generate());
+                r.pending = Some(PendingUpload {
+                    upload_id: key.upload_id(),
+                    key,
+                    mime_type: "text/plain".into(),
+                    size: Some(5),
+                    sha256: None,
+                    created_on: ms(1_795_000_000_000),
+                    expires_on: ms(1_795_003_600_000),
+                    issuer: None,
+                    lease: (f == 2).then(|| participant_files::model::Lease {
+                        holder: "instance-a".into(),
+                        until: ms(1_795_000_060_000),
+                    }),
+                });
+                ix.put(&r, None).await.unwrap();
+                want.push(r);
+            }
+        }
+        // Settled since: its upload URL is gone, so it leaves the pending rows.
+        let settled = &want[0];
+        let mut now = ix
+            .get(&settled.owner, &settled.file_id)
+            .await
+            .unwrap()
+            .unwrap();
+        now.value.pending = None;
+        now.value.current = Some(stored(&settled.owner, 9));
+        ix.put(&now.value, Some(now.version)).await.unwrap();
+        let want: Vec<FileRow> = want.into_iter().skip(1).collect();
+        let mut got: Vec<FileRow> = Vec::new();
+        let mut after: Option<(Owner, FileId)> = None;
+        loop {
+            let page = ix
+                .pending(after.as_ref().map(|(o, f)| (o, f)), 4)
+                .await
+                .unwrap();
+            got.extend(
+                page.iter()
+                    .map(|r| r.value.clone())
+                    .filter(|r| r.owner.app.as_str() == app),
+            );
+            if page.len() < 4 {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = Some((last.value.owner.clone(), last.value.file_id.clone()));
+        }
+        let key = |r: &FileRow| (r.owner.participant.to_string(), r.file_id.to_string());
+        got.sort_by_key(key);
+        let mut want = want;
+        want.sort_by_key(key);
+        assert_eq!(got, want, "{}", s.name);
+
+        // An infected verdict keeps its signature.
+        let o = owner(&app, "u0");
+        let mut r = row(&o, "infected", 1);
+        let c = r.current.as_mut().unwrap();
+        c.scan_status = ScanStatus::Infected;
+        c.scan.as_mut().unwrap().signature = Some("Pf-Marker-1".into());
+        c.key = c.key.quarantined();
+        ix.put(&r, None).await.unwrap();
+        let back = ix.get(&o, &r.file_id).await.unwrap().unwrap();
+        assert_eq!(back.value, r, "{}", s.name);
     }
 }
 
@@ -388,6 +481,13 @@ macro_rules! index_wrapper {
                 limit: usize,
             ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
                 self.inner.list_app(query, limit).await
+            }
+            async fn pending(
+                &self,
+                after: Option<(&Owner, &FileId)>,
+                limit: usize,
+            ) -> Result<Vec<participant_files::model::Versioned<FileRow>>, IndexError> {
+                self.inner.pending(after, limit).await
             }
             async fn check(&self) -> Result<(), IndexError> {
                 self.inner.check().await
@@ -821,6 +921,7 @@ async fn app_listing_by_time_range_and_file_id() {
             created_on: ms(T0 + 5000),
             expires_on: ms(T0 + 3_600_000),
             issuer: None,
+            lease: None,
         });
         let key = replacing.pending.as_ref().unwrap().key.clone();
         replacing.pending.as_mut().unwrap().upload_id = key.upload_id();
@@ -1238,23 +1339,7 @@ async fn sqlite_app_listing_reads_its_indexes_and_migrates_an_older_file() {
         (false, "files_by_app_time"),
         (true, "files_by_app_file_time"),
     ] {
-        let sql = format!(
-            "EXPLAIN QUERY PLAN {}",
-            participant_files::index::list_app_sql(by_file)
-        );
-        let mut stmt = conn.prepare(&sql).unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(
-                rusqlite::params_from_iter(std::iter::repeat_n(
-                    rusqlite::types::Value::Null,
-                    stmt.parameter_count(),
-                )),
-                |r| r.get::<_, String>(3),
-            )
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("; ");
+        let plan = query_plan(&conn, &participant_files::index::list_app_sql(by_file));
         // One search of the listing's index, in its order: no scan, no sort.
         assert!(
             plan.starts_with(&format!("SEARCH files USING INDEX {index} (app=?")),
@@ -1269,6 +1354,27 @@ async fn sqlite_app_listing_reads_its_indexes_and_migrates_an_older_file() {
         }
         assert!(plan.contains("created_on>?"), "{plan}");
     }
+    // The settler's poll reads only the partial index of pending rows.
+    let plan = query_plan(&conn, &participant_files::index::pending_sql());
+    assert!(plan.contains("USING INDEX files_pending"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+}
+
+/// SQLite's plan for `sql`, its steps joined by `; `.
+fn query_plan(conn: &rusqlite::Connection, sql: &str) -> String {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let plan: Vec<String> = stmt
+        .query_map(
+            rusqlite::params_from_iter(std::iter::repeat_n(
+                rusqlite::types::Value::Null,
+                stmt.parameter_count(),
+            )),
+            |r| r.get::<_, String>(3),
+        )
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    plan.join("; ")
 }
 
 /// DynamoDB's global secondary indexes lag behind the table. moto's do not, so the lag is made

@@ -175,8 +175,9 @@ async fn adds_the_listing_indexes_to_an_older_table() {
         "the DynamoDB table exists with the expected key schema",
         "added the global secondary index byApp",
         "added the global secondary index byAppFile",
-        "gave 1 rows written before the listing indexes their index keys",
-        "the table and its indexes byApp and byAppFile are ACTIVE",
+        "added the global secondary index byPending",
+        "gave 2 rows written before the indexes their index keys",
+        "the table and its indexes byApp, byAppFile and byPending are ACTIVE",
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }
@@ -194,7 +195,7 @@ async fn adds_the_listing_indexes_to_an_older_table() {
         .filter_map(|g| g.index_name())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["byApp", "byAppFile"]);
+    assert_eq!(names, ["byApp", "byAppFile", "byPending"]);
     let (_data, backends) = common::open_backends(&["--index", &index]).await;
     let rows = backends
         .index
@@ -212,6 +213,10 @@ async fn adds_the_listing_indexes_to_an_older_table() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].value.file_id.as_str(), "a.txt");
+    // The upload URL written before the settler's index is in it now.
+    let pending = backends.index.pending(None, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].value.file_id.as_str(), "b.txt");
     let (ok, out, err) =
         tokio::task::spawn_blocking(move || setup(&format!("s3://{}", unique_name("pf")), &index))
             .await

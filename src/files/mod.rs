@@ -6,6 +6,7 @@ mod claim;
 mod delete;
 mod race;
 mod settle;
+pub mod settler;
 mod upload;
 
 use std::ops::Range;
@@ -67,6 +68,21 @@ pub enum FilesError {
     TooManyPending,
     #[error("the participant's download budget is spent for now")]
     DownloadBudget(Duration),
+    /// A rescan found the stored file infected: it is never served again.
+    #[error("the file was found infected ({0})")]
+    Infected(String),
+}
+
+/// The file, unless a rescan found it infected: such a file is listed, never served.
+fn servable(file: StoredFile) -> Result<StoredFile, FilesError> {
+    if file.scan_status == crate::model::ScanStatus::Infected {
+        let signature = file
+            .scan
+            .and_then(|s| s.signature)
+            .unwrap_or_else(|| "unknown signature".to_owned());
+        return Err(FilesError::Infected(signature));
+    }
+    Ok(file)
 }
 
 /// Who is acting, for capability URLs and the audit trail.
@@ -336,7 +352,7 @@ impl FileService {
         file_id: &FileId,
         actor: &Actor,
     ) -> Result<(StoredFile, IssuedUrl), FilesError> {
-        let file = self.get(owner, file_id).await?;
+        let file = servable(self.get(owner, file_id).await?)?;
         let expires_on = self.expiry();
         if self.download_mode == Mode::Presigned {
             // S3 serves the bytes, out of the service's sight: the budget counts issued URLs.
@@ -416,10 +432,11 @@ impl FileService {
     /// replace or a delete it is [`FilesError::NotFound`].
     pub async fn granted_file(&self, grant: &Grant) -> Result<StoredFile, FilesError> {
         let file = self.get(&grant.owner, &grant.file_id).await?;
-        if file.key != grant.key {
+        // The same upload's bytes, also once a rescan moved them to quarantine (then 422).
+        if file.key.upload_id() != grant.key.upload_id() {
             return Err(FilesError::NotFound);
         }
-        Ok(file)
+        servable(file)
     }
 
     /// Reads the file's bytes, or a range of them.

@@ -36,13 +36,23 @@ fn refusal_status(e: &FilesError) -> Option<u16> {
 }
 
 impl FileService {
+    /// Whether requests leave arrivals to the settler: with a scanner, a request never waits
+    /// for the scan of an upload that arrived (it answers with the previous version).
+    pub(super) fn settler_only(&self) -> bool {
+        self.scanner.is_some() && self.upload_mode == Mode::Presigned
+    }
+
     /// Settles a row's pending upload, and returns the row as it then stands. In presigned mode
     /// the upload's object may have arrived: it goes through the pipeline and becomes the file,
     /// or is deleted when it fails a check. An expired upload that has not arrived is dropped.
+    /// With a scanner this is the settler's work alone, and the row is returned as it is.
     pub(super) async fn settle(
         &self,
         row: Versioned<FileRow>,
     ) -> Result<Option<Versioned<FileRow>>, FilesError> {
+        if self.settler_only() {
+            return Ok(Some(row));
+        }
         let Some(pending) = row.value.pending.clone() else {
             return Ok(Some(row));
         };
@@ -64,7 +74,7 @@ impl FileService {
 
     /// Streams an arrived upload into a fresh object through the pipeline, then deletes the
     /// object the URL wrote.
-    async fn take_arrival(
+    pub(super) async fn take_arrival(
         &self,
         owner: &Owner,
         file_id: &FileId,
@@ -97,11 +107,19 @@ impl FileService {
                 self.discard(&pending.key).await;
                 Ok(())
             }
-            // Settled by another request meanwhile, replaced by a newer upload URL, or erased.
-            Err(FilesError::UploadConsumed | FilesError::ClaimRevoked) => Ok(()),
+            // Settled by another request meanwhile, replaced by a newer upload URL, or erased:
+            // the URL's object is nobody's now.
+            Err(FilesError::UploadConsumed | FilesError::ClaimRevoked) => {
+                self.discard(&pending.key).await;
+                Ok(())
+            }
             Err(e) => match refusal_status(e) {
                 Some(status) => {
-                    self.audit_arrival(owner, file_id, pending, Err(status));
+                    let signature = match e {
+                        FilesError::Pipeline(PipelineError::Infected(s)) => Some(s.as_str()),
+                        _ => None,
+                    };
+                    self.audit_arrival(owner, file_id, pending, Err((status, signature)));
                     self.drop_pending(owner, file_id, pending).await
                 }
                 None => result.map(|_| ()),
@@ -114,29 +132,32 @@ impl FileService {
         owner: &Owner,
         file_id: &FileId,
         pending: &PendingUpload,
-        outcome: Result<&Committed, u16>,
+        outcome: Result<&Committed, (u16, Option<&str>)>,
     ) {
         let (actor, role) = pending.issuer.as_ref().map_or_else(
             || (owner.participant.clone(), Role::Participant),
             |i| (i.actor.clone(), i.role),
         );
-        let (action, status, bytes) = match outcome {
-            Ok(c) if c.replaced => (Action::Replace, 201, c.file.size),
-            Ok(c) => (Action::Upload, 201, c.file.size),
-            Err(status) => (Action::Upload, status, 0),
+        let (action, status, bytes, signature) = match outcome {
+            Ok(c) if c.replaced => (Action::Replace, 201, c.file.size, None),
+            Ok(c) => (Action::Upload, 201, c.file.size, None),
+            Err((status, signature)) => (Action::Upload, status, 0, signature),
         };
         // No request carries an arrival; the upload's own ID ties the line to its object.
         let request_id = format!("arrival-{}", pending.upload_id.as_str());
-        self.audit.record(&AuditEvent::new(
-            &request_id,
-            owner,
-            &actor,
-            role,
-            Some(file_id),
-            action,
-            status,
-            bytes,
-        ));
+        self.audit.record(
+            &AuditEvent::new(
+                &request_id,
+                owner,
+                &actor,
+                role,
+                Some(file_id),
+                action,
+                status,
+                bytes,
+            )
+            .with_signature(signature),
+        );
     }
 
     /// Takes `pending` out of its row, if it is still there (a row that then holds nothing goes),

@@ -45,6 +45,7 @@ impl FileService {
                 actor: actor.id.clone(),
                 role: actor.role,
             }),
+            lease: None,
         };
         let mut tries = Backoff::new();
         while tries.next().await {

@@ -24,19 +24,22 @@ fn audit(
     grant: &Grant,
     request_id: &RequestId,
     action: Action,
-    status: u16,
+    (status, signature): (u16, Option<&str>),
     bytes: u64,
 ) {
-    state.audit.record(&AuditEvent::new(
-        &request_id.0,
-        &grant.owner,
-        &grant.actor,
-        grant.role,
-        Some(&grant.file_id),
-        action,
-        status,
-        bytes,
-    ));
+    state.audit.record(
+        &AuditEvent::new(
+            &request_id.0,
+            &grant.owner,
+            &grant.actor,
+            grant.role,
+            Some(&grant.file_id),
+            action,
+            status,
+            bytes,
+        )
+        .with_signature(signature),
+    );
 }
 
 /// Uploads through an upload URL: commits at most once, with the signed Content-Type.
@@ -72,9 +75,13 @@ pub async fn upload(
         async move {
             let result = upload_granted(&state, &grant, &headers, body).await;
             let (action, status, bytes) = match &result {
-                Ok(c) if c.replaced => (Action::Replace, 201, c.file.size),
-                Ok(c) => (Action::Upload, 201, c.file.size),
-                Err(e) => (Action::Upload, e.status.as_u16(), 0),
+                Ok(c) if c.replaced => (Action::Replace, (201, None), c.file.size),
+                Ok(c) => (Action::Upload, (201, None), c.file.size),
+                Err(e) => (
+                    Action::Upload,
+                    (e.status.as_u16(), e.signature.as_deref()),
+                    0,
+                ),
             };
             audit(&state, &grant, &request_id, action, status, bytes);
             result.map(|c| ParticipantFile::stored(&grant.owner, &grant.file_id, &c.file))
@@ -145,6 +152,7 @@ fn requested_range(
         (status = 403, description = "The URL expired, was altered, or is for uploads",
             example = json!({"statusCode": 403, "message": "This URL is not valid: it has expired, was altered, or is for another use.", "type": "UnauthorizedException"})),
         (status = 404, description = "The file was replaced or deleted since the URL was issued"),
+        (status = 422, description = "A rescan found the file infected since the URL was issued (`InfectedFileException`)"),
         (status = 416, description = "The range lies outside the file", headers(("Content-Range" = String, description = "`bytes */size`"))),
         (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")))]
 pub async fn download(
@@ -196,7 +204,14 @@ pub async fn download(
     let (file, etag, range, length, read) = match opened {
         Ok(o) => o,
         Err((e, size)) => {
-            audit(&state, &grant, &request_id, action, e.status.as_u16(), 0);
+            audit(
+                &state,
+                &grant,
+                &request_id,
+                action,
+                (e.status.as_u16(), e.signature.as_deref()),
+                0,
+            );
             let mut response = e.into_response();
             if let Some(size) = size {
                 response.headers_mut().insert(
@@ -214,11 +229,25 @@ pub async fn download(
     };
     let body = match read {
         None => {
-            audit(&state, &grant, &request_id, action, status.as_u16(), 0);
+            audit(
+                &state,
+                &grant,
+                &request_id,
+                action,
+                (status.as_u16(), None),
+                0,
+            );
             Body::empty()
         }
         Some(read) => {
-            audit(&state, &grant, &request_id, action, status.as_u16(), length);
+            audit(
+                &state,
+                &grant,
+                &request_id,
+                action,
+                (status.as_u16(), None),
+                length,
+            );
             state.metrics.bytes_out.inc_by(length);
             Body::from_stream(Served {
                 inner: read.body,

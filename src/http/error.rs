@@ -23,6 +23,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The backend whose failure this is, for the metrics.
     pub backend: Option<&'static str>,
+    /// The signature an infected file was found with, for the audit line.
+    pub signature: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +44,7 @@ impl ApiError {
             kind,
             retry_after: None,
             backend: None,
+            signature: None,
         }
     }
 
@@ -220,11 +223,15 @@ impl From<PipelineError> for ApiError {
                 "ServiceUnavailableException",
                 "The service is shutting down; the upload was not stored. Try again.",
             ),
-            PipelineError::Infected(signature) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "InfectedFileException",
-                format!("The file is infected ({signature}) and was not stored."),
-            ),
+            PipelineError::Infected(signature) => {
+                let mut e = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "InfectedFileException",
+                    format!("The file is infected ({signature}) and was not stored."),
+                );
+                e.signature = Some(signature);
+                e
+            }
             PipelineError::Scan(s) => scan_error(&s),
             PipelineError::Store(s) => store_error(&s),
             PipelineError::Busy(_) => memory_busy(),
@@ -284,6 +291,18 @@ impl From<FilesError> for ApiError {
                 "EntityTooLargeException",
                 format!("This upload would exceed the participant's {what} quota."),
             ),
+            FilesError::Infected(signature) => {
+                let mut e = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "InfectedFileException",
+                    format!(
+                        "A later scan found this file infected ({signature}); it is no longer \
+                         served."
+                    ),
+                );
+                e.signature = Some(signature);
+                e
+            }
             FilesError::DownloadBudget(wait) => {
                 let mut e = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,

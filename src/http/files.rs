@@ -40,13 +40,15 @@ fn audited<T>(
     action: Action,
     result: Result<(T, u64), ApiError>,
 ) -> Result<T, ApiError> {
-    let (status, bytes) = match &result {
-        Ok((_, bytes)) => (success_status(action), *bytes),
-        Err(e) => (e.status.as_u16(), 0),
+    let (status, bytes, signature) = match &result {
+        Ok((_, bytes)) => (success_status(action), *bytes, None),
+        Err(e) => (e.status.as_u16(), 0, e.signature.as_deref()),
     };
-    state
-        .audit
-        .record(&target.audit(request_id, file, action, status, bytes));
+    state.audit.record(
+        &target
+            .audit(request_id, file, action, status, bytes)
+            .with_signature(signature),
+    );
     result.map(|(t, _)| t)
 }
 
@@ -59,7 +61,8 @@ fn success_status(action: Action) -> u16 {
         | Action::Download
         | Action::DownloadHead
         | Action::Delete
-        | Action::Erase => 200,
+        | Action::Erase
+        | Action::Rescan => 200,
     }
 }
 
@@ -193,6 +196,7 @@ async fn list_files(
         (status = 401, description = "No token, or a malformed, badly signed or expired one"),
         (status = 403, description = "The token lacks the participant role"),
         (status = 404, description = "No such file (or its first upload has not arrived)"),
+        (status = 422, description = "A rescan found the file infected (`InfectedFileException`, naming the signature): it is never served again"),
         (status = 429, description = "The participant's download budget is spent (`Retry-After`)"),
         (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]
@@ -216,6 +220,7 @@ pub async fn get_self(
         (status = 401, description = "No token, or a malformed, badly signed or expired one"),
         (status = 403, description = "The token holds neither the researcher nor the worker role"),
         (status = 404, description = "No such file (or its first upload has not arrived)"),
+        (status = 422, description = "A rescan found the file infected (`InfectedFileException`, naming the signature): it is never served again"),
         (status = 429, description = "The participant's download budget is spent (`Retry-After`)"),
         (status = 503, description = "The index or the store is unavailable, or too many requests change the file at once (`Retry-After`)")),
     security(("bearer" = []), ("bridge_session" = [])))]

@@ -40,6 +40,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The listener's deadlines and cap, for [`crate::serve`].
     pub connections: crate::server::ConnectionLimits,
+    /// How often the settler polls pending uploads, and how many arrivals it streams at once.
+    pub settle: (std::time::Duration, usize),
 }
 
 /// Put on a response by [`ApiError`] when a backend failed, for the metrics.

@@ -7,14 +7,21 @@
 //! an outstanding upload `pendingKey`, `pendingMimeType`, `pendingSize` (N), `pendingSha256`,
 //! `pendingCreatedOn`, `pendingExpiresOn` (ISO 8601), `pendingIssuer` (`actor:role`, for the
 //! audit line of an arrival), and `claims` (`objectKey@millis,...`: uploads through the service
-//! that are writing the file, which `reconcile` must not touch), and for a scanned file
-//! `scannedOn` (ISO 8601) and `scanEngine` (the scanner's version string).
+//! that are writing the file, which `reconcile` must not touch), `pendingLease`
+//! (`instance@millis`: the instance scanning an arrived upload, until when), and for a scanned
+//! file `scannedOn` (ISO 8601), `scanEngine` (the scanner's version string) and, for a file a
+//! rescan found infected, `scanSignature`.
 //!
 //! The app-wide listing reads two global secondary indexes, both `KEYS_ONLY` and sparse: only
 //! rows with committed bytes carry their keys, so rows holding only an upload URL or claims are
 //! in neither.
 //! - `byApp`: hash `gsiApp` (S) = `{app}`, range `gsiTime` (S);
 //! - `byAppFile`: hash `gsiAppFile` (S) = `{app}#{fileId}`, range `gsiTime` (S);
+//!
+//! - `byPending`: hash `gsiPending` (S) = `pending`, range `gsiRow` (S) =
+//!   `{app}#{participant}#{fileId}`, only on rows holding an upload URL: the settler's poll
+//!   reads it (one partition, so it holds as many pending uploads as one partition's write
+//!   rate allows, 1,000 row writes a second; sharding the hash value would lift that).
 //!
 //! where `gsiTime` = `{createdOn as 15-digit zero-padded epoch millis}#{participant}#{fileId}`:
 //! its byte order is the listing's order (`#` sorts before every identifier character). An
@@ -45,7 +52,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::{AppPosition, AppQuery, FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
-    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanEvidence, ScanStatus,
+    AppId, Claim, FileId, FileRow, Issuer, Lease, Owner, PendingUpload, ScanEvidence, ScanStatus,
     StoredFile, UserId, Versioned,
 };
 
@@ -112,6 +119,17 @@ const BY_APP: (&str, &str) = ("byApp", "gsiApp");
 const BY_APP_FILE: (&str, &str) = ("byAppFile", "gsiAppFile");
 /// The range key of both.
 const GSI_TIME: &str = "gsiTime";
+/// The settler's index of rows holding an upload URL: one hash value, the row as range key.
+const BY_PENDING: (&str, &str) = ("byPending", "gsiPending");
+const PENDING_HASH: &str = "pending";
+const GSI_ROW: &str = "gsiRow";
+
+/// Every index: name, hash key attribute, range key attribute.
+const INDEXES: [(&str, &str, &str); 3] = [
+    (BY_APP.0, BY_APP.1, GSI_TIME),
+    (BY_APP_FILE.0, BY_APP_FILE.1, GSI_TIME),
+    (BY_PENDING.0, BY_PENDING.1, GSI_ROW),
+];
 
 /// The largest `createdOn` the sort key can carry (15 digits of milliseconds: year 33658).
 const MAX_TIME_KEY: i64 = 999_999_999_999_999;
@@ -194,9 +212,12 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         if let Some(scan) = &c.scan {
             item.insert("scannedOn".into(), time(scan.scanned_on));
             item.insert("scanEngine".into(), s(&scan.engine));
+            if let Some(sig) = &scan.signature {
+                item.insert("scanSignature".into(), s(sig));
+            }
         }
     }
-    for (name, value) in listing_keys(row) {
+    for (name, value) in index_keys(row) {
         item.insert(name.into(), s(&value));
     }
     if let Some(p) = &row.pending {
@@ -213,6 +234,9 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         if let Some(issuer) = &p.issuer {
             item.insert("pendingIssuer".into(), s(&issuer.encode()));
         }
+        if let Some(lease) = &p.lease {
+            item.insert("pendingLease".into(), s(&lease.encode()));
+        }
     }
     if let Some(claims) = Claim::encode_all(&row.claims) {
         item.insert("claims".into(), s(&claims));
@@ -220,17 +244,25 @@ fn to_item(row: &FileRow, version: u64) -> Item {
     item
 }
 
-/// The attributes that put a row into the listing's indexes: none for a row without committed
-/// bytes (the indexes are sparse).
-fn listing_keys(row: &FileRow) -> Vec<(&'static str, String)> {
-    match AppPosition::of(row) {
-        None => Vec::new(),
-        Some(pos) => vec![
-            (BY_APP.1, row.owner.app.to_string()),
-            (BY_APP_FILE.1, format!("{}#{}", row.owner.app, row.file_id)),
-            (GSI_TIME, position_key(&pos)),
-        ],
+/// The attributes that put a row into the indexes: the listing's for a row with committed
+/// bytes, the settler's for a row with an upload URL (the indexes are sparse).
+fn index_keys(row: &FileRow) -> Vec<(&'static str, String)> {
+    let mut keys = Vec::new();
+    if let Some(pos) = AppPosition::of(row) {
+        keys.push((BY_APP.1, row.owner.app.to_string()));
+        keys.push((BY_APP_FILE.1, format!("{}#{}", row.owner.app, row.file_id)));
+        keys.push((GSI_TIME, position_key(&pos)));
     }
+    if row.pending.is_some() {
+        keys.push((BY_PENDING.1, PENDING_HASH.to_owned()));
+        keys.push((GSI_ROW, row_key(&row.owner, &row.file_id)));
+    }
+    keys
+}
+
+/// `{app}#{participant}#{fileId}`: the settler index's range key, unique per row.
+fn row_key(owner: &Owner, file: &FileId) -> String {
+    format!("{}#{file}", pk(owner))
 }
 
 fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
@@ -262,6 +294,7 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
                 Some(engine) => Some(ScanEvidence {
                     scanned_on: get_time(item, "scannedOn")?,
                     engine: engine.to_owned(),
+                    signature: get_s(item, "scanSignature").map(str::to_owned),
                 }),
                 None => None,
             },
@@ -282,6 +315,7 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
                 created_on: get_time(item, "pendingCreatedOn")?,
                 expires_on: get_time(item, "pendingExpiresOn")?,
                 issuer: get_s(item, "pendingIssuer").and_then(Issuer::decode),
+                lease: get_s(item, "pendingLease").and_then(Lease::decode),
             })
         }
     };
@@ -334,11 +368,11 @@ fn keys_only() -> Projection {
         .build()
 }
 
-fn gsi((name, hash): (&str, &str)) -> GlobalSecondaryIndex {
+fn gsi((name, hash, range): (&str, &str, &str)) -> GlobalSecondaryIndex {
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .key_schema(key(hash, KeyType::Hash))
-        .key_schema(key(GSI_TIME, KeyType::Range))
+        .key_schema(key(range, KeyType::Range))
         .projection(keys_only())
         .build()
         .expect("name, keys and projection are set")
@@ -405,7 +439,7 @@ impl DynamoFileIndex {
                             .collect()
                     })
                     .unwrap_or_default();
-                for index in [BY_APP, BY_APP_FILE] {
+                for index in INDEXES {
                     if have.iter().any(|h| h == index.0) {
                         continue;
                     }
@@ -415,14 +449,14 @@ impl DynamoFileIndex {
                         .update_table()
                         .table_name(&self.table)
                         .attribute_definitions(attr(index.1))
-                        .attribute_definitions(attr(GSI_TIME))
+                        .attribute_definitions(attr(index.2))
                         .global_secondary_index_updates(
                             GlobalSecondaryIndexUpdate::builder()
                                 .create(
                                     CreateGlobalSecondaryIndexAction::builder()
                                         .index_name(index.0)
                                         .key_schema(key(index.1, KeyType::Hash))
-                                        .key_schema(key(GSI_TIME, KeyType::Range))
+                                        .key_schema(key(index.2, KeyType::Range))
                                         .projection(keys_only())
                                         .build()
                                         .expect("name, keys and projection are set"),
@@ -447,10 +481,13 @@ impl DynamoFileIndex {
                     .attribute_definitions(attr(BY_APP.1))
                     .attribute_definitions(attr(BY_APP_FILE.1))
                     .attribute_definitions(attr(GSI_TIME))
+                    .attribute_definitions(attr(BY_PENDING.1))
+                    .attribute_definitions(attr(GSI_ROW))
                     .key_schema(key("pk", KeyType::Hash))
                     .key_schema(key("fileId", KeyType::Range))
-                    .global_secondary_indexes(gsi(BY_APP))
-                    .global_secondary_indexes(gsi(BY_APP_FILE))
+                    .global_secondary_indexes(gsi(INDEXES[0]))
+                    .global_secondary_indexes(gsi(INDEXES[1]))
+                    .global_secondary_indexes(gsi(INDEXES[2]))
                     .billing_mode(BillingMode::PayPerRequest)
                     .send()
                     .await
@@ -515,8 +552,12 @@ impl DynamoFileIndex {
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .filter_expression("attribute_exists(objectKey) AND attribute_not_exists(#t)")
+                .filter_expression(
+                    "(attribute_exists(objectKey) AND attribute_not_exists(#t)) \
+                     OR (attribute_exists(pendingKey) AND attribute_not_exists(#r))",
+                )
                 .expression_attribute_names("#t", GSI_TIME)
+                .expression_attribute_names("#r", GSI_ROW)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -532,7 +573,7 @@ impl DynamoFileIndex {
                     .expression_attribute_names("#version", "version")
                     .expression_attribute_values(":expected", n(row.version));
                 let mut sets = Vec::new();
-                for (i, (name, value)) in listing_keys(&row.value).into_iter().enumerate() {
+                for (i, (name, value)) in index_keys(&row.value).into_iter().enumerate() {
                     sets.push(format!("#k{i} = :v{i}"));
                     update = update
                         .expression_attribute_names(format!("#k{i}"), name)
@@ -800,6 +841,71 @@ impl FileIndex for DynamoFileIndex {
     ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
         let start = after.map(|(o, f)| start_key(o, f));
         self.collect(None, start, limit).await
+    }
+
+    async fn pending(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        let mut lower = after.map(|(o, f)| row_key(o, f));
+        let mut rows = Vec::new();
+        loop {
+            let want = limit - rows.len();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_PENDING.0)
+                .expression_attribute_names("#h", BY_PENDING.1)
+                .expression_attribute_values(":h", s(PENDING_HASH))
+                .scan_index_forward(true)
+                .limit(i32::try_from(want).unwrap_or(i32::MAX));
+            query = match &lower {
+                None => query.key_condition_expression("#h = :h"),
+                Some(after) => query
+                    .key_condition_expression("#h = :h AND #r > :after")
+                    .expression_attribute_names("#r", GSI_ROW)
+                    .expression_attribute_values(":after", s(after)),
+            };
+            let out = query.send().await.map_err(|e| failed("Query failed", e))?;
+            let entries: Vec<(String, Item)> = out
+                .items()
+                .iter()
+                .filter_map(|item| {
+                    let row = get_s(item, GSI_ROW)?.to_owned();
+                    let key = HashMap::from([
+                        ("pk".to_owned(), item.get("pk")?.clone()),
+                        ("fileId".to_owned(), item.get("fileId")?.clone()),
+                    ]);
+                    Some((row, key))
+                })
+                .collect();
+            let Some((last, _)) = entries.last() else {
+                return Ok(rows);
+            };
+            lower = Some(last.clone());
+            let got = entries.len();
+            let mut found = self
+                .batch_get(entries.iter().map(|(_, k)| k.clone()).collect())
+                .await?;
+            for (_, key) in &entries {
+                let id = (
+                    key["pk"].as_s().cloned().unwrap_or_default(),
+                    key["fileId"].as_s().cloned().unwrap_or_default(),
+                );
+                // The index lags its table: a row settled since is skipped.
+                if let Some(item) = found.remove(&id) {
+                    let row = from_item(&item)?;
+                    if row.value.pending.is_some() {
+                        rows.push(row);
+                    }
+                }
+            }
+            if (got < want && out.last_evaluated_key.is_none()) || rows.len() >= limit {
+                return Ok(rows);
+            }
+        }
     }
 
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {

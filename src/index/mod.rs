@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::model::{AppId, FileId, FileRow, Owner, UserId, Versioned};
 
 pub use dynamo::{DynamoFileIndex, TableSetup};
-pub use sqlite::{SqliteFileIndex, list_app_sql};
+pub use sqlite::{SqliteFileIndex, list_app_sql, pending_sql};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -160,6 +160,15 @@ pub trait FileIndex: Send + Sync {
     /// Every row of every owner, `limit` at a time, starting after the given row; for
     /// `reconcile`. Fewer than `limit` rows means there are no more.
     async fn scan(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
+
+    /// Rows holding an upload URL, `limit` at a time, after the given row, in an order of the
+    /// index's own; for the settler. Read from an index of pending rows only (never the whole
+    /// table), and every row as it reads now. Fewer than `limit` rows means there are no more.
+    async fn pending(
         &self,
         after: Option<(&Owner, &FileId)>,
         limit: usize,

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::{AppQuery, FileIndex, IndexError, Usage};
 use crate::keys::ObjectKey;
 use crate::model::{
-    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanEvidence, ScanStatus,
+    AppId, Claim, FileId, FileRow, Issuer, Lease, Owner, PendingUpload, ScanEvidence, ScanStatus,
     StoredFile, UserId, Versioned,
 };
 
@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS files (
     claims TEXT,
     scanned_on INTEGER,
     scan_engine TEXT,
+    scan_signature TEXT,
+    pending_lease TEXT,
     PRIMARY KEY (app, participant, file_id)
 ) WITHOUT ROWID;
 ";
@@ -52,7 +54,15 @@ CREATE INDEX IF NOT EXISTS files_by_app_time
     ON files (app, created_on, participant, file_id) WHERE object_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS files_by_app_file_time
     ON files (app, file_id, created_on, participant) WHERE object_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_pending
+    ON files (app, participant, file_id) WHERE pending_key IS NOT NULL;
 ";
+
+/// The settler's query: rows holding an upload URL, from the partial index that holds only
+/// them, so that a poll costs what is pending, not what is stored.
+const PENDING: &str = "FROM files INDEXED BY files_pending \
+    WHERE pending_key IS NOT NULL AND (app, participant, file_id) > (?1, ?2, ?3) \
+    ORDER BY app, participant, file_id LIMIT ?4";
 
 /// The app-wide listing, by time. `INDEXED BY` makes SQLite fail the statement rather than
 /// fall back to a table scan should the index ever not serve it. The upper bound is one row
@@ -83,6 +93,12 @@ pub fn list_app_sql(by_file: bool) -> String {
     )
 }
 
+/// The SQL of the settler's query, for tests that check the query plan.
+#[must_use]
+pub fn pending_sql() -> String {
+    format!("SELECT {COLUMNS} {PENDING}")
+}
+
 /// Columns added after the first schema, with their types: an index file written by an older
 /// version gains them at open.
 const ADDED_COLUMNS: &[(&str, &str)] = &[
@@ -90,11 +106,14 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("claims", "TEXT"),
     ("scanned_on", "INTEGER"),
     ("scan_engine", "TEXT"),
+    ("scan_signature", "TEXT"),
+    ("pending_lease", "TEXT"),
 ];
 
 const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type, size, sha256, \
     scan_status, created_on, pending_key, pending_mime_type, pending_size, pending_sha256, \
-    pending_created_on, pending_expires_on, pending_issuer, claims, scanned_on, scan_engine";
+    pending_created_on, pending_expires_on, pending_issuer, claims, scanned_on, scan_engine, \
+    scan_signature, pending_lease";
 
 fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
     // A failed statement rolls its transaction back: nothing was written.
@@ -166,6 +185,31 @@ fn add_missing_columns(conn: &Connection) -> Result<(), IndexError> {
 }
 
 impl SqliteFileIndex {
+    /// Rows in primary key order after `after`, by `sql` (parameters: app, participant,
+    /// file ID, limit).
+    async fn rows_after(
+        &self,
+        sql: String,
+        failed: &'static str,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        let (a, p, f) = after
+            .map(|(o, f)| (o.app.to_string(), o.participant.to_string(), f.to_string()))
+            .unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql).map_err(|e| backend(failed, e))?;
+            let raws = stmt
+                .query_map(params![a, p, f, limit], RawRow::read)
+                .map_err(|e| backend(failed, e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| backend(failed, e))?;
+            raws.into_iter().map(RawRow::into_row).collect()
+        })
+        .await
+    }
+
     /// Opens (creating when missing) the index file and its schema.
     pub async fn open(path: &Path) -> Result<Self, IndexError> {
         let owned = path.to_owned();
@@ -285,6 +329,8 @@ struct RawRow {
     claims: Option<String>,
     scanned_on: Option<i64>,
     scan_engine: Option<String>,
+    scan_signature: Option<String>,
+    pending_lease: Option<String>,
 }
 
 impl RawRow {
@@ -310,6 +356,8 @@ impl RawRow {
             claims: r.get(17)?,
             scanned_on: r.get(18)?,
             scan_engine: r.get(19)?,
+            scan_signature: r.get(20)?,
+            pending_lease: r.get(21)?,
         })
     }
 
@@ -336,6 +384,7 @@ impl RawRow {
                     (Some(on), Some(engine)) => Some(ScanEvidence {
                         scanned_on: from_millis(on)?,
                         engine,
+                        signature: self.scan_signature,
                     }),
                     _ => None,
                 },
@@ -362,6 +411,7 @@ impl RawRow {
                             .ok_or_else(|| corrupt("pending expiry"))?,
                     )?,
                     issuer: self.pending_issuer.as_deref().and_then(Issuer::decode),
+                    lease: self.pending_lease.as_deref().and_then(Lease::decode),
                 })
             }
         };
@@ -484,26 +534,20 @@ impl FileIndex for SqliteFileIndex {
         after: Option<(&Owner, &FileId)>,
         limit: usize,
     ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
-        let after =
-            after.map(|(o, f)| (o.app.to_string(), o.participant.to_string(), f.to_string()));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let (a, p, f) = after.unwrap_or_default();
-            let sql = format!(
-                "SELECT {COLUMNS} FROM files WHERE (app, participant, file_id) > (?1, ?2, ?3) \
-                 ORDER BY app, participant, file_id LIMIT ?4"
-            );
-            let mut stmt = conn
-                .prepare_cached(&sql)
-                .map_err(|e| backend("scan failed", e))?;
-            let raws = stmt
-                .query_map(params![a, p, f, limit], RawRow::read)
-                .map_err(|e| backend("scan failed", e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| backend("scan failed", e))?;
-            raws.into_iter().map(RawRow::into_row).collect()
-        })
-        .await
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files WHERE (app, participant, file_id) > (?1, ?2, ?3) \
+             ORDER BY app, participant, file_id LIMIT ?4"
+        );
+        self.rows_after(sql, "scan failed", after, limit).await
+    }
+
+    async fn pending(
+        &self,
+        after: Option<(&Owner, &FileId)>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<FileRow>>, IndexError> {
+        self.rows_after(pending_sql(), "pending failed", after, limit)
+            .await
     }
 
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
@@ -539,7 +583,7 @@ impl FileIndex for SqliteFileIndex {
             tx.execute(
                 &format!(
                     "INSERT OR REPLACE INTO files ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
                 ),
                 params![
                     row.owner.app.as_str(),
@@ -562,6 +606,9 @@ impl FileIndex for SqliteFileIndex {
                     Claim::encode_all(&row.claims),
                     c.and_then(|c| c.scan.as_ref()).map(|s| millis(s.scanned_on)),
                     c.and_then(|c| c.scan.as_ref()).map(|s| s.engine.as_str()),
+                    c.and_then(|c| c.scan.as_ref())
+                        .and_then(|s| s.signature.as_deref()),
+                    p.and_then(|p| p.lease.as_ref()).map(Lease::encode),
                 ],
             )
             .map_err(|e| backend("put failed", e))?;

@@ -373,6 +373,36 @@ impl TestApp {
         }
     }
 
+    /// Starts a second instance on this app's backends (same bucket, table and flags), with
+    /// `extra` flags added.
+    pub async fn start_beside(&self, extra: &[&str]) -> Self {
+        let mut flags = self.flags.clone();
+        flags.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::launch(
+            tempfile::tempdir().expect("temp dir"),
+            flags,
+            self.bucket.clone(),
+        )
+        .await
+    }
+
+    /// The command line of a maintenance command on this app's backends and data dir.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        all.extend(self.flags().iter().cloned());
+        all.extend([
+            "--data-dir".to_owned(),
+            self.data.path().join("data").display().to_string(),
+            "--audit-log".to_owned(),
+            self.audit_path.display().to_string(),
+            "--jwt-secret".to_owned(),
+            JWT_SECRET.to_owned(),
+        ]);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_participant-files"));
+        cmd.args(&all);
+        cmd
+    }
+
     /// Runs `participant-files reconcile` on this app's backends and returns what it printed.
     pub fn reconcile(&self, min_age: &str) -> String {
         let mut args = vec![

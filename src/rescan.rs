@@ -1,0 +1,453 @@
+//! `participant-files rescan`: scans stored files again with the scanner's current signatures,
+//! and marks and quarantines what it now finds infected.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Action, AuditEvent, AuditLog};
+use crate::auth::Role;
+use crate::backends::Backends;
+use crate::config::Quarantine;
+use crate::index::{FileIndex, IndexError};
+use crate::keys::ObjectKey;
+use crate::model::{FileId, FileRow, Owner, ScanEvidence, ScanStatus, StoredFile, UserId};
+use crate::scan::{ScanError, Scanner, Verdict};
+use crate::store::{BlobStore, StoreError};
+
+/// How a run is asked to go.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Files scanned before now minus this are due again.
+    pub older_than: Duration,
+    pub concurrency: usize,
+    /// Forget a stopped run instead of continuing it.
+    pub restart: bool,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+    pub quarantine: Quarantine,
+    /// Where the run keeps its state (to be continued after a stop) and its metrics.
+    pub data_dir: PathBuf,
+}
+
+/// What a run found, also written as Prometheus metrics to `rescan.prom` in the data dir.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub checked: AtomicU64,
+    pub clean: AtomicU64,
+    pub infected: AtomicU64,
+    /// Files that could not be scanned (their bytes could not be read, or the row changed).
+    pub skipped: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A run's cutoff, kept while it runs so that a stopped run, started again, goes on where it
+/// was: the files it rescanned carry a later `scannedOn` than the cutoff.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct RunState {
+    cutoff_ms: i64,
+    older_than_s: u64,
+}
+
+const STATE_FILE: &str = "rescan-state.json";
+const METRICS_FILE: &str = "rescan.prom";
+
+/// Rows read from the index at a time.
+const PAGE: usize = 100;
+
+/// Rescans every due file of every participant and returns the report lines.
+pub async fn run(
+    backends: &Backends,
+    scanner: Arc<dyn Scanner>,
+    audit: &AuditLog,
+    options: &Options,
+) -> anyhow::Result<Vec<String>> {
+    let started = Utc::now();
+    let state = start_state(options, started)?;
+    let cutoff = DateTime::from_timestamp_millis(state.cutoff_ms).unwrap_or(started);
+    let engine = current_engine(scanner.as_ref()).await?;
+    let signatures = ScanEvidence::signature_version(&engine);
+    let tally = Tally::default();
+    let bar = options.progress.then(progress_bar);
+    let run = Run {
+        index: backends.index.as_ref(),
+        store: backends.store.as_ref(),
+        scanner: scanner.as_ref(),
+        audit,
+        quarantine: options.quarantine,
+        cutoff,
+        signatures,
+        tally: &tally,
+        bar: bar.as_ref(),
+    };
+    let mut after: Option<(Owner, FileId)> = None;
+    loop {
+        let rows = backends
+            .index
+            .scan(after.as_ref().map(|(o, f)| (o, f)), PAGE)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some((last.value.owner.clone(), last.value.file_id.clone()));
+        let full = rows.len() == PAGE;
+        futures::stream::iter(rows.into_iter().map(|r| r.value))
+            .map(|row| run.one(row))
+            .buffer_unordered(options.concurrency)
+            .try_collect::<()>()
+            .await?;
+        if !full {
+            break;
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    std::fs::remove_file(options.data_dir.join(STATE_FILE)).ok();
+    write_metrics(&options.data_dir.join(METRICS_FILE), &tally, started)?;
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Ok(vec![format!(
+        "rescanned {} files ({} bytes) with {engine}: {} clean, {} infected, {} skipped",
+        n(&tally.checked),
+        n(&tally.bytes),
+        n(&tally.clean),
+        n(&tally.infected),
+        n(&tally.skipped),
+    )])
+}
+
+/// The state of the run to continue, or of a new one (written before the first file).
+fn start_state(options: &Options, now: DateTime<Utc>) -> anyhow::Result<RunState> {
+    let path = options.data_dir.join(STATE_FILE);
+    let older_than_s = options.older_than.as_secs();
+    if !options.restart
+        && let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(state) = serde_json::from_str::<RunState>(&text)
+        && state.older_than_s == older_than_s
+    {
+        tracing::info!("continuing a stopped rescan");
+        return Ok(state);
+    }
+    let age = chrono::Duration::from_std(options.older_than).unwrap_or(chrono::Duration::MAX);
+    let state = RunState {
+        cutoff_ms: (now - age).timestamp_millis(),
+        older_than_s,
+    };
+    std::fs::create_dir_all(&options.data_dir).context("cannot create the data dir")?;
+    std::fs::write(&path, serde_json::to_vec(&state)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(state)
+}
+
+/// The scanner's engine and signature version, from the verdict on no bytes at all.
+async fn current_engine(scanner: &dyn Scanner) -> anyhow::Result<String> {
+    let mut session = scanner
+        .session()
+        .await
+        .context("the scanner is unreachable")?;
+    session.finish().await.context("the scanner failed")?;
+    session.version().await.context("the scanner failed")
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {pos} files, {msg} ({per_sec})",
+        )
+        .expect("the template is valid"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// One run's shared parts.
+struct Run<'a> {
+    index: &'a dyn FileIndex,
+    store: &'a dyn BlobStore,
+    scanner: &'a dyn Scanner,
+    audit: &'a AuditLog,
+    quarantine: Quarantine,
+    cutoff: DateTime<Utc>,
+    signatures: Option<u64>,
+    tally: &'a Tally,
+    bar: Option<&'a indicatif::ProgressBar>,
+}
+
+impl Run<'_> {
+    /// Whether the file's last verdict is older than the run wants.
+    fn due(&self, file: &StoredFile) -> bool {
+        match file.scan_status {
+            // A stopped run may not have got to its object yet: the row names the
+            // `quarantine/` key once it has.
+            ScanStatus::Infected => !file.key.is_quarantined(),
+            ScanStatus::Clean | ScanStatus::Unscanned => file.scan.as_ref().is_none_or(|s| {
+                s.scanned_on < self.cutoff
+                    || matches!(
+                        (ScanEvidence::signature_version(&s.engine), self.signatures),
+                        (Some(had), Some(now)) if had < now
+                    )
+            }),
+        }
+    }
+
+    async fn one(&self, row: FileRow) -> anyhow::Result<()> {
+        let Some(file) = row.current.clone() else {
+            return Ok(());
+        };
+        if !self.due(&file) {
+            return Ok(());
+        }
+        if file.scan_status == ScanStatus::Infected {
+            let signature = file.scan.as_ref().and_then(|s| s.signature.clone());
+            return self
+                .quarantine_object(&row.owner, &row.file_id, &file, signature.as_deref())
+                .await;
+        }
+        let verdict = match self.scan(&file).await {
+            Ok(v) => v,
+            Err(Failure::Gone) => {
+                self.tally.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(Failure::Scan(e)) => {
+                return Err(anyhow::Error::new(e).context("the scanner failed; run again later"));
+            }
+            Err(Failure::Store(e)) => return Err(e.into()),
+        };
+        self.tally.checked.fetch_add(1, Ordering::Relaxed);
+        self.tally.bytes.fetch_add(file.size, Ordering::Relaxed);
+        if let Some(bar) = self.bar {
+            bar.inc(1);
+            bar.set_message(format!(
+                "{} infected, {}",
+                self.tally.infected.load(Ordering::Relaxed),
+                indicatif::HumanBytes(self.tally.bytes.load(Ordering::Relaxed))
+            ));
+        }
+        let (evidence, status) = verdict;
+        let infected = evidence.signature.clone();
+        let marked = self
+            .mark(&row.owner, &row.file_id, &file.key, evidence, status)
+            .await?;
+        if !marked {
+            // Replaced or deleted meanwhile: the new bytes were scanned on their way in.
+            self.tally.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let (audit_status, signature) = match &infected {
+            None => {
+                self.tally.clean.fetch_add(1, Ordering::Relaxed);
+                (200, None)
+            }
+            Some(sig) => {
+                self.tally.infected.fetch_add(1, Ordering::Relaxed);
+                (422, Some(sig.as_str()))
+            }
+        };
+        self.record(&row.owner, &row.file_id, audit_status, file.size, signature);
+        if infected.is_some() {
+            self.quarantine_object(&row.owner, &row.file_id, &file, signature)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Streams the object to the scanner: the verdict as evidence, and the status it gives.
+    async fn scan(&self, file: &StoredFile) -> Result<(ScanEvidence, ScanStatus), Failure> {
+        let read = match self.store.read(&file.key, None).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => return Err(Failure::Gone),
+            Err(e) => return Err(Failure::Store(e)),
+        };
+        let mut session = self.scanner.session().await.map_err(Failure::Scan)?;
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(StoreError::NotFound) => return Err(Failure::Gone),
+                Err(e) => return Err(Failure::Store(e)),
+            };
+            session.feed(chunk).await.map_err(Failure::Scan)?;
+        }
+        let verdict = session.finish().await.map_err(Failure::Scan)?;
+        let engine = session.version().await.map_err(Failure::Scan)?;
+        let (status, signature) = match verdict {
+            Verdict::Clean => (ScanStatus::Clean, None),
+            Verdict::Infected(sig) => (ScanStatus::Infected, Some(sig)),
+        };
+        Ok((
+            ScanEvidence {
+                scanned_on: Utc::now(),
+                engine,
+                signature,
+            },
+            status,
+        ))
+    }
+
+    /// Writes the verdict into the row if it still holds the scanned object; `false` when it
+    /// does not any more.
+    async fn mark(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        key: &ObjectKey,
+        evidence: ScanEvidence,
+        status: ScanStatus,
+    ) -> Result<bool, IndexError> {
+        self.update(owner, file_id, key, |file| {
+            file.scan_status = status;
+            file.scan = Some(evidence.clone());
+        })
+        .await
+    }
+
+    /// Changes the row's current file with `change`, if it is still the object at `key`.
+    async fn update(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        key: &ObjectKey,
+        change: impl Fn(&mut StoredFile),
+    ) -> Result<bool, IndexError> {
+        for _ in 0..100 {
+            let Some(mut row) = self.index.get(owner, file_id).await? else {
+                return Ok(false);
+            };
+            let Some(file) = row.value.current.as_mut() else {
+                return Ok(false);
+            };
+            if &file.key != key {
+                return Ok(false);
+            }
+            change(file);
+            match self.index.put(&row.value, Some(row.version)).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(IndexError::Conflict)
+    }
+
+    /// Deletes an infected file's object, or moves it under `quarantine/` (copy, point the row
+    /// at the copy, delete the original), as `PF_QUARANTINE` says.
+    async fn quarantine_object(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        file: &StoredFile,
+        signature: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let q = file.key.quarantined();
+        if self.quarantine == Quarantine::Keep {
+            match self.copy(&file.key, &q).await {
+                // Gone already (deleted by an earlier run with `delete`): nothing to keep.
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The row names the quarantined key from now on (with `delete`, a key that holds
+        // nothing): a rerun sees the file handled, and deleting the file removes the copy.
+        if !self
+            .update(owner, file_id, &file.key, |f| f.key = q.clone())
+            .await?
+        {
+            // Deleted or replaced meanwhile: the copy is nobody's.
+            self.store.delete(&q).await?;
+        }
+        self.store.delete(&file.key).await?;
+        tracing::info!(
+            signature = signature.unwrap_or("unknown"),
+            kept = self.quarantine == Quarantine::Keep,
+            "an infected file's object was quarantined"
+        );
+        Ok(())
+    }
+
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StoreError> {
+        let read = self.store.read(from, None).await?;
+        let mut writer = self.store.create(to, Some(read.object_size)).await?;
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            writer.write(chunk?).await?;
+        }
+        writer.commit().await
+    }
+
+    fn record(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        status: u16,
+        bytes: u64,
+        signature: Option<&str>,
+    ) {
+        let actor = UserId::parse("rescan").expect("a valid identifier");
+        let mut event = AuditEvent::new(
+            &format!("rescan-{}", uuid::Uuid::new_v4().simple()),
+            owner,
+            &actor,
+            Role::Worker,
+            Some(file_id),
+            Action::Rescan,
+            status,
+            bytes,
+        )
+        .with_signature(signature);
+        // Not a person acting in a role: the service's own maintenance.
+        event.role = "system";
+        self.audit.record(&event);
+    }
+}
+
+enum Failure {
+    /// The object went (the file was replaced or deleted while it was read).
+    Gone,
+    Scan(ScanError),
+    Store(StoreError),
+}
+
+/// The run's findings in the Prometheus text format, for a textfile collector (node
+/// exporter's `--collector.textfile.directory`) to pick up.
+fn write_metrics(path: &Path, tally: &Tally, started: DateTime<Utc>) -> anyhow::Result<()> {
+    use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+    let registry = Registry::new();
+    let files = IntGaugeVec::new(
+        Opts::new(
+            "pf_rescan_files",
+            "Files the last rescan run checked, by what it found: clean, infected or skipped",
+        ),
+        &["result"],
+    )?;
+    let n = |a: &AtomicU64| i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+    files.with_label_values(&["clean"]).set(n(&tally.clean));
+    files
+        .with_label_values(&["infected"])
+        .set(n(&tally.infected));
+    files.with_label_values(&["skipped"]).set(n(&tally.skipped));
+    let bytes = IntGauge::new("pf_rescan_bytes", "Bytes the last rescan run scanned")?;
+    bytes.set(n(&tally.bytes));
+    let finished = IntGauge::new(
+        "pf_rescan_last_run_timestamp_seconds",
+        "When the last rescan run that finished had started",
+    )?;
+    finished.set(started.timestamp());
+    registry.register(Box::new(files))?;
+    registry.register(Box::new(bytes))?;
+    registry.register(Box::new(finished))?;
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    // Written whole, then renamed: a collector never reads half a file.
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Presigned uploads with a scanner (S3 and DynamoDB emulators, a real clamd): an arrival is
+//! never served before the settler has streamed it from the store to clamd and got a clean
+//! verdict; an infected one is deleted; with clamd down it waits; two instances scan it once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApp, eicar, json, noise};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn clamd() -> String {
+    std::env::var("PF_TEST_CLAMD").expect(
+        "PF_TEST_CLAMD is not set: run the suite with scripts/test, which installs and starts clamd on loopback",
+    )
+}
+
+/// Asks for an upload URL and sends `bytes` straight to S3 with it.
+async fn presigned_put(app: &TestApp, token: &str, file: &str, bytes: Vec<u8>) {
+    let posted = json(
+        app.post_file(
+            token,
+            "self",
+            file,
+            &json!({"mimeType": "application/octet-stream"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let url = posted["uploadUrl"].as_str().unwrap();
+    assert!(
+        url.starts_with(&std::env::var("AWS_ENDPOINT_URL_S3").unwrap()),
+        "{url}"
+    );
+    let res = app
+        .client
+        .put(url)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// The listed file, if the participant's listing shows it.
+async fn listed(app: &TestApp, token: &str, file: &str) -> Option<Value> {
+    let page = json(app.list(token, "self", "").await, StatusCode::OK).await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["fileId"] == file)
+        .cloned()
+}
+
+/// Waits until `check` holds, asking every 100 ms, for at most `limit`.
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_infected_arrival_is_never_served_and_a_clean_one_carries_its_evidence() {
+    let app = TestApp::start_presigned(&[
+        "--clamd",
+        &clamd(),
+        "--upload-mode",
+        "presigned",
+        "--settle-interval",
+        "1s",
+    ])
+    .await;
+    let t = app.token("alice", "study");
+    let v1 = noise(4000, 1);
+    presigned_put(&app, &t, "photo.bin", v1.clone()).await;
+    // Arrived, not yet scanned: not a file, whatever the order of requests and settler.
+    wait_for(Duration::from_secs(30), "the clean arrival", || async {
+        listed(&app, &t, "photo.bin").await.is_some()
+    })
+    .await;
+    let file = listed(&app, &t, "photo.bin").await.unwrap();
+    assert_eq!(file["scanStatus"], "clean", "{file}");
+    assert_eq!(file["size"], 4000);
+    assert!(
+        file["scanEngine"].as_str().unwrap().starts_with("ClamAV "),
+        "{file}"
+    );
+    assert!(file["scannedOn"].is_string(), "{file}");
+    assert_eq!(app.download(&t, "self", "photo.bin").await, v1);
+
+    // EICAR at the end of 24 MiB, so that the scan takes a while: before, during and after it
+    // the previous version is what GET, list and the download serve.
+    let mut bad = noise(24 << 20, 2);
+    bad.extend(eicar());
+    presigned_put(&app, &t, "photo.bin", bad).await;
+    let start = Instant::now();
+    let refused = loop {
+        assert_eq!(app.download(&t, "self", "photo.bin").await, v1);
+        let now = listed(&app, &t, "photo.bin").await.unwrap();
+        assert_eq!(now["size"], 4000, "{now}");
+        let refusal = app
+            .audit()
+            .into_iter()
+            .find(|l| l["status"] == 422 && l["fileId"] == "photo.bin" && l["action"] == "upload");
+        if let Some(line) = refusal {
+            break line;
+        }
+        assert!(
+            start.elapsed() < Duration::from_mins(1),
+            "the infected arrival was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        refused["signature"], "Eicar-Test-Signature.UNOFFICIAL",
+        "{refused}"
+    );
+    assert_eq!(app.download(&t, "self", "photo.bin").await, v1);
+    // The infected object is gone; the file's own object is the only one.
+    wait_for(
+        Duration::from_secs(10),
+        "the infected object to go",
+        || async { app.stored_files().len() == 1 },
+    )
+    .await;
+    // And nothing is pending any more: the next pass finds nothing to take.
+    let rows = common::index_of(&app).await;
+    let owner = participant_files::model::Owner {
+        app: participant_files::model::AppId::parse("study").unwrap(),
+        participant: participant_files::model::UserId::parse("alice").unwrap(),
+    };
+    let row = rows
+        .get(
+            &owner,
+            &participant_files::model::FileId::parse("photo.bin").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.value.pending.is_none(), "{row:?}");
+}
+
+/// A TCP relay to clamd that can be switched off (connections refused) and on again, on one
+/// port: clamd going down and coming back, as the service sees it.
+struct Relay {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let port = common::closed_port();
+        let mut relay = Self { port, task: None };
+        relay.up().await;
+        relay
+    }
+
+    async fn up(&mut self) {
+        let target = clamd().trim_start_matches("tcp://").to_owned();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    async fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+}
+
+#[tokio::test]
+async fn arrivals_wait_while_the_scanner_is_down_and_are_scanned_when_it_is_back() {
+    let mut relay = Relay::start().await;
+    let app = TestApp::start_presigned(&[
+        "--clamd",
+        &relay.address(),
+        "--upload-mode",
+        "presigned",
+        "--settle-interval",
+        "500ms",
+    ])
+    .await;
+    let t = app.token("bob", "study");
+    relay.down().await;
+    let bytes = noise(10_000, 3);
+    presigned_put(&app, &t, "scan-me.bin", bytes.clone()).await;
+    // The settler tries and defers it, again and again; it is never committed unscanned.
+    wait_for(Duration::from_secs(30), "a deferred arrival", || async {
+        metric(&app, "pf_arrivals_total{outcome=\"deferred\"}").await >= 2
+    })
+    .await;
+    assert!(listed(&app, &t, "scan-me.bin").await.is_none());
+    let res = app.get_file(&t, "self", "scan-me.bin").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        metric(&app, "pf_arrivals_total{outcome=\"settled\"}").await,
+        0
+    );
+
+    relay.up().await;
+    // A scanner that refused is passed over for 30 s before it is tried again.
+    wait_for(
+        Duration::from_secs(90),
+        "the arrival once clamd is back",
+        || async { listed(&app, &t, "scan-me.bin").await.is_some() },
+    )
+    .await;
+    let file = listed(&app, &t, "scan-me.bin").await.unwrap();
+    assert_eq!(file["scanStatus"], "clean", "{file}");
+    assert_eq!(app.download(&t, "self", "scan-me.bin").await, bytes);
+}
+
+#[tokio::test]
+async fn two_instances_scan_each_arrival_once() {
+    let a = TestApp::start_presigned(&[
+        "--clamd",
+        &clamd(),
+        "--upload-mode",
+        "presigned",
+        "--settle-interval",
+        "300ms",
+    ])
+    .await;
+    let b = a.start_beside(&[]).await;
+    let t = a.token("carol", "study");
+    let n = 8;
+    for i in 0..n {
+        presigned_put(&a, &t, &format!("f{i}.bin"), noise(200_000, 10 + i)).await;
+    }
+    wait_for(Duration::from_mins(1), "every arrival", || async {
+        let page = json(a.list(&t, "self", "").await, StatusCode::OK).await;
+        page["items"].as_array().unwrap().len() == usize::try_from(n).unwrap()
+    })
+    .await;
+    // Both instances poll; the lease gives each arrival to one of them.
+    let settled_a = metric(&a, "pf_arrivals_total{outcome=\"settled\"}").await;
+    let settled_b = metric(&b, "pf_arrivals_total{outcome=\"settled\"}").await;
+    assert_eq!(
+        settled_a + settled_b,
+        n,
+        "instance a settled {settled_a}, b {settled_b}"
+    );
+    for i in 0..n {
+        assert_eq!(
+            b.download(&t, "self", &format!("f{i}.bin")).await,
+            noise(200_000, 10 + i)
+        );
+    }
+}

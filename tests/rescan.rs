@@ -1,0 +1,264 @@
+//! `participant-files rescan` against a real clamd whose signatures change: a test adds a
+//! signature for a random marker and RELOADs, and files stored clean before are then found,
+//! marked infected, never served again and quarantined, on the backend set of the run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApp, error, json, noise};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn rescan_clamd() -> (String, std::path::PathBuf) {
+    let address = std::env::var("PF_TEST_CLAMD_RESCAN").expect(
+        "PF_TEST_CLAMD_RESCAN is not set: run the suite with scripts/test, which starts a clamd for the rescan tests",
+    );
+    let db = std::env::var("PF_TEST_CLAMD_RESCAN_DB").expect("PF_TEST_CLAMD_RESCAN_DB is not set");
+    (address, db.into())
+}
+
+/// A marker no file has by chance, and the name of the signature that will find it.
+fn marker() -> (Vec<u8>, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    (
+        format!("pf-rescan-marker-{id}").into_bytes(),
+        format!("Pf-Marker-{}", &id[..12]),
+    )
+}
+
+/// Adds a signature for `marker` to the rescan clamd's database, RELOADs it, and waits until
+/// clamd finds the marker.
+async fn teach_clamd(marker: &[u8], name: &str) {
+    let (address, db) = rescan_clamd();
+    std::fs::write(
+        db.join(format!("{name}.ndb")),
+        format!("{name}:0:*:{}\n", hex::encode(marker)),
+    )
+    .unwrap();
+    let host = address.trim_start_matches("tcp://").to_owned();
+    let tcp = clamav_client::tokio::Tcp {
+        host_address: host.as_str(),
+    };
+    let reply = clamav_client::tokio::reload(tcp).await.unwrap();
+    assert!(reply.starts_with(b"RELOADING"), "{reply:?}");
+    let start = Instant::now();
+    loop {
+        let tcp = clamav_client::tokio::Tcp {
+            host_address: host.as_str(),
+        };
+        if let Ok(reply) = clamav_client::tokio::scan_buffer(marker, tcp, None).await
+            && String::from_utf8_lossy(&reply).contains(name)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_mins(1),
+            "clamd did not load the new signature"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn with_marker(len: usize, seed: u64, marker: &[u8]) -> Vec<u8> {
+    let mut v = noise(len, seed);
+    let at = len / 2;
+    v[at..at + marker.len()].copy_from_slice(marker);
+    v
+}
+
+async fn put(app: &TestApp, token: &str, file: &str, bytes: Vec<u8>) -> Value {
+    let f = json(
+        app.put_file(token, "self", file, "application/octet-stream", bytes)
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(f["scanStatus"], "clean", "{f}");
+    f
+}
+
+fn rescan(app: &TestApp, extra: &[&str]) -> String {
+    let mut args = vec!["rescan", "--older-than", "0s"];
+    args.extend_from_slice(extra);
+    let out = app.command(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rescan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn item(app: &TestApp, token: &str, file: &str) -> Value {
+    let page = json(app.list(token, "self", "").await, StatusCode::OK).await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["fileId"] == file)
+        .cloned()
+        .unwrap_or_else(|| panic!("{file} is not listed: {page}"))
+}
+
+async fn quarantines_what_new_signatures_find(quarantine: &str) {
+    let (clamd, _) = rescan_clamd();
+    let app = TestApp::start_with(&["--clamd", &clamd]).await;
+    let (alice, bob) = (app.token("alice", "study"), app.token("bob", "study"));
+    let (mark, name) = marker();
+    let before = put(&app, &alice, "bad.bin", with_marker(300_000, 1, &mark)).await;
+    put(&app, &alice, "good.bin", noise(200_000, 2)).await;
+    put(&app, &bob, "also-bad.bin", with_marker(5_000, 3, &mark)).await;
+    assert_eq!(app.stored_files().len(), 3);
+
+    // A download URL issued while the file was still called clean.
+    let res = app.get_file(&alice, "self", "bad.bin").await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let issued = res.headers()["location"].to_str().unwrap().to_owned();
+
+    teach_clamd(&mark, &name).await;
+    let out = rescan(&app, &["--quarantine", quarantine]);
+    assert!(out.contains("2 infected"), "{out}");
+    assert!(out.contains("1 clean"), "{out}");
+
+    // Never served again: GET names the signature; the listing shows the status.
+    let e = error(
+        app.get_file(&alice, "self", "bad.bin").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "InfectedFileException",
+    )
+    .await;
+    assert!(e["message"].as_str().unwrap().contains(&name), "{e}");
+    error(
+        app.client.get(&issued).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "InfectedFileException",
+    )
+    .await;
+    let bad = item(&app, &alice, "bad.bin").await;
+    assert_eq!(bad["scanStatus"], "infected", "{bad}");
+    assert_eq!(
+        item(&app, &bob, "also-bad.bin").await["scanStatus"],
+        "infected"
+    );
+    let good = item(&app, &alice, "good.bin").await;
+    assert_eq!(good["scanStatus"], "clean");
+    assert!(
+        good["scannedOn"].as_str().unwrap() > before["scannedOn"].as_str().unwrap(),
+        "{good}"
+    );
+    assert_eq!(
+        app.download(&alice, "self", "good.bin").await,
+        noise(200_000, 2)
+    );
+
+    // The objects: deleted, or kept under quarantine/ only.
+    let stored = app.stored_files();
+    let quarantined = stored
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/quarantine/"))
+        .count();
+    match quarantine {
+        "delete" => assert_eq!((stored.len(), quarantined), (1, 0), "{stored:?}"),
+        _ => assert_eq!((stored.len(), quarantined), (3, 2), "{stored:?}"),
+    }
+
+    // An audit line for each finding, naming the signature; a metric of the run.
+    let findings: Vec<Value> = app
+        .audit()
+        .into_iter()
+        .filter(|l| l["action"] == "rescan" && l["status"] == 422)
+        .collect();
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    // clamd names a signature from a database of one's own with this suffix.
+    let found_as = format!("{name}.UNOFFICIAL");
+    assert!(
+        findings.iter().all(|l| l["signature"] == found_as.as_str()),
+        "{findings:?}"
+    );
+    let metrics = std::fs::read_to_string(app.data.path().join("data/rescan.prom")).unwrap();
+    assert!(
+        metrics.contains("pf_rescan_files{result=\"infected\"} 2"),
+        "{metrics}"
+    );
+
+    // A second run finds nothing new.
+    let again = rescan(&app, &["--quarantine", quarantine]);
+    assert!(again.contains("0 infected"), "{again}");
+
+    // Deleting an infected file removes whatever is kept of it.
+    json(
+        app.delete_file(&alice, "self", "bad.bin").await,
+        StatusCode::OK,
+    )
+    .await;
+    json(
+        app.delete_file(&bob, "self", "also-bad.bin").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(app.stored_files().len(), 1, "{:?}", app.stored_files());
+}
+
+#[tokio::test]
+async fn rescan_deletes_what_new_signatures_find() {
+    quarantines_what_new_signatures_find("delete").await;
+}
+
+#[tokio::test]
+async fn rescan_keeps_what_new_signatures_find_in_quarantine() {
+    quarantines_what_new_signatures_find("keep").await;
+}
+
+#[tokio::test]
+async fn a_stopped_rescan_goes_on_where_it_was() {
+    let (clamd, _) = rescan_clamd();
+    let app = TestApp::start_with(&["--clamd", &clamd]).await;
+    let t = app.token("dora", "study");
+    let n: u64 = 24;
+    for i in 0..n {
+        put(&app, &t, &format!("f{i:02}.bin"), noise(1 << 20, 100 + i)).await;
+    }
+    let done = |app: &TestApp| {
+        app.audit()
+            .iter()
+            .filter(|l| l["action"] == "rescan")
+            .count() as u64
+    };
+    let mut child = app
+        .command(&["rescan", "--older-than", "0s", "--concurrency", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while done(&app) < 4 {
+        assert!(
+            start.elapsed() < Duration::from_mins(2),
+            "the first run did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = done(&app);
+    assert!(first < n, "the first run finished before it was stopped");
+
+    let out = rescan(&app, &[]);
+    let second: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The rest, not all again: at most the one file in flight when it stopped is done twice.
+    assert!(
+        second < n && first + second >= n && first + second <= n + 1,
+        "first run {first}, second {second} of {n}"
+    );
+    // A run that finished leaves nothing to go on with: the next one starts over.
+    let third = rescan(&app, &[]);
+    assert!(
+        third.starts_with(&format!("rescanned {n} files")),
+        "{third}"
+    );
+}
