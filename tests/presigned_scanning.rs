@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestApp, eicar, json, noise};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::json;
 
 fn clamd() -> String {
     std::env::var("PF_TEST_CLAMD").expect(
@@ -45,17 +45,6 @@ async fn presigned_put(app: &TestApp, token: &str, file: &str, bytes: Vec<u8>) {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
-/// The listed file, if the participant's listing shows it.
-async fn listed(app: &TestApp, token: &str, file: &str) -> Option<Value> {
-    let page = json(app.list(token, "self", "").await, StatusCode::OK).await;
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["fileId"] == file)
-        .cloned()
-}
-
 /// Waits until `check` holds, asking every 100 ms, for at most `limit`.
 async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -67,20 +56,6 @@ where
         assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -99,10 +74,10 @@ async fn an_infected_arrival_is_never_served_and_a_clean_one_carries_its_evidenc
     presigned_put(&app, &t, "photo.bin", v1.clone()).await;
     // Arrived, not yet scanned: not a file, whatever the order of requests and settler.
     wait_for(Duration::from_secs(30), "the clean arrival", || async {
-        listed(&app, &t, "photo.bin").await.is_some()
+        app.listed(&t, "self", "photo.bin").await.is_some()
     })
     .await;
-    let file = listed(&app, &t, "photo.bin").await.unwrap();
+    let file = app.listed(&t, "self", "photo.bin").await.unwrap();
     assert_eq!(file["scanStatus"], "clean", "{file}");
     assert_eq!(file["size"], 4000);
     assert!(
@@ -120,7 +95,7 @@ async fn an_infected_arrival_is_never_served_and_a_clean_one_carries_its_evidenc
     let start = Instant::now();
     let refused = loop {
         assert_eq!(app.download(&t, "self", "photo.bin").await, v1);
-        let now = listed(&app, &t, "photo.bin").await.unwrap();
+        let now = app.listed(&t, "self", "photo.bin").await.unwrap();
         assert_eq!(now["size"], 4000, "{now}");
         let refusal = app
             .audit()
@@ -229,14 +204,14 @@ async fn arrivals_wait_while_the_scanner_is_down_and_are_scanned_when_it_is_back
     presigned_put(&app, &t, "scan-me.bin", bytes.clone()).await;
     // The settler tries and defers it, again and again; it is never committed unscanned.
     wait_for(Duration::from_secs(30), "a deferred arrival", || async {
-        metric(&app, "pf_arrivals_total{outcome=\"deferred\"}").await >= 2
+        app.metric("pf_arrivals_total{outcome=\"deferred\"}").await >= 2
     })
     .await;
-    assert!(listed(&app, &t, "scan-me.bin").await.is_none());
+    assert!(app.listed(&t, "self", "scan-me.bin").await.is_none());
     let res = app.get_file(&t, "self", "scan-me.bin").await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        metric(&app, "pf_arrivals_total{outcome=\"settled\"}").await,
+        app.metric("pf_arrivals_total{outcome=\"settled\"}").await,
         0
     );
 
@@ -245,10 +220,10 @@ async fn arrivals_wait_while_the_scanner_is_down_and_are_scanned_when_it_is_back
     wait_for(
         Duration::from_secs(90),
         "the arrival once clamd is back",
-        || async { listed(&app, &t, "scan-me.bin").await.is_some() },
+        || async { app.listed(&t, "self", "scan-me.bin").await.is_some() },
     )
     .await;
-    let file = listed(&app, &t, "scan-me.bin").await.unwrap();
+    let file = app.listed(&t, "self", "scan-me.bin").await.unwrap();
     assert_eq!(file["scanStatus"], "clean", "{file}");
     assert_eq!(app.download(&t, "self", "scan-me.bin").await, bytes);
 }
@@ -276,8 +251,8 @@ async fn two_instances_scan_each_arrival_once() {
     })
     .await;
     // Both instances poll; the lease gives each arrival to one of them.
-    let settled_a = metric(&a, "pf_arrivals_total{outcome=\"settled\"}").await;
-    let settled_b = metric(&b, "pf_arrivals_total{outcome=\"settled\"}").await;
+    let settled_a = a.metric("pf_arrivals_total{outcome=\"settled\"}").await;
+    let settled_b = b.metric("pf_arrivals_total{outcome=\"settled\"}").await;
     assert_eq!(
         settled_a + settled_b,
         n,

@@ -91,14 +91,9 @@ fn rescan(app: &TestApp, extra: &[&str]) -> String {
 }
 
 async fn item(app: &TestApp, token: &str, file: &str) -> Value {
-    let page = json(app.list(token, "self", "").await, StatusCode::OK).await;
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["fileId"] == file)
-        .cloned()
-        .unwrap_or_else(|| panic!("{file} is not listed: {page}"))
+    app.listed(token, "self", file)
+        .await
+        .unwrap_or_else(|| panic!("{file} is not listed"))
 }
 
 async fn quarantines_what_new_signatures_find(quarantine: &str) {

@@ -373,6 +373,32 @@ impl TestApp {
         }
     }
 
+    /// The listed file `file` of `user`, if the listing's first page shows it.
+    pub async fn listed(&self, token: &str, user: &str, file: &str) -> Option<Value> {
+        let page = json(self.list(token, user, "").await, StatusCode::OK).await;
+        page["items"]
+            .as_array()
+            .expect("a page has items")
+            .iter()
+            .find(|i| i["fileId"] == file)
+            .cloned()
+    }
+
+    /// One counter or gauge of `/metrics`, by its name with labels; 0 when absent.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Starts a second instance on this app's backends (same bucket, table and flags), with
     /// `extra` flags added.
     pub async fn start_beside(&self, extra: &[&str]) -> Self {
