@@ -236,21 +236,22 @@ async fn two_instances_scan_each_arrival_once() {
         "--upload-mode",
         "presigned",
         "--settle-interval",
-        "300ms",
+        "100ms",
     ])
     .await;
     let b = a.start_beside(&[]).await;
     let t = a.token("carol", "study");
     let n = 8;
     for i in 0..n {
-        presigned_put(&a, &t, &format!("f{i}.bin"), noise(200_000, 10 + i)).await;
+        presigned_put(&a, &t, &format!("f{i}.bin"), noise(6 << 20, 10 + i)).await;
     }
     wait_for(Duration::from_mins(1), "every arrival", || async {
         let page = json(a.list(&t, "self", "").await, StatusCode::OK).await;
         page["items"].as_array().unwrap().len() == usize::try_from(n).unwrap()
     })
     .await;
-    // Both instances poll; the lease gives each arrival to one of them.
+    // Both instances poll, many times while an arrival of 6 MiB is scanned; the lease gives
+    // each arrival to one of them.
     let settled_a = a.metric("pf_arrivals_total{outcome=\"settled\"}").await;
     let settled_b = b.metric("pf_arrivals_total{outcome=\"settled\"}").await;
     assert_eq!(
@@ -261,7 +262,7 @@ async fn two_instances_scan_each_arrival_once() {
     for i in 0..n {
         assert_eq!(
             b.download(&t, "self", &format!("f{i}.bin")).await,
-            noise(200_000, 10 + i)
+            noise(6 << 20, 10 + i)
         );
     }
 }
