@@ -90,10 +90,20 @@ pub struct Sinks<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+/// Where the bytes an upload reads go.
+#[derive(Clone, Copy)]
+pub enum Dest<'a> {
+    /// Into a new object under this key.
+    Object(&'a ObjectKey),
+    /// Nowhere: the bytes are already stored (an arrived upload URL's object) and are only
+    /// checked.
+    Checked,
+}
+
 /// A body that was read whole and passed every check that needs only its bytes; the object is
 /// not committed yet. Dropping it leaves nothing in the store.
 pub struct Received {
-    writer: Box<dyn BlobWriter>,
+    writer: Option<Box<dyn BlobWriter>>,
     scan: Option<Box<dyn ScanSession>>,
     mime_type: String,
     size: u64,
@@ -127,7 +137,9 @@ impl Received {
                 }
             }
         };
-        self.writer.commit().await?;
+        if let Some(writer) = self.writer {
+            writer.commit().await?;
+        }
         Ok(Ingested {
             mime_type: self.mime_type,
             size: self.size,
@@ -199,13 +211,13 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     E: Into<BoxError>,
 {
-    receive(body, declared, rules, sinks, key)
+    receive(body, declared, rules, sinks, Dest::Object(key))
         .await?
         .finish()
         .await
 }
 
-/// Reads `body` to its end and writes it under `key` without committing it. Nothing is
+/// Reads `body` to its end and writes it to `dest` without committing it. Nothing is
 /// committed unless the body is complete, within the rules and matches what was declared; on
 /// any error, or when the returned future is dropped, the store keeps nothing.
 pub async fn receive<S, E>(
@@ -213,7 +225,7 @@ pub async fn receive<S, E>(
     declared: &Declared,
     rules: &Rules,
     sinks: Sinks<'_>,
-    key: &ObjectKey,
+    dest: Dest<'_>,
 ) -> Result<Received, PipelineError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -238,8 +250,12 @@ where
         });
     }
     // The sniff head, the store's own write buffer and the scanner's queue are memory too.
+    let write_buffer = match dest {
+        Dest::Object(_) => store.write_buffer(),
+        Dest::Checked => 0,
+    };
     let memory = budget
-        .reserve(SNIFF_LEN + store.write_buffer() + scanner.map_or(0, |s| s.buffer_memory()))
+        .reserve(SNIFF_LEN + write_buffer + scanner.map_or(0, |s| s.buffer_memory()))
         .await?;
     let mut meter = Meter {
         count: 0,
@@ -268,7 +284,10 @@ where
         Some(s) => Some(s.session().await?),
         None => None,
     };
-    let mut writer = store.create(key, declared.length).await?;
+    let mut writer = match dest {
+        Dest::Object(key) => Some(store.create(key, declared.length).await?),
+        Dest::Checked => None,
+    };
     let streamed = async {
         let mut next = Some(head);
         loop {
@@ -285,14 +304,16 @@ where
             }
             // The scanner and the store take each chunk at the same time; the slower of the
             // two sets the pace, and with it the client's.
-            match scan.as_mut() {
-                Some(scan) => {
+            match (scan.as_mut(), writer.as_mut()) {
+                (Some(scan), Some(writer)) => {
                     let (fed, written) =
                         tokio::join!(scan.feed(chunk.clone()), writer.write(chunk));
                     fed?;
                     written?;
                 }
-                None => writer.write(chunk).await?,
+                (Some(scan), None) => scan.feed(chunk).await?,
+                (None, Some(writer)) => writer.write(chunk).await?,
+                (None, None) => {}
             }
         }
         Ok::<_, PipelineError>(())

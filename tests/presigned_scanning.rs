@@ -16,8 +16,8 @@ fn clamd() -> String {
     )
 }
 
-/// Asks for an upload URL and sends `bytes` straight to S3 with it.
-async fn presigned_put(app: &TestApp, token: &str, file: &str, bytes: Vec<u8>) {
+/// Asks for an upload URL and sends `bytes` straight to S3 with it; returns the URL.
+async fn presigned_put(app: &TestApp, token: &str, file: &str, bytes: Vec<u8>) -> String {
     let posted = json(
         app.post_file(
             token,
@@ -34,6 +34,12 @@ async fn presigned_put(app: &TestApp, token: &str, file: &str, bytes: Vec<u8>) {
         url.starts_with(&std::env::var("AWS_ENDPOINT_URL_S3").unwrap()),
         "{url}"
     );
+    put_to(app, url, bytes).await;
+    url.to_owned()
+}
+
+/// Sends `bytes` to an upload URL.
+async fn put_to(app: &TestApp, url: &str, bytes: Vec<u8>) {
     let res = app
         .client
         .put(url)
@@ -141,15 +147,24 @@ async fn an_infected_arrival_is_never_served_and_a_clean_one_carries_its_evidenc
 
 /// A TCP relay to clamd that can be switched off (connections refused) and on again, on one
 /// port: clamd going down and coming back, as the service sees it.
+/// It can also hold the connections it accepts (clamd slow to start a scan): a scan then waits
+/// with its bytes half read.
 struct Relay {
     port: u16,
     task: Option<tokio::task::JoinHandle<()>>,
+    held: tokio::sync::watch::Sender<bool>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Relay {
     async fn start() -> Self {
         let port = common::closed_port();
-        let mut relay = Self { port, task: None };
+        let mut relay = Self {
+            port,
+            task: None,
+            held: tokio::sync::watch::channel(false).0,
+            accepted: std::sync::Arc::default(),
+        };
         relay.up().await;
         relay
     }
@@ -159,13 +174,17 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .unwrap();
+        let (held, accepted) = (self.held.clone(), std::sync::Arc::clone(&self.accepted));
         self.task = Some(tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let target = target.clone();
+                let mut held = held.subscribe();
                 tokio::spawn(async move {
+                    let _ = held.wait_for(|h| !h).await;
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
@@ -179,6 +198,15 @@ impl Relay {
             task.abort();
             let _ = task.await;
         }
+    }
+
+    /// Holds every connection accepted from now on (`true`), or lets them all through.
+    fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn address(&self) -> String {
@@ -265,4 +293,76 @@ async fn two_instances_scan_each_arrival_once() {
             noise(6 << 20, 10 + i)
         );
     }
+}
+
+#[tokio::test]
+async fn bytes_sent_to_the_url_again_during_the_scan_are_scanned_before_they_count() {
+    let relay = Relay::start().await;
+    let app = TestApp::start_presigned(&[
+        "--clamd",
+        &relay.address(),
+        "--upload-mode",
+        "presigned",
+        "--settle-interval",
+        "200ms",
+    ])
+    .await;
+    let t = app.token("dana", "study");
+    // The scan of the first bytes starts, then waits at the relay with most of them unread.
+    relay.hold(true);
+    let before = relay.accepted();
+    let clean = noise(16 << 20, 4);
+    let url = presigned_put(&app, &t, "swap.bin", clean).await;
+    let index = common::index_of(&app).await;
+    let owner = participant_files::model::Owner {
+        app: participant_files::model::AppId::parse("study").unwrap(),
+        participant: participant_files::model::UserId::parse("dana").unwrap(),
+    };
+    let file = participant_files::model::FileId::parse("swap.bin").unwrap();
+    wait_for(Duration::from_secs(30), "the scan to start", || async {
+        let leased = index
+            .get(&owner, &file)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.value.pending.is_some_and(|p| p.lease.is_some()));
+        leased && relay.accepted() > before
+    })
+    .await;
+    // The URL is still good: other bytes, infected, replace the object under the scan.
+    let mut bad = noise(16 << 20, 5);
+    bad.extend(eicar());
+    put_to(&app, &url, bad.clone()).await;
+    relay.hold(false);
+    // The bytes that were scanned are no longer under the URL, and the ones that are were not
+    // scanned: no version of the file may be made of either.
+    let start = Instant::now();
+    let refused = loop {
+        if let Some(file) = app.listed(&t, "self", "swap.bin").await {
+            let served = app.download(&t, "self", "swap.bin").await;
+            panic!(
+                "a file was made of bytes that were replaced under the scan ({} bytes served, the infected ones: {}): {file}",
+                served.len(),
+                served == bad
+            );
+        }
+        if let Some(line) = app
+            .audit()
+            .into_iter()
+            .find(|l| l["status"] == 422 && l["fileId"] == "swap.bin" && l["action"] == "upload")
+        {
+            break line;
+        }
+        assert!(
+            start.elapsed() < Duration::from_mins(1),
+            "the infected bytes were not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused["signature"], "Eicar-Test-Signature.UNOFFICIAL");
+    // The first bytes are gone from under the URL, so no version of the file was ever made.
+    assert!(app.listed(&t, "self", "swap.bin").await.is_none());
+    assert_eq!(
+        app.get_file(&t, "self", "swap.bin").await.status(),
+        StatusCode::NOT_FOUND
+    );
 }

@@ -1,7 +1,8 @@
 //! Settling a pending upload: a presigned upload that arrived is streamed from its object through
-//! the upload pipeline into a fresh object, which becomes the file; one that fails a check, or
-//! expired without arriving, is dropped. The URL's own object never becomes the file, so nothing
-//! sent to the URL later changes what is served.
+//! the upload pipeline's checks, then copied, as the very version that was checked, into a fresh
+//! object, which becomes the file; one that fails a check, or expired without arriving, is
+//! dropped. The URL's own object never becomes the file, so nothing sent to the URL later
+//! changes what is served.
 
 use chrono::Utc;
 
@@ -80,27 +81,41 @@ impl FileService {
         file_id: &FileId,
         pending: &PendingUpload,
     ) -> Result<(), FilesError> {
-        let read = match self.store.read(&pending.key, None).await {
-            Ok(r) => r,
-            // Taken by a request that settled it at the same time.
-            Err(StoreError::NotFound) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let mut tries = Backoff::new();
+        let result = loop {
+            let read = match self.store.read_whole(&pending.key).await {
+                Ok(r) => r,
+                // Taken by a request that settled it at the same time.
+                Err(StoreError::NotFound) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let etag = read.etag.ok_or_else(|| StoreError::Backend {
+                backend: self.store.name(),
+                message: "the store named no version (ETag) of an arrived upload".to_owned(),
+                source: "GetObject without an ETag".into(),
+            })?;
+            let declared = Declared {
+                mime_type: Some(pending.mime_type.clone()),
+                size: pending.size,
+                length: Some(read.object_size),
+                sha256: pending.sha256.clone(),
+            };
+            let result = self
+                .check_and_commit(
+                    owner,
+                    file_id,
+                    read.body,
+                    &declared,
+                    Some(&pending.upload_id),
+                    Some((pending.key.clone(), etag)),
+                )
+                .await;
+            // Sent to the URL again while it was checked: the new bytes are checked instead.
+            if matches!(result, Err(FilesError::Store(StoreError::Changed))) && tries.next().await {
+                continue;
+            }
+            break result;
         };
-        let declared = Declared {
-            mime_type: Some(pending.mime_type.clone()),
-            size: pending.size,
-            length: Some(read.object_size),
-            sha256: pending.sha256.clone(),
-        };
-        let result = self
-            .ingest_and_commit(
-                owner,
-                file_id,
-                read.body,
-                &declared,
-                Some(&pending.upload_id),
-            )
-            .await;
         match &result {
             Ok(committed) => {
                 self.audit_arrival(owner, file_id, pending, Ok(committed));

@@ -11,7 +11,7 @@ use crate::capability::{Grant, Purpose};
 use crate::config::Mode;
 use crate::keys::{ObjectKey, UploadId};
 use crate::model::{FileId, Issuer, Owner, PendingUpload, StoredFile};
-use crate::pipeline::{self, BoxError, Declared, PipelineError};
+use crate::pipeline::{self, BoxError, Declared, Dest, PipelineError};
 use crate::sniff;
 
 impl FileService {
@@ -227,6 +227,26 @@ impl FileService {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Into<BoxError>,
     {
+        self.check_and_commit(owner, file_id, body, declared, consumes, None)
+            .await
+    }
+
+    /// Like [`Self::ingest_and_commit`], for a `body` that is already stored: the object
+    /// `arrived.0` read at version `arrived.1` (its `ETag`). Its bytes are only checked, and the
+    /// new object is a copy of that very version, made once every check has passed.
+    pub(super) async fn check_and_commit<S, E>(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        body: S,
+        declared: &Declared,
+        consumes: Option<&UploadId>,
+        arrived: Option<(ObjectKey, String)>,
+    ) -> Result<Committed, FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Into<BoxError>,
+    {
         let slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
         let mut rules = self.rules.clone();
         let mut quota_bound = false;
@@ -261,7 +281,11 @@ impl FileService {
         // A fresh key for every attempt, so two uploads of one file never write one object.
         let key = ObjectKey::new(owner, &UploadId::generate());
         let claim = self.claim(owner, file_id, &key).await?;
-        let received = pipeline::receive(body, declared, &rules, self.sinks(), &key)
+        let dest = match arrived {
+            Some(_) => Dest::Checked,
+            None => Dest::Object(&key),
+        };
+        let received = pipeline::receive(body, declared, &rules, self.sinks(), dest)
             .await
             .map_err(quota_error)?;
         let (this, owner, file_id, consumes) = (
@@ -273,6 +297,11 @@ impl FileService {
         let finishing = self.tasks.spawn(async move {
             let _slot = slot;
             let ingested = received.finish().await.map_err(quota_error)?;
+            if let Some((from, etag)) = &arrived {
+                this.store
+                    .copy_checked(from, &key, etag, &ingested.sha256)
+                    .await?;
+            }
             let file = StoredFile {
                 key,
                 mime_type: ingested.mime_type,

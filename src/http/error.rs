@@ -170,6 +170,11 @@ fn store_error(e: &StoreError) -> ApiError {
         StoreError::NotFound => ApiError::not_found(),
         StoreError::Busy(_) => memory_busy(),
         StoreError::RangeNotSatisfiable => ApiError::range_not_satisfiable(),
+        // An upload URL's object was sent again while it was checked: the next try checks
+        // the new one.
+        StoreError::Changed => {
+            ApiError::unavailable("file store (the upload changed while it was checked)")
+        }
         StoreError::Io { backend, .. } | StoreError::Backend { backend, .. } => {
             tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failed");
             let mut api = ApiError::unavailable(&format!("{backend} file store"));

@@ -100,7 +100,11 @@ impl BlobStore for LocalBlobStore {
         let body = ReaderStream::with_capacity(file.take(end - range.start), 64 * 1024)
             .map_err(io)
             .boxed();
-        Ok(BlobRead { object_size, body })
+        Ok(BlobRead {
+            object_size,
+            etag: None,
+            body,
+        })
     }
 
     async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {

@@ -22,6 +22,9 @@ pub enum StoreError {
     NotFound,
     #[error("the range starts past the end of the object")]
     RangeNotSatisfiable,
+    /// A copy found its source changed since it was read.
+    #[error("the object changed since it was read")]
+    Changed,
     #[error("{backend} store I/O failed")]
     Io {
         backend: &'static str,
@@ -44,7 +47,7 @@ impl StoreError {
     pub fn backend(&self) -> Option<&'static str> {
         match self {
             Self::Io { backend, .. } | Self::Backend { backend, .. } => Some(backend),
-            Self::NotFound | Self::RangeNotSatisfiable | Self::Busy(_) => None,
+            Self::NotFound | Self::RangeNotSatisfiable | Self::Changed | Self::Busy(_) => None,
         }
     }
 }
@@ -59,6 +62,9 @@ pub struct ListedObject {
 /// Bytes read from a store: the whole object's size and the requested part of it.
 pub struct BlobRead {
     pub object_size: u64,
+    /// The version read, when the store names versions (S3's ETag): a copy made later can
+    /// insist on the same one.
+    pub etag: Option<String>,
     pub body: BoxStream<'static, Result<Bytes, StoreError>>,
 }
 
@@ -83,11 +89,36 @@ pub trait BlobStore: Send + Sync {
         range: Option<Range<u64>>,
     ) -> Result<BlobRead, StoreError>;
 
+    /// Reads a whole object as fast as the store can serve it, for checking what a client
+    /// stored directly (see [`BlobStore::copy_checked`]). The default is one [`BlobStore::read`].
+    async fn read_whole(&self, key: &ObjectKey) -> Result<BlobRead, StoreError> {
+        self.read(key, None).await
+    }
+
     /// The object's size, or `None` when there is no such object.
     async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError>;
 
     /// Removes an object; removing one that is not there is not an error.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
+
+    /// Copies the object under `from` to `to`, provided it is still the version `etag` (see
+    /// [`BlobRead::etag`]) and its SHA-256 is `sha256` (standard base64) where the store can
+    /// tell; else [`StoreError::Changed`] and nothing under `to`. For stores that presign: the
+    /// object of an upload URL becomes a file as a copy of the bytes that were checked.
+    async fn copy_checked(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        etag: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let _ = (from, to, etag, sha256);
+        Err(StoreError::Backend {
+            backend: self.name(),
+            message: "this store has no upload URLs, so nothing to copy".to_owned(),
+            source: "copy_checked is for stores that presign".into(),
+        })
+    }
 
     /// Every object this service wrote (keys it can parse), for `reconcile`.
     async fn list(&self) -> Result<Vec<ListedObject>, StoreError>;

@@ -16,7 +16,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::ServerSideEncryption;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::task::TaskTracker;
 
 use super::{BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StoreError};
@@ -25,6 +26,18 @@ use crate::keys::ObjectKey;
 
 mod parts;
 mod streaming;
+
+/// Ranged GETs in flight at once when a whole object is read to be checked.
+const READS_IN_FLIGHT: usize = 2;
+
+/// What `x-amz-copy-source` must have encoded: everything but the unreserved characters and
+/// the `/` between bucket and key segments.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 use parts::PartsWriter;
 use streaming::StreamingPut;
@@ -198,6 +211,7 @@ impl BlobStore for S3BlobStore {
             (None, Some(n)) => u64::try_from(n).unwrap_or_default(),
             (None, None) => 0,
         };
+        let etag = out.e_tag().map(str::to_owned);
         let body = futures::stream::unfold(out.body, |mut body| async move {
             body.next().await.map(|chunk| {
                 (
@@ -207,7 +221,88 @@ impl BlobStore for S3BlobStore {
             })
         })
         .boxed();
-        Ok(BlobRead { object_size, body })
+        Ok(BlobRead {
+            object_size,
+            etag,
+            body,
+        })
+    }
+
+    /// One stream of GETs of a part's length each, [`READS_IN_FLIGHT`] at a time and every one
+    /// pinned to the `ETag` of the first answer (`If-Match`): an S3 server serves one GET on one
+    /// core, and its ranges side by side use more. The parts in flight are held within the
+    /// buffer budget.
+    async fn read_whole(&self, key: &ObjectKey) -> Result<BlobRead, StoreError> {
+        let part = self.settings.part_size as u64;
+        let first = match self.read(key, Some(0..part)).await {
+            // An empty object has no range to read.
+            Err(StoreError::RangeNotSatisfiable) => return self.read(key, None).await,
+            other => other?,
+        };
+        let size = first.object_size;
+        if size <= part {
+            return Ok(first);
+        }
+        let etag = first.etag.clone().ok_or_else(|| StoreError::Backend {
+            backend: NAME,
+            message: "GetObject answered without an ETag".to_owned(),
+            source: "no ETag".into(),
+        })?;
+        let memory = self
+            .budget
+            .reserve(self.settings.part_size * READS_IN_FLIGHT)
+            .await?;
+        let (client, bucket, s3key) = (
+            self.client.clone(),
+            self.settings.bucket.clone(),
+            self.key(key),
+        );
+        let pinned = etag.clone();
+        let rest = futures::stream::iter(
+            (1..size.div_ceil(part)).map(move |i| i * part..((i + 1) * part).min(size)),
+        )
+        .map(move |range| {
+            let req = client
+                .get_object()
+                .bucket(&bucket)
+                .key(&s3key)
+                .range(format!("bytes={}-{}", range.start, range.end - 1))
+                .if_match(&pinned);
+            async move {
+                let out = match req.send().await {
+                    Ok(o) => o,
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                        return Err(StoreError::Changed);
+                    }
+                    Err(e) => return Err(failed("GetObject failed", e)),
+                };
+                // Kept as the segments they arrived in: joining them would hold the part twice.
+                let segments: Vec<bytes::Bytes> = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| failed("reading an object failed", e))?
+                    .into_segments()
+                    .collect();
+                let got: u64 = segments.iter().map(|b| b.len() as u64).sum();
+                if got != range.end - range.start {
+                    return Err(StoreError::Changed);
+                }
+                Ok(futures::stream::iter(segments.into_iter().map(Ok)))
+            }
+        })
+        .buffered(READS_IN_FLIGHT)
+        .try_flatten()
+        // The reservation lives as long as the stream.
+        .map(move |r| {
+            let _ = &memory;
+            r
+        });
+        Ok(BlobRead {
+            object_size: size,
+            etag: Some(etag),
+            body: first.body.chain(rest).boxed(),
+        })
     }
 
     async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
@@ -227,6 +322,51 @@ impl BlobStore for S3BlobStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(failed("HeadObject failed", e)),
         }
+    }
+
+    async fn copy_checked(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        etag: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let source = format!("{}/{}", self.settings.bucket, self.key(from));
+        let (sse, kms_key) = sse(&self.settings.encryption);
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.settings.bucket)
+            .key(self.key(to))
+            .copy_source(utf8_percent_encode(&source, COPY_SOURCE).to_string())
+            .copy_source_if_match(etag)
+            // S3 computes the copy's SHA-256 and answers it, so that the copy is known to hold
+            // exactly the bytes that were checked, not merely bytes with the same ETag (an MD5).
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                return Err(StoreError::Changed);
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Err(StoreError::NotFound);
+            }
+            Err(e) => return Err(failed("CopyObject failed", e)),
+        };
+        let copied = out
+            .copy_object_result()
+            .and_then(|r| r.checksum_sha256())
+            // A composite checksum (`...-N`) is not of the whole object: it proves nothing here.
+            .filter(|c| !c.contains('-'));
+        if copied.is_some_and(|c| c != sha256) {
+            self.delete(to).await?;
+            return Err(StoreError::Changed);
+        }
+        Ok(())
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {

@@ -22,6 +22,8 @@ use futures::StreamExt;
 use participant_files::auth::{self, Role};
 use participant_files::model::{AppId, UserId};
 
+mod arrival;
+
 const MIB: u64 = 1024 * 1024;
 const JWT: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 
@@ -70,7 +72,7 @@ impl Source {
 struct Service {
     child: Child,
     base: String,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Service {
@@ -124,11 +126,7 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self {
-            child,
-            base,
-            _data: data,
-        }
+        Self { child, base, data }
     }
 
     /// Peak resident memory so far, in MiB.
@@ -508,24 +506,7 @@ impl Ctx {
     }
 
     async fn clamd_alone(&self, size: u64) -> Duration {
-        let address = env("PF_TEST_CLAMD");
-        let host = address.strip_prefix("tcp://").unwrap().to_owned();
-        let started = Instant::now();
-        let reply = clamav_client::tokio::scan_stream(
-            self.source.stream(size),
-            clamav_client::tokio::Tcp {
-                host_address: host.as_str(),
-            },
-            Some(64 * 1024),
-        )
-        .await
-        .unwrap();
-        assert!(
-            reply.starts_with(b"stream: OK"),
-            "{}",
-            String::from_utf8_lossy(&reply)
-        );
-        started.elapsed()
+        self.clamd_split(size).await.0
     }
 
     async fn get_all(&self, url: &str) -> (Duration, u64) {
@@ -828,7 +809,7 @@ async fn main() {
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1109,6 +1090,10 @@ async fn main() {
 
     if cases.contains("listing") {
         listing(&bucket, &mut push).await;
+    }
+
+    if cases.contains("arrival") {
+        arrival::arrival(&ctx, &bucket, size, runs, &mut push).await;
     }
 
     let machine = format!(
