@@ -32,6 +32,12 @@ pub enum Action {
     ListApp,
     /// `participant-files rescan` scanned the file's bytes again.
     Rescan,
+    /// A resumable upload was created.
+    UploadCreate,
+    /// Bytes were appended to a resumable upload (`bytes` says how many).
+    UploadAppend,
+    /// A resumable upload was terminated, its bytes removed.
+    UploadTerminate,
 }
 
 /// One audit line. Identifiers only: never a token, a URL or file content.

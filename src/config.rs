@@ -225,6 +225,17 @@ pub struct ServeArgs {
     /// Lifetime of upload and download URLs, like 15m or 1h; at most 7d.
     #[arg(long, env = "PF_URL_TTL", value_name = "PF_URL_TTL", default_value = "1h", value_parser = parse_url_ttl)]
     pub url_ttl: Duration,
+    /// How long a resumable upload may take from its creation, like 24h; at most 7d.
+    #[arg(long, env = "PF_RESUMABLE_TTL", value_name = "PF_RESUMABLE_TTL", default_value = "24h", value_parser = parse_url_ttl)]
+    pub resumable_ttl: Duration,
+    /// Resumable uploads one participant may have open at once.
+    #[arg(
+        long,
+        env = "PF_MAX_RESUMABLE_PER_PARTICIPANT",
+        value_name = "PF_MAX_RESUMABLE_PER_PARTICIPANT",
+        default_value_t = 10
+    )]
+    pub max_resumable_per_participant: u64,
     /// Largest accepted file, like 256MiB (default 256MiB, or 100MiB with a scanner).
     #[arg(long, env = "PF_MAX_FILE_SIZE", value_name = "PF_MAX_FILE_SIZE", value_parser = parse_size)]
     pub max_file_size: Option<u64>,
@@ -388,6 +399,7 @@ pub struct Config {
     pub upload_mode: Mode,
     pub download_mode: Mode,
     pub url_ttl: Duration,
+    pub resumable: crate::files::resumable::ResumableSettings,
     pub max_file_size: u64,
     pub allowed_types: AllowedTypes,
     pub scan_timeout: Duration,
@@ -500,6 +512,10 @@ impl Config {
             upload_mode,
             download_mode,
             url_ttl: args.url_ttl,
+            resumable: crate::files::resumable::ResumableSettings {
+                ttl: args.resumable_ttl,
+                max_open: args.max_resumable_per_participant,
+            },
             max_file_size,
             allowed_types: args.allowed_types,
             scan_timeout: args.scan_timeout,

@@ -5,8 +5,23 @@ use std::fmt;
 use crate::model::{AppId, Owner, UserId};
 
 /// A fresh random ID for one upload; every upload writes to its own object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct UploadId(String);
+
+impl TryFrom<String> for UploadId {
+    type Error = &'static str;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or("not an upload ID")
+    }
+}
+
+impl From<UploadId> for String {
+    fn from(id: UploadId) -> String {
+        id.0
+    }
+}
 
 impl UploadId {
     #[must_use]
@@ -35,8 +50,23 @@ const QUARANTINE: &str = "quarantine/";
 /// for the key of an app called `quarantine`). The file ID stays out of it on purpose: file
 /// names ("left-arm-plaque.jpg") can say something about a participant, and object keys end up
 /// in bucket listings, access logs and audit trails that this service does not control.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ObjectKey(String);
+
+impl TryFrom<String> for ObjectKey {
+    type Error = &'static str;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or("not an object key")
+    }
+}
+
+impl From<ObjectKey> for String {
+    fn from(key: ObjectKey) -> String {
+        key.0
+    }
+}
 
 impl ObjectKey {
     #[must_use]

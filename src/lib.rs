@@ -97,6 +97,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
             upload_mode: config.upload_mode,
             download_mode: config.download_mode,
             limits: config.limits,
+            resumable: config.resumable,
         },
     );
     Ok(Arc::new(http::App {

@@ -6,6 +6,10 @@ use chrono::{DateTime, Utc};
 
 use crate::keys::{ObjectKey, UploadId};
 
+mod resumable;
+
+pub use resumable::{Refusal, ResumableUpload, Staged, StagedPart, UploadOutcome, WriterLease};
+
 /// Why a string is not an identifier; the message is safe to show to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentError {
@@ -42,8 +46,24 @@ pub fn validate_ident(s: &str) -> Result<(), IdentError> {
 macro_rules! ident_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = IdentError;
+
+            fn try_from(s: String) -> Result<Self, IdentError> {
+                validate_ident(&s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, IdentError> {
@@ -79,7 +99,7 @@ ident_type!(
 );
 
 /// Whose files: a participant within an app. Every file belongs to exactly one owner.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     pub app: AppId,
     pub participant: UserId,

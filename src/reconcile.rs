@@ -1,6 +1,6 @@
-//! `participant-files reconcile`: removes objects that no row names, pending uploads that
-//! expired, and claims of uploads that were left unfinished, so that no participant's bytes
-//! outlive their row.
+//! `participant-files reconcile`: removes objects that no row names, pending uploads and
+//! resumable uploads that expired, and claims of uploads that were left unfinished, so that no
+//! participant's bytes outlive their row.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -75,6 +75,7 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
             break;
         }
     }
+    removed.extend(drop_expired_uploads(backends).await?);
     for object in objects {
         if referenced.contains(&object.key) {
             continue;
@@ -83,4 +84,35 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         removed.push(format!("object without a row {}", object.key));
     }
     Ok(removed)
+}
+
+/// Removes resumable uploads past their expiry: the store's staged bytes (multipart aborted,
+/// tails deleted), then the row.
+async fn drop_expired_uploads(backends: &Backends) -> anyhow::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let Some(uploads) = backends.index.uploads() else {
+        return Ok(removed);
+    };
+    loop {
+        let expired = uploads.expired_uploads(Utc::now(), 100).await?;
+        let mut progressed = false;
+        for row in expired {
+            backends.store.drop_staged(&row.value.staged).await?;
+            match uploads
+                .delete_upload(&row.value.owner, &row.value.id, row.version)
+                .await
+            {
+                Ok(()) => {
+                    removed.push(format!("expired resumable upload {}", row.value.staged.key));
+                    progressed = true;
+                }
+                // Written meanwhile: the next run looks again.
+                Err(IndexError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !progressed {
+            return Ok(removed);
+        }
+    }
 }

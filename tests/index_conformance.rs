@@ -11,7 +11,8 @@ use participant_files::auth::Role;
 use participant_files::index::{FileIndex, IndexError};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
-    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, ScanStatus, StoredFile, UserId,
+    AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, Refusal, ResumableUpload,
+    ScanStatus, Staged, StagedPart, StoredFile, UploadOutcome, UserId, WriterLease,
 };
 use tempfile::TempDir;
 
@@ -577,6 +578,10 @@ fn file_service(
             upload_mode: Mode::Streaming,
             download_mode: Mode::Streaming,
             limits: participant_files::limits::LimitSettings::default(),
+            resumable: participant_files::files::resumable::ResumableSettings {
+                ttl: std::time::Duration::from_hours(24),
+                max_open: 10,
+            },
         },
     )
 }
@@ -1430,4 +1435,132 @@ async fn dynamodb_app_listing_never_serves_a_stale_index_entry() {
     let mut q = app_query("stale");
     q.end = Some(T0 + 11);
     assert!(ix.list_app(&q, 5).await.unwrap().is_empty());
+}
+
+fn resumable(owner: &Owner, file: &str, expires_on: DateTime<Utc>) -> ResumableUpload {
+    let id = UploadId::generate();
+    ResumableUpload {
+        owner: owner.clone(),
+        id: id.clone(),
+        file_id: FileId::parse(file).unwrap(),
+        issuer: "alice:participant".into(),
+        mime_type: Some("image/jpeg".into()),
+        sha256: None,
+        length: Some(12 << 20),
+        offset: 0,
+        created_on: ms(1_795_000_000_123),
+        expires_on,
+        staged: Staged {
+            key: ObjectKey::new(owner, &id),
+            multipart: Some("mp-1".into()),
+            part_size: 5 << 20,
+            parts: vec![StagedPart {
+                number: 1,
+                etag: "\"e1\"".into(),
+                size: 5 << 20,
+            }],
+            tail: 3,
+        },
+        writer: Some(WriterLease {
+            holder: "instance-a".into(),
+            fence: 1,
+            until: ms(1_795_000_060_000),
+        }),
+        outcome: None,
+    }
+}
+
+#[tokio::test]
+async fn resumable_uploads_are_kept_beside_the_files_and_never_taken_for_them() {
+    for subject in subjects().await {
+        let (ix, name) = (subject.index.as_ref(), subject.name);
+        let uploads = ix.uploads().expect("every index keeps resumable uploads");
+        let (alice, bob) = (owner("study", "alice"), owner("study", "bob"));
+        let now = Utc::now();
+        let hour = chrono::Duration::hours(1);
+
+        let mut open = resumable(&alice, "scan.bin", now + hour);
+        assert_eq!(uploads.put_upload(&open, None).await.unwrap(), 1, "{name}");
+        assert!(
+            matches!(
+                uploads.put_upload(&open, None).await,
+                Err(IndexError::Conflict)
+            ),
+            "{name}: a second create of one upload"
+        );
+        let got = uploads.get_upload(&alice, &open.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.value.clone(), got.version),
+            (open.clone(), 1),
+            "{name}"
+        );
+        assert!(
+            uploads.get_upload(&bob, &open.id).await.unwrap().is_none(),
+            "{name}: another participant's upload"
+        );
+
+        // The offset moves only by a write on the version read; a writer that read before
+        // loses.
+        open.offset = 5 << 20;
+        assert_eq!(uploads.put_upload(&open, Some(1)).await.unwrap(), 2);
+        assert!(matches!(
+            uploads.put_upload(&open, Some(1)).await,
+            Err(IndexError::Conflict)
+        ));
+
+        let expired = resumable(&alice, "old.bin", now - chrono::Duration::seconds(1));
+        let mut done = resumable(&alice, "done.bin", now + hour);
+        done.outcome = Some(UploadOutcome::Refused(Refusal {
+            status: 422,
+            kind: "InfectedFileException".into(),
+            message: "infected".into(),
+            signature: Some("Eicar-Test-Signature".into()),
+        }));
+        let bobs = resumable(&bob, "b.bin", now + hour);
+        for u in [&expired, &done, &bobs] {
+            uploads.put_upload(u, None).await.unwrap();
+        }
+        assert_eq!(
+            uploads.open_uploads(&alice, now).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(uploads.open_uploads(&bob, now).await.unwrap(), 1, "{name}");
+        let stale: Vec<_> = uploads
+            .expired_uploads(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.value.id)
+            .collect();
+        assert_eq!(stale, vec![expired.id.clone()], "{name}");
+
+        // File rows are what they were: no listing, scan or usage sees an upload.
+        ix.put(&row(&alice, "photo.jpg", 10), None).await.unwrap();
+        let listed = ix.list(&alice, None, 100).await.unwrap();
+        assert_eq!(listed.len(), 1, "{name}");
+        let scanned = ix.scan(None, 2).await.unwrap();
+        assert_eq!(
+            scanned
+                .iter()
+                .map(|r| r.value.file_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["photo.jpg"],
+            "{name}"
+        );
+        assert_eq!(ix.usage(&alice, now).await.unwrap().files, 1, "{name}");
+
+        assert!(matches!(
+            uploads.delete_upload(&alice, &open.id, 1).await,
+            Err(IndexError::Conflict)
+        ));
+        uploads.delete_upload(&alice, &open.id, 2).await.unwrap();
+        assert!(
+            uploads
+                .get_upload(&alice, &open.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }

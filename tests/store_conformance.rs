@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::{aws_env, noise, open_backends, s3_multipart_leftovers, unique_name};
 use futures::TryStreamExt;
 use participant_files::keys::{ObjectKey, UploadId};
-use participant_files::model::{AppId, Owner, UserId};
+use participant_files::model::{AppId, Owner, Staged, UserId};
 use participant_files::store::{BlobStore, StoreError};
 use tempfile::TempDir;
 
@@ -18,7 +18,7 @@ struct Subject {
     name: &'static str,
     store: Arc<dyn BlobStore>,
     bucket: Option<String>,
-    _data: TempDir,
+    data: TempDir,
 }
 
 async fn subjects() -> Vec<Subject> {
@@ -41,13 +41,13 @@ async fn subjects() -> Vec<Subject> {
             name: "local",
             store: local.store,
             bucket: None,
-            _data: data,
+            data,
         },
         Subject {
             name: "s3",
             store: s3.store,
             bucket: Some(bucket),
-            _data: s3_data,
+            data: s3_data,
         },
     ]
 }
@@ -325,4 +325,92 @@ async fn every_object_written_asks_for_encryption_at_rest() {
         .expect("a PutObject was sent");
     assert_eq!(put.1.as_deref(), Some("aws:kms"));
     assert_eq!(put.2.as_deref(), Some("alias/pf-test"));
+}
+
+/// Every file under `dir` whose name holds `needle`.
+fn files_named(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_named(&path, needle));
+        } else if entry.file_name().to_string_lossy().contains(needle) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+async fn append(store: &dyn BlobStore, staged: &Staged, bytes: &[u8]) -> Staged {
+    let mut w = store.stage(staged).await.unwrap();
+    for c in bytes.chunks(1 << 20) {
+        w.write(Bytes::copy_from_slice(c)).await.unwrap();
+    }
+    w.sync().await.unwrap()
+}
+
+#[tokio::test]
+async fn staged_bytes_survive_cut_requests_and_leave_nothing_once_dropped() {
+    for s in subjects().await {
+        let store = s.store.as_ref();
+        let k = key();
+        let id = k.upload_id().as_str().to_owned();
+        let staged = store.begin_staging(&k, 64 << 20).await.unwrap();
+        let whole = noise(14 << 20, 7);
+
+        // 3 MiB, durable: less than a part, so on S3 a tail.
+        let first = append(store, &staged, &whole[..3 << 20]).await;
+        // A request cut off after 6 MiB, never synced (on S3 it uploaded a part that the
+        // index never recorded): the next append starts from the recorded bytes again.
+        let mut cut = store.stage(&first).await.unwrap();
+        cut.write(Bytes::from(noise(6 << 20, 8))).await.unwrap();
+        drop(cut);
+        let second = append(store, &first, &whole[3 << 20..13 << 20]).await;
+        let third = append(store, &second, &whole[13 << 20..]).await;
+
+        let read = store.read_staged(&third).await.unwrap();
+        assert_eq!(read.object_size, whole.len() as u64, "{}", s.name);
+        let got = read
+            .body
+            .try_fold(Vec::new(), |mut all, c| async move {
+                all.extend_from_slice(&c);
+                Ok(all)
+            })
+            .await
+            .unwrap();
+        assert!(got == whole, "{}: the staged bytes differ", s.name);
+
+        store.drop_staged(&third).await.unwrap();
+        // What was dropped drops again without complaint.
+        store.drop_staged(&third.dropped()).await.unwrap();
+        match &s.bucket {
+            None => assert!(
+                files_named(s.data.path(), &id).is_empty(),
+                "local: staged file left"
+            ),
+            Some(bucket) => {
+                let dir = aws_env().s3_dir;
+                assert!(
+                    s3_multipart_leftovers(&dir, bucket).is_empty(),
+                    "s3: multipart upload left"
+                );
+                let left = files_named(&dir.join(bucket), &id);
+                assert!(left.is_empty(), "s3: objects left: {left:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_staged_upload_reads_as_an_empty_object() {
+    for s in subjects().await {
+        let store = s.store.as_ref();
+        let staged = store.begin_staging(&key(), 0).await.unwrap();
+        let read = store.read_staged(&staged).await.unwrap();
+        assert_eq!(read.object_size, 0, "{}", s.name);
+        store.drop_staged(&staged).await.unwrap();
+    }
 }

@@ -5,6 +5,7 @@
 mod claim;
 mod delete;
 mod race;
+pub mod resumable;
 mod settle;
 pub mod settler;
 mod upload;
@@ -71,6 +72,29 @@ pub enum FilesError {
     /// A rescan found the stored file infected: it is never served again.
     #[error("the file was found infected ({0})")]
     Infected(String),
+    #[error("this index keeps no resumable uploads")]
+    NoResumable,
+    #[error("the participant has too many open resumable uploads")]
+    TooManyUploads,
+    #[error("the resumable upload expired")]
+    UploadExpired,
+    #[error("the upload's offset is {0}")]
+    OffsetMismatch(u64),
+    #[error("the upload's length is set and cannot change")]
+    LengthFixed,
+    #[error("the request carries bytes past the upload's length")]
+    PastLength,
+    #[error("the request body does not match its checksum")]
+    UploadChecksum,
+    #[error("another request is appending to the upload")]
+    UploadLocked,
+    #[error("a newer request for the upload stopped this one")]
+    UploadStopped,
+    #[error("the request body was cut off")]
+    UploadCut,
+    /// The completion was refused (now, or earlier for a client that asks again).
+    #[error("the upload was refused ({})", .0.message)]
+    UploadRefused(crate::model::Refusal),
 }
 
 /// The file, unless a rescan found it infected: such a file is listed, never served.
@@ -135,6 +159,7 @@ pub struct Settings {
     pub upload_mode: Mode,
     pub download_mode: Mode,
     pub limits: LimitSettings,
+    pub resumable: resumable::ResumableSettings,
 }
 
 /// What the file service is built on, besides its settings.
@@ -168,6 +193,11 @@ pub struct FileService {
     budget: MemoryBudget,
     tasks: TaskTracker,
     audit: Arc<AuditLog>,
+    resumable: resumable::ResumableSettings,
+    /// The resumable uploads this instance appends to now.
+    writers: Arc<resumable::Writers>,
+    /// This instance, as the holder of a resumable upload's lease.
+    instance: String,
 }
 
 impl FileService {
@@ -205,6 +235,9 @@ impl FileService {
             budget,
             tasks,
             audit,
+            resumable: settings.resumable,
+            writers: Arc::default(),
+            instance: crate::keys::UploadId::generate().as_str().to_owned(),
         }
     }
 
@@ -236,6 +269,12 @@ impl FileService {
     #[must_use]
     pub fn store(&self) -> &dyn BlobStore {
         self.store.as_ref()
+    }
+
+    /// The base of the URLs this service hands out.
+    #[must_use]
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     #[must_use]

@@ -16,7 +16,7 @@ use crate::store::StoreError;
 
 /// The status an arrival's refusal has in the audit log, or `None` when the failure is not the
 /// upload's fault (a backend was down) and it stays pending.
-fn refusal_status(e: &FilesError) -> Option<u16> {
+pub(super) fn refusal_status(e: &FilesError) -> Option<u16> {
     match e {
         FilesError::TooLarge { .. } | FilesError::Quota(_) => Some(413),
         FilesError::Type(_) => Some(415),

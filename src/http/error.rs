@@ -53,6 +53,23 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "InvalidEntityException", message)
     }
 
+    /// A protocol precondition (tus: the `Tus-Resumable` header) is not met.
+    pub fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailedException",
+            message,
+        )
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaTypeException",
+            message,
+        )
+    }
+
     /// A problem with the path, query or headers (Bridge: `BadRequestException`).
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
@@ -116,6 +133,34 @@ impl ApiError {
             "ServiceUnavailableException",
             format!("The {what} is unavailable. Try again later."),
         )
+    }
+}
+
+/// A Bridge error type read back from the index, as one of the names this service answers.
+fn known_kind(kind: &str) -> &'static str {
+    const KINDS: [&str; 5] = [
+        "BadRequestException",
+        "EntityTooLargeException",
+        "InfectedFileException",
+        "InvalidEntityException",
+        "UnsupportedMediaTypeException",
+    ];
+    KINDS
+        .into_iter()
+        .find(|k| *k == kind)
+        .unwrap_or("BadRequestException")
+}
+
+impl ApiError {
+    /// How a refused completion is remembered, for a client that asks again.
+    #[must_use]
+    pub fn refusal(&self) -> crate::model::Refusal {
+        crate::model::Refusal {
+            status: self.status.as_u16(),
+            kind: self.kind.to_owned(),
+            message: self.message.clone(),
+            signature: self.signature.clone(),
+        }
     }
 }
 
@@ -306,6 +351,61 @@ impl From<FilesError> for ApiError {
                     ),
                 );
                 e.signature = Some(signature);
+                e
+            }
+            FilesError::NoResumable => Self::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplementedException",
+                "This service's index keeps no resumable uploads.",
+            ),
+            FilesError::TooManyUploads => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "The participant has too many open resumable uploads; finish or terminate one.",
+            ),
+            FilesError::UploadExpired => Self::new(
+                StatusCode::GONE,
+                "EntityGoneException",
+                "The upload expired; start a new one.",
+            ),
+            FilesError::OffsetMismatch(offset) => Self::new(
+                StatusCode::CONFLICT,
+                "ConcurrentModificationException",
+                format!("The upload's offset is {offset}; send the bytes from there."),
+            ),
+            FilesError::LengthFixed => Self::bad_request(
+                "Upload-Length is set already (or smaller than the offset) and cannot change.",
+            ),
+            FilesError::PastLength => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "EntityTooLargeException",
+                "The request carries bytes past the upload's length; none of them were kept.",
+            ),
+            FilesError::UploadChecksum => Self::new(
+                StatusCode::from_u16(460).expect("460 is a status code"),
+                "ChecksumMismatchException",
+                "The request body does not match its Upload-Checksum; none of it was kept.",
+            ),
+            FilesError::UploadLocked => Self::new(
+                StatusCode::LOCKED,
+                "ConcurrentModificationException",
+                "Another request is appending to this upload. Try again shortly.",
+            ),
+            FilesError::UploadStopped => Self::new(
+                StatusCode::CONFLICT,
+                "ConcurrentModificationException",
+                "A newer request for this upload stopped this one; what arrived before is kept.",
+            ),
+            FilesError::UploadCut => Self::bad_request(
+                "The request body ended early or too slowly; what arrived is kept.",
+            ),
+            FilesError::UploadRefused(r) => {
+                let mut e = Self::new(
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    known_kind(&r.kind),
+                    r.message,
+                );
+                e.signature = r.signature;
                 e
             }
             FilesError::DownloadBudget(wait) => {

@@ -55,7 +55,8 @@ fn audited<T>(
 fn success_status(action: Action) -> u16 {
     match action {
         Action::Read => 302,
-        Action::UploadUrl | Action::Upload | Action::Replace => 201,
+        Action::UploadUrl | Action::Upload | Action::Replace | Action::UploadCreate => 201,
+        Action::UploadAppend | Action::UploadTerminate => 204,
         Action::List
         | Action::ListApp
         | Action::Download

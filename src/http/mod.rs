@@ -8,6 +8,7 @@ mod listing;
 mod openapi;
 mod service;
 pub mod shapes;
+mod tus;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,6 +145,14 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(listing::list_app))
         .routes(routes!(files::list, files::erase))
         .routes(routes!(files::get, files::post, files::put, files::delete))
+        .routes(routes!(tus::options_self, tus::create_self))
+        .routes(routes!(
+            tus::head_self,
+            tus::patch_self,
+            tus::terminate_self
+        ))
+        .routes(routes!(tus::options, tus::create_for))
+        .routes(routes!(tus::head_for, tus::patch_for, tus::terminate_for))
         .routes(routes!(capability::upload))
         .routes(routes!(capability::download))
         .routes(routes!(service::health))

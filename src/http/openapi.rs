@@ -279,6 +279,10 @@ enum ErrorType {
     InfectedFileException,
     TooManyRequestsException,
     ServiceUnavailableException,
+    EntityGoneException,
+    PreconditionFailedException,
+    ChecksumMismatchException,
+    NotImplementedException,
 }
 
 /// The body of a POST that asks for an upload URL.
@@ -314,6 +318,39 @@ pub struct UserFilePath {
     #[param(schema_with = file_id_schema)]
     #[allow(dead_code, reason = "documentation only")]
     file_id: String,
+}
+
+/// `{uploadId}`: 32 lowercase hex digits, as the creation's `Location` names it.
+fn upload_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[0-9a-f]{32}$"))
+        .description(Some(
+            "The upload, as the `Location` of its creation names it; anything else is 404.",
+        ))
+        .examples(["0f8e3a5c2b6d4e7f9a1b3c5d7e9f1a2b"])
+        .build()
+}
+
+/// `{uploadId}` of the participant's own resumable uploads.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct UploadPath {
+    #[param(schema_with = upload_id_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    upload_id: String,
+}
+
+/// `{userId}` and `{uploadId}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct UserUploadPath {
+    #[param(schema_with = user_id_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    user_id: String,
+    #[param(schema_with = upload_id_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    upload_id: String,
 }
 
 /// `{fileId}` of the participant's own routes.
@@ -433,7 +470,23 @@ fn error_example(status: u16) -> (&'static str, &'static str) {
             "UnsupportedMediaTypeException",
             "Unsupported media type: the content is image/png, not the declared text/plain.",
         ),
+        410 => (
+            "EntityGoneException",
+            "The upload expired; start a new one.",
+        ),
+        412 => (
+            "PreconditionFailedException",
+            "Tus-Resumable: 1.0.0 is required.",
+        ),
         416 => ("BadRequestException", "Requested range not satisfiable."),
+        423 => (
+            "ConcurrentModificationException",
+            "Another request is appending to this upload. Try again shortly.",
+        ),
+        460 => (
+            "ChecksumMismatchException",
+            "The request body does not match its Upload-Checksum; none of it was kept.",
+        ),
         422 => (
             "InfectedFileException",
             "The file is infected (Eicar-Test-Signature.UNOFFICIAL) and was not stored.",
@@ -456,6 +509,9 @@ fn operations_mut(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item 
             item.put.as_mut(),
             item.post.as_mut(),
             item.delete.as_mut(),
+            item.head.as_mut(),
+            item.patch.as_mut(),
+            item.options.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -646,6 +702,7 @@ impl Modify for Links {
     tags((name = "self", description = "The caller's own files (role participant)"),
         (name = "participants", description = "A participant's files, for researchers (read) and workers (read and write) of the same app"),
         (name = "capability", description = "Upload and download URLs: the URL is the credential"),
+        (name = "resumable", description = "Resumable uploads (tus 1.0.0): create, resume, append, terminate"),
         (name = "service", description = "Health, readiness, metrics, this document"))
 )]
 pub struct ApiDoc;

@@ -56,6 +56,8 @@ use crate::model::{
     StoredFile, UserId, Versioned,
 };
 
+mod uploads;
+
 const NAME: &str = "dynamodb";
 
 type Item = HashMap<String, AttributeValue>;
@@ -684,7 +686,8 @@ impl DynamoFileIndex {
                     .map_err(|e| failed("Scan failed", e))?;
                 (out.items.unwrap_or_default(), out.last_evaluated_key)
             };
-            for item in &items {
+            // A scan also meets the items of resumable uploads, which are not file rows.
+            for item in items.iter().filter(|i| !i.contains_key(uploads::STATE)) {
                 rows.push(from_item(item)?);
             }
             match last {
@@ -955,6 +958,10 @@ impl FileIndex for DynamoFileIndex {
             }
             Err(e) => Err(failed("DeleteItem failed", e)),
         }
+    }
+
+    fn uploads(&self) -> Option<&dyn super::UploadIndex> {
+        Some(self)
     }
 
     async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {

@@ -2,6 +2,7 @@
 
 mod dynamo;
 mod sqlite;
+mod uploads;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ use crate::model::{AppId, FileId, FileRow, Owner, UserId, Versioned};
 
 pub use dynamo::{DynamoFileIndex, TableSetup};
 pub use sqlite::{SqliteFileIndex, list_app_sql, pending_sql};
+pub use uploads::UploadIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -183,6 +185,11 @@ pub trait FileIndex: Send + Sync {
 
     /// Answers when the index can be read.
     async fn check(&self) -> Result<(), IndexError>;
+
+    /// Where resumable uploads are kept, when this index keeps them.
+    fn uploads(&self) -> Option<&dyn UploadIndex> {
+        None
+    }
 
     /// Writes `row` over `version`, or deletes the row when it holds nothing any more.
     async fn rewrite(&self, row: &FileRow, version: u64) -> Result<(), IndexError> {

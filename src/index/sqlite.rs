@@ -15,6 +15,8 @@ use crate::model::{
     StoredFile, UserId, Versioned,
 };
 
+mod uploads;
+
 const NAME: &str = "sqlite";
 
 const SCHEMA: &str = "
@@ -231,6 +233,8 @@ impl SqliteFileIndex {
             add_missing_columns(&conn)?;
             conn.execute_batch(APP_INDEXES)
                 .map_err(|e| backend("cannot create the listing indexes", e))?;
+            conn.execute_batch(uploads::SCHEMA)
+                .map_err(|e| backend("cannot create the uploads table", e))?;
             Ok(conn)
         })
         .await
@@ -668,6 +672,10 @@ impl FileIndex for SqliteFileIndex {
             })
         })
         .await
+    }
+
+    fn uploads(&self) -> Option<&dyn super::UploadIndex> {
+        Some(self)
     }
 
     async fn check(&self) -> Result<(), IndexError> {

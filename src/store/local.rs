@@ -1,5 +1,7 @@
 //! `LocalBlobStore`: objects as files under a folder, written to a temp file and renamed.
 
+mod staging;
+
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,9 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobRead, BlobStore, BlobWriter, ListedObject, StoreError};
+use super::{BlobRead, BlobStore, BlobWriter, ListedObject, StageWriter, StoreError};
 use crate::keys::ObjectKey;
+use crate::model::Staged;
 
 const NAME: &str = "local";
 
@@ -26,6 +29,8 @@ fn io(source: std::io::Error) -> StoreError {
 pub struct LocalBlobStore {
     objects: PathBuf,
     staging: PathBuf,
+    /// Resumable uploads: kept across restarts, unlike `staging`.
+    resumable: PathBuf,
 }
 
 impl LocalBlobStore {
@@ -44,7 +49,13 @@ impl LocalBlobStore {
             }
         }
         fs::create_dir_all(&staging).await.map_err(io)?;
-        Ok(Self { objects, staging })
+        let resumable = root.join("resumable");
+        fs::create_dir_all(&resumable).await.map_err(io)?;
+        Ok(Self {
+            objects,
+            staging,
+            resumable,
+        })
     }
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
@@ -168,6 +179,22 @@ impl BlobStore for LocalBlobStore {
 
     fn write_buffer(&self) -> usize {
         WRITE_BUFFER
+    }
+
+    async fn begin_staging(&self, key: &ObjectKey, _: u64) -> Result<Staged, StoreError> {
+        Ok(staging::begin(key))
+    }
+
+    async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError> {
+        staging::open(&self.resumable, staged).await
+    }
+
+    async fn read_staged(&self, staged: &Staged) -> Result<BlobRead, StoreError> {
+        staging::read(&self.resumable, staged).await
+    }
+
+    async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError> {
+        staging::remove(&self.resumable, staged).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use crate::keys::ObjectKey;
+use crate::model::Staged;
 
 pub use local::LocalBlobStore;
 pub use s3::{Encryption, MAX_PUT_SIZE, MIN_PART_SIZE, S3BlobStore, S3Settings};
@@ -120,6 +121,21 @@ pub trait BlobStore: Send + Sync {
         })
     }
 
+    /// Starts the staged bytes of a resumable upload under `key`, of at most `max_length`
+    /// bytes (S3 sizes its parts so that 10,000 of them hold that).
+    async fn begin_staging(&self, key: &ObjectKey, max_length: u64) -> Result<Staged, StoreError>;
+
+    /// Opens `staged` for appending after the bytes it names (the durable ones, as the index
+    /// recorded them); whatever an interrupted request wrote past them is overwritten.
+    async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError>;
+
+    /// Reads every staged byte, in order.
+    async fn read_staged(&self, staged: &Staged) -> Result<BlobRead, StoreError>;
+
+    /// Removes every staged byte. Once it succeeded, the caller keeps [`Staged::dropped`] in
+    /// its place: a multipart upload cannot be aborted twice everywhere.
+    async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError>;
+
     /// Every object this service wrote (keys it can parse), for `reconcile`.
     async fn list(&self) -> Result<Vec<ListedObject>, StoreError>;
 
@@ -160,6 +176,16 @@ pub trait Presigner: Send + Sync {
         filename: &str,
         ttl: Duration,
     ) -> Result<String, StoreError>;
+}
+
+/// Appends to a resumable upload's staged bytes. Nothing written counts until
+/// [`StageWriter::sync`] has made it durable and the index has recorded what it returned.
+#[async_trait]
+pub trait StageWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+
+    /// Makes every byte written so far durable and returns the staged state that names them.
+    async fn sync(&mut self) -> Result<Staged, StoreError>;
 }
 
 #[async_trait]

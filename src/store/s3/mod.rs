@@ -20,11 +20,13 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::task::TaskTracker;
 
-use super::{BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StoreError};
+use super::{BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StageWriter, StoreError};
 use crate::budget::{BufferPool, MemoryBudget};
 use crate::keys::ObjectKey;
+use crate::model::Staged;
 
 mod parts;
+mod staging;
 mod streaming;
 
 /// Ranged GETs in flight at once when a whole object is read to be checked.
@@ -79,6 +81,7 @@ pub struct S3Settings {
     pub encryption: Encryption,
 }
 
+#[derive(Clone)]
 pub struct S3BlobStore {
     client: Client,
     settings: Arc<S3Settings>,
@@ -367,6 +370,22 @@ impl BlobStore for S3BlobStore {
             return Err(StoreError::Changed);
         }
         Ok(())
+    }
+
+    async fn begin_staging(&self, key: &ObjectKey, max_length: u64) -> Result<Staged, StoreError> {
+        self.begin_staged(key, max_length).await
+    }
+
+    async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError> {
+        self.open_staged(staged).await
+    }
+
+    async fn read_staged(&self, staged: &Staged) -> Result<BlobRead, StoreError> {
+        self.read_staged_object(staged).await
+    }
+
+    async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError> {
+        self.drop_staged_objects(staged).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {

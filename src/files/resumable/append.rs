@@ -1,0 +1,291 @@
+//! Appending one request's bytes to a resumable upload: one writer at a time (a lease in the
+//! row, with a fence that grows with every writer), the offset moved only over bytes the store
+//! made durable, and the whole request undone when its checksum or length is wrong.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Stream, StreamExt};
+use sha2::Digest;
+
+use super::Describe;
+use crate::files::{Committed, FileService, FilesError};
+use crate::keys::UploadId;
+use crate::model::{Owner, ResumableUpload, Versioned, WriterLease};
+use crate::pipeline::BoxError;
+
+/// How long a writer's lease holds without renewal; every durable point renews it.
+const LEASE: Duration = Duration::from_mins(1);
+
+/// Bytes between durable points, and the longest time between two.
+const SYNC_BYTES: u64 = 8 * 1024 * 1024;
+const SYNC_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    Sha1,
+    Sha256,
+}
+
+/// A checksum of one request's body, as the client declared it.
+#[derive(Debug, Clone)]
+pub struct Checksum {
+    pub algorithm: ChecksumAlgorithm,
+    pub digest: Vec<u8>,
+}
+
+enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl Hasher {
+    fn new(algorithm: ChecksumAlgorithm) -> Self {
+        match algorithm {
+            ChecksumAlgorithm::Sha1 => Self::Sha1(sha1::Sha1::default()),
+            ChecksumAlgorithm::Sha256 => Self::Sha256(sha2::Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Sha1(h) => sha1::Digest::update(h, bytes),
+            Self::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Self::Sha1(h) => sha1::Digest::finalize(h).to_vec(),
+            Self::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// What one appending request says besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct Append {
+    /// Where the client believes the upload stands.
+    pub offset: u64,
+    /// The upload's length, when this request sets a deferred one.
+    pub length: Option<u64>,
+    /// The body's length, when the request says it ahead.
+    pub content_length: Option<u64>,
+    pub checksum: Option<Checksum>,
+}
+
+/// Why reading a body stopped before its end.
+enum Cut {
+    /// A newer request for the upload, or a shutdown.
+    Stopped,
+    /// The client sent nothing for too long, or its connection broke.
+    Client,
+}
+
+impl From<Cut> for FilesError {
+    fn from(cut: Cut) -> Self {
+        match cut {
+            Cut::Stopped => Self::UploadStopped,
+            Cut::Client => Self::UploadCut,
+        }
+    }
+}
+
+impl FileService {
+    /// Appends `body` to the upload at `req.offset` and returns the new offset; when that makes
+    /// the upload complete, also what the completion committed. `describe` gives the answer a
+    /// refused completion is remembered by.
+    pub async fn append_upload<S, E>(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+        req: Append,
+        mut body: S,
+        describe: &Describe,
+    ) -> Result<(u64, Option<Committed>), FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Into<BoxError>,
+    {
+        let turn = self.writers.take(id.as_str()).await;
+        let index = self.upload_index()?;
+        let mut row = self.read_upload(owner, id).await?;
+        if req.offset != row.value.offset {
+            return Err(FilesError::OffsetMismatch(row.value.offset));
+        }
+        if let Some(outcome) = &row.value.outcome {
+            // A client that lost the completing answer and sends the last request again.
+            return match outcome {
+                crate::model::UploadOutcome::Committed => Ok((row.value.offset, None)),
+                crate::model::UploadOutcome::Refused(refusal) => {
+                    Err(FilesError::UploadRefused(refusal.clone()))
+                }
+            };
+        }
+        match (row.value.length, req.length) {
+            (Some(a), Some(b)) if a != b => return Err(FilesError::LengthFixed),
+            (None, Some(length)) => {
+                if length < row.value.offset {
+                    return Err(FilesError::LengthFixed);
+                }
+                self.check_length(owner, &row.value.file_id, length).await?;
+            }
+            _ => {}
+        }
+        let length = req.length.or(row.value.length);
+        if let (Some(length), Some(n)) = (length, req.content_length)
+            && row.value.offset + n > length
+        {
+            return Err(FilesError::PastLength);
+        }
+        if row.value.is_full() && req.content_length.unwrap_or(0) == 0 && row.value.length.is_some()
+        {
+            // Complete but not committed: a completion that failed for a backend, again.
+            return self.complete_leased(row, describe).await;
+        }
+
+        // The lease: another instance that appends now is refused; this one's every write
+        // names the version its lease wrote, so a writer that lost it cannot move the offset.
+        let now = Utc::now();
+        if let Some(w) = &row.value.writer
+            && w.until > now
+            && w.holder != self.instance
+        {
+            return Err(FilesError::UploadLocked);
+        }
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
+        row.value.length = length;
+        row.value.writer = Some(lease(&self.instance, fence));
+        row.version = match index.put_upload(&row.value, Some(row.version)).await {
+            Ok(v) => v,
+            Err(e) if e.is_retryable() => return Err(FilesError::UploadLocked),
+            Err(e) => return Err(e.into()),
+        };
+        let before = row.clone();
+
+        let mut writer = self.store.stage(&row.value.staged).await?;
+        let mut hasher = req.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let (mut received, mut unsynced) = (0u64, 0u64);
+        let mut last_sync = Instant::now();
+        let mut cut = None;
+        let mut past = false;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = turn.stop.cancelled() => { cut = Some(Cut::Stopped); break; }
+                () = self.cancel.cancelled() => { cut = Some(Cut::Stopped); break; }
+                next = tokio::time::timeout(self.rules.client_timeout, body.next()) => next,
+            };
+            let chunk = match next {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) => break,
+                Ok(Some(Err(_))) | Err(_) => {
+                    cut = Some(Cut::Client);
+                    break;
+                }
+            };
+            let n = chunk.len() as u64;
+            if length.is_some_and(|l| before.value.offset + received + n > l) {
+                past = true;
+                break;
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            writer.write(chunk).await?;
+            received += n;
+            unsynced += n;
+            // With a checksum, nothing of the request counts before its end: a mismatch keeps
+            // none of it.
+            if hasher.is_none() && (unsynced >= SYNC_BYTES || last_sync.elapsed() >= SYNC_EVERY) {
+                row = self
+                    .record(
+                        row,
+                        writer.sync().await?,
+                        before.value.offset + received,
+                        true,
+                    )
+                    .await?;
+                unsynced = 0;
+                last_sync = Instant::now();
+            }
+        }
+        let checksum_ok = match (hasher, &req.checksum) {
+            // A cut request with a checksum cannot be checked: none of it is kept.
+            (Some(h), Some(c)) => cut.is_none() && !past && h.finish() == c.digest,
+            _ => true,
+        };
+        if past || !checksum_ok {
+            // Undo every durable point of this request: the offset goes back to where it began.
+            let mut undo = before.value.clone();
+            undo.writer = None;
+            index.put_upload(&undo, Some(row.version)).await?;
+            return Err(match (past, cut) {
+                (true, _) => FilesError::PastLength,
+                (false, Some(cut)) => cut.into(),
+                (false, None) => FilesError::UploadChecksum,
+            });
+        }
+        let staged = writer.sync().await?;
+        let full = length == Some(before.value.offset + received);
+        row = self
+            .record(row, staged, before.value.offset + received, full)
+            .await?;
+        drop(writer);
+        match cut {
+            Some(cut) => Err(cut.into()),
+            None if full => {
+                drop(turn);
+                self.complete_leased(row, describe).await
+            }
+            None => Ok((row.value.offset, None)),
+        }
+    }
+
+    /// Records a durable point: the staged state and the offset, renewing the lease (`hold`)
+    /// or giving it back.
+    async fn record(
+        &self,
+        mut row: Versioned<ResumableUpload>,
+        staged: crate::model::Staged,
+        offset: u64,
+        hold: bool,
+    ) -> Result<Versioned<ResumableUpload>, FilesError> {
+        row.value.staged = staged;
+        row.value.offset = offset;
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
+        row.value.writer = hold.then(|| lease(&self.instance, fence));
+        match self
+            .upload_index()?
+            .put_upload(&row.value, Some(row.version))
+            .await
+        {
+            Ok(version) => {
+                row.version = version;
+                Ok(row)
+            }
+            // Terminated, or taken by a newer writer: this request stops here.
+            Err(e) if e.is_retryable() => Err(FilesError::UploadLocked),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn complete_leased(
+        &self,
+        row: Versioned<ResumableUpload>,
+        describe: &Describe,
+    ) -> Result<(u64, Option<Committed>), FilesError> {
+        let offset = row.value.offset;
+        let committed = self.complete_upload(row, describe).await?;
+        Ok((offset, Some(committed)))
+    }
+}
+
+fn lease(holder: &str, fence: u64) -> WriterLease {
+    WriterLease {
+        holder: holder.to_owned(),
+        fence,
+        until: Utc::now() + LEASE,
+    }
+}

@@ -1,0 +1,224 @@
+//! Resumable uploads, whatever the protocol that carries them: an upload is created, fed by any
+//! number of requests at any instance (its state is a row of the index), completed through the
+//! same pipeline and switch as every upload, or terminated. The tus handlers are one adapter.
+
+mod append;
+mod writers;
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{Committed, FileService, FilesError};
+use crate::index::UploadIndex;
+use crate::keys::{ObjectKey, UploadId};
+use crate::model::{FileId, Issuer, Owner, Refusal, ResumableUpload, UploadOutcome, Versioned};
+use crate::pipeline::Declared;
+use crate::sniff;
+
+pub use append::{Append, Checksum, ChecksumAlgorithm};
+pub use writers::Writers;
+
+/// How resumable uploads are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumableSettings {
+    /// How long an upload may take from its creation.
+    pub ttl: Duration,
+    /// Uploads one participant may have open at once.
+    pub max_open: u64,
+}
+
+/// What a client declares when it creates an upload.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub file_id: FileId,
+    pub mime_type: Option<String>,
+    /// Standard base64 of the whole file's SHA-256.
+    pub sha256: Option<String>,
+    /// `None`: deferred to a later request.
+    pub length: Option<u64>,
+}
+
+/// How a refused completion is answered, from the error that refused it.
+pub type Describe = dyn Fn(FilesError) -> Refusal + Send + Sync;
+
+impl FileService {
+    fn upload_index(&self) -> Result<&dyn UploadIndex, FilesError> {
+        self.index.uploads().ok_or(FilesError::NoResumable)
+    }
+
+    /// Creates an upload, held to the file size limit, the quotas, the allowed types and the
+    /// number of open uploads.
+    pub async fn create_upload(
+        &self,
+        owner: &Owner,
+        issuer: &Issuer,
+        new: NewUpload,
+    ) -> Result<Versioned<ResumableUpload>, FilesError> {
+        let index = self.upload_index()?;
+        if let Some(length) = new.length {
+            self.check_length(owner, &new.file_id, length).await?;
+        }
+        if let Some(declared) = &new.mime_type {
+            sniff::decide(Some(declared), None, &self.rules.allowed)?;
+        }
+        let now = Utc::now();
+        if index.open_uploads(owner, now).await? >= self.resumable.max_open {
+            return Err(FilesError::TooManyUploads);
+        }
+        let quotas = self.limits.settings;
+        if let Some(max) = quotas.max_files_per_participant {
+            let usage = self.index.usage(owner, now).await?;
+            let (row, _) = self.read_row(owner, &new.file_id).await?;
+            if row.current.is_none() && usage.files + usage.pending_new >= max {
+                return Err(FilesError::Quota("files"));
+            }
+        }
+        let id = UploadId::generate();
+        let key = ObjectKey::new(owner, &id);
+        let staged = self
+            .store
+            .begin_staging(&key, new.length.unwrap_or(self.rules.max_size))
+            .await?;
+        let upload = ResumableUpload {
+            owner: owner.clone(),
+            id,
+            file_id: new.file_id,
+            issuer: issuer.encode(),
+            mime_type: new.mime_type,
+            sha256: new.sha256,
+            length: new.length,
+            offset: 0,
+            created_on: now,
+            expires_on: now
+                + chrono::Duration::from_std(self.resumable.ttl).unwrap_or(chrono::Duration::MAX),
+            staged,
+            writer: None,
+            outcome: None,
+        };
+        match index.put_upload(&upload, None).await {
+            Ok(version) => Ok(Versioned {
+                value: upload,
+                version,
+            }),
+            Err(e) => {
+                let _ = self.store.drop_staged(&upload.staged).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The file size limit and the byte quota, for a declared length.
+    async fn check_length(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        length: u64,
+    ) -> Result<(), FilesError> {
+        if length > self.rules.max_size {
+            return Err(FilesError::TooLarge {
+                limit: self.rules.max_size,
+            });
+        }
+        if let Some(max) = self.limits.settings.max_bytes_per_participant {
+            let usage = self.index.usage(owner, Utc::now()).await?;
+            let (row, _) = self.read_row(owner, file_id).await?;
+            let this = row.current.as_ref().map_or(0, |c| c.size);
+            if length > max.saturating_sub(usage.bytes - this) {
+                return Err(FilesError::Quota("storage"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The upload as it stands, once any request still appending to it on this instance has
+    /// stopped and made its bytes durable. 404 for an unknown one, 410 once expired.
+    pub async fn upload_state(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<Versioned<ResumableUpload>, FilesError> {
+        drop(self.writers.take(id.as_str()).await);
+        self.read_upload(owner, id).await
+    }
+
+    async fn read_upload(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<Versioned<ResumableUpload>, FilesError> {
+        let row = self
+            .upload_index()?
+            .get_upload(owner, id)
+            .await?
+            .ok_or(FilesError::NotFound)?;
+        if row.value.expires_on <= Utc::now() {
+            return Err(FilesError::UploadExpired);
+        }
+        Ok(row)
+    }
+
+    /// Removes the upload and every byte of it; a request appending to it here stops first.
+    pub async fn terminate_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
+        let _turn = self.writers.take(id.as_str()).await;
+        let index = self.upload_index()?;
+        let row = self.read_upload(owner, id).await?;
+        // The bytes go first: a row without its bytes would tell a client to resume them.
+        self.store.drop_staged(&row.value.staged).await?;
+        index.delete_upload(owner, id, row.version).await?;
+        self.writers.forget(id.as_str());
+        Ok(())
+    }
+
+    /// Streams the complete upload through the pipeline and the switch, records what came of
+    /// it for a client that lost the answer, and drops the staged bytes. A failure that is not
+    /// the upload's fault (a backend down) leaves it complete and uncommitted, for a retry.
+    async fn complete_upload(
+        &self,
+        mut row: Versioned<ResumableUpload>,
+        describe: &Describe,
+    ) -> Result<Committed, FilesError> {
+        let upload = &row.value;
+        let read = self.store.read_staged(&upload.staged).await?;
+        let declared = Declared {
+            mime_type: upload.mime_type.clone(),
+            size: upload.length,
+            length: Some(read.object_size),
+            sha256: upload.sha256.clone(),
+        };
+        let result = self
+            .ingest_and_commit(&upload.owner, &upload.file_id, read.body, &declared, None)
+            .await;
+        let (outcome, result) = match result {
+            Ok(c) => (UploadOutcome::Committed, Ok(c)),
+            Err(e) if super::settle::refusal_status(&e).is_some() => {
+                let refusal = describe(e);
+                (
+                    UploadOutcome::Refused(refusal.clone()),
+                    Err(FilesError::UploadRefused(refusal)),
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        // The bytes go first, and the row then says so; a failure leaves them to `reconcile`.
+        match self.store.drop_staged(&row.value.staged).await {
+            Ok(()) => row.value.staged = row.value.staged.dropped(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the staged bytes of a complete upload were not removed; reconcile will");
+            }
+        }
+        row.value.outcome = Some(outcome);
+        row.value.writer = None;
+        // The file is committed (or refused) whatever this write does; a lost one leaves a
+        // complete upload whose next completion finds the same bytes already in place.
+        if let Err(e) = self
+            .upload_index()?
+            .put_upload(&row.value, Some(row.version))
+            .await
+        {
+            tracing::warn!(error = %e, "the outcome of a resumable upload was not recorded");
+        }
+        self.writers.forget(row.value.id.as_str());
+        result
+    }
+}

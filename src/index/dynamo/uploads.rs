@@ -1,0 +1,189 @@
+//! Resumable uploads in DynamoDB: items of the files table under a key of their own
+//! (`{app}#{participant}#uploads`, the upload ID as range key), which no file query, listing
+//! index or settler index ever reads. The state is JSON beside the attributes filters need.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use chrono::{DateTime, Utc};
+
+use super::{DynamoFileIndex, Item, corrupt, failed, get_n, get_s, n, pk, s};
+use crate::index::{IndexError, UploadIndex};
+use crate::keys::UploadId;
+use crate::model::{Owner, ResumableUpload, Versioned};
+
+/// The attribute that holds an upload's state; only upload items have it.
+pub(super) const STATE: &str = "uploadState";
+
+fn upload_pk(owner: &Owner) -> String {
+    format!("{}#uploads", pk(owner))
+}
+
+fn key(owner: &Owner, id: &UploadId) -> Item {
+    Item::from([
+        ("pk".to_owned(), s(&upload_pk(owner))),
+        ("fileId".to_owned(), s(id.as_str())),
+    ])
+}
+
+fn millis(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or_default()
+}
+
+fn decode(item: &Item) -> Result<Versioned<ResumableUpload>, IndexError> {
+    let state = get_s(item, STATE).ok_or_else(|| corrupt(STATE))?;
+    Ok(Versioned {
+        value: serde_json::from_str(state).map_err(|_| corrupt(STATE))?,
+        version: get_n(item, "version")?.ok_or_else(|| corrupt("version"))?,
+    })
+}
+
+#[async_trait]
+impl UploadIndex for DynamoFileIndex {
+    async fn get_upload(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<Option<Versioned<ResumableUpload>>, IndexError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(owner, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem failed", e))?;
+        out.item.as_ref().map(decode).transpose()
+    }
+
+    async fn put_upload(
+        &self,
+        upload: &ResumableUpload,
+        expected: Option<u64>,
+    ) -> Result<u64, IndexError> {
+        let version = expected.map_or(1, |v| v + 1);
+        let mut item = key(&upload.owner, &upload.id);
+        item.insert("version".into(), n(version));
+        item.insert("expiresOn".into(), n(millis(upload.expires_on)));
+        item.insert(
+            "open".into(),
+            AttributeValue::Bool(upload.outcome.is_none()),
+        );
+        item.insert(
+            STATE.into(),
+            s(&serde_json::to_string(upload).expect("upload state serializes")),
+        );
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        req = match expected {
+            None => req.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => req
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(v)),
+        };
+        match req.send().await {
+            Ok(_) => Ok(version),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(IndexError::Conflict)
+            }
+            Err(e) => Err(failed("PutItem failed", e)),
+        }
+    }
+
+    async fn delete_upload(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+        expected: u64,
+    ) -> Result<(), IndexError> {
+        match self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(owner, id)))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", n(expected))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(IndexError::Conflict)
+            }
+            Err(e) => Err(failed("DeleteItem failed", e)),
+        }
+    }
+
+    async fn open_uploads(&self, owner: &Owner, now: DateTime<Utc>) -> Result<u64, IndexError> {
+        let mut count = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("#open = :yes AND expiresOn > :now")
+                .expression_attribute_names("#open", "open")
+                .expression_attribute_values(":pk", s(&upload_pk(owner)))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                .expression_attribute_values(":now", n(millis(now)))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| failed("Query failed", e))?;
+            count += u64::try_from(out.count).unwrap_or_default();
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(count),
+            }
+        }
+    }
+
+    /// A filtered scan of the table: `reconcile` reads the whole table anyway.
+    async fn expired_uploads(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<ResumableUpload>>, IndexError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("attribute_exists(#state) AND expiresOn <= :now")
+                .expression_attribute_names("#state", STATE)
+                .expression_attribute_values(":now", n(millis(now)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| failed("Scan failed", e))?;
+            for item in out.items() {
+                found.push(decode(item)?);
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(found),
+            }
+        }
+    }
+}

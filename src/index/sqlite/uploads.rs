@@ -1,0 +1,184 @@
+//! Resumable uploads in SQLite: a table of their own, the state as JSON beside the columns
+//! that queries select by.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteFileIndex, backend, corrupt, millis};
+use crate::index::{IndexError, UploadIndex};
+use crate::keys::UploadId;
+use crate::model::{Owner, ResumableUpload, Versioned};
+
+/// Created at every open, so that an index file of an older version gains it.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS uploads (
+    app TEXT NOT NULL,
+    participant TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_on INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (app, participant, upload_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (expires_on);
+";
+
+fn decode(version: i64, state: &str) -> Result<Versioned<ResumableUpload>, IndexError> {
+    Ok(Versioned {
+        value: serde_json::from_str(state).map_err(|_| corrupt("upload state"))?,
+        version: u64::try_from(version).map_err(|_| corrupt("version"))?,
+    })
+}
+
+#[async_trait]
+impl UploadIndex for SqliteFileIndex {
+    async fn get_upload(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<Option<Versioned<ResumableUpload>>, IndexError> {
+        let key = (
+            owner.app.to_string(),
+            owner.participant.to_string(),
+            id.as_str().to_owned(),
+        );
+        self.read(move |conn| {
+            let found: Option<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT version, state FROM uploads \
+                     WHERE app = ?1 AND participant = ?2 AND upload_id = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![key.0, key.1, key.2], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(|e| backend("reading an upload failed", e))?;
+            found.map(|(v, s)| decode(v, &s)).transpose()
+        })
+        .await
+    }
+
+    async fn put_upload(
+        &self,
+        upload: &ResumableUpload,
+        expected: Option<u64>,
+    ) -> Result<u64, IndexError> {
+        let state = serde_json::to_string(upload).expect("upload state serializes");
+        let upload = upload.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend("writing an upload failed", e))?;
+            let key = params![
+                upload.owner.app.as_str(),
+                upload.owner.participant.as_str(),
+                upload.id.as_str()
+            ];
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM uploads \
+                     WHERE app = ?1 AND participant = ?2 AND upload_id = ?3",
+                    key,
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| backend("writing an upload failed", e))?;
+            let current = current
+                .map(|v| u64::try_from(v).map_err(|_| corrupt("version")))
+                .transpose()?;
+            if current != expected {
+                return Err(IndexError::Conflict);
+            }
+            let version = expected.map_or(1, |v| v + 1);
+            tx.execute(
+                "INSERT OR REPLACE INTO uploads \
+                 (app, participant, upload_id, version, expires_on, open, state) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    upload.owner.app.as_str(),
+                    upload.owner.participant.as_str(),
+                    upload.id.as_str(),
+                    i64::try_from(version).map_err(|_| corrupt("version"))?,
+                    millis(upload.expires_on),
+                    upload.outcome.is_none(),
+                    state,
+                ],
+            )
+            .map_err(|e| backend("writing an upload failed", e))?;
+            tx.commit()
+                .map_err(|e| backend("writing an upload failed", e))?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete_upload(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+        expected: u64,
+    ) -> Result<(), IndexError> {
+        let key = (
+            owner.app.to_string(),
+            owner.participant.to_string(),
+            id.as_str().to_owned(),
+        );
+        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
+        self.with(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM uploads WHERE app = ?1 AND participant = ?2 \
+                     AND upload_id = ?3 AND version = ?4",
+                    params![key.0, key.1, key.2, expected],
+                )
+                .map_err(|e| backend("deleting an upload failed", e))?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(IndexError::Conflict)
+            }
+        })
+        .await
+    }
+
+    async fn open_uploads(&self, owner: &Owner, now: DateTime<Utc>) -> Result<u64, IndexError> {
+        let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
+        let now = millis(now);
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM uploads WHERE app = ?1 AND participant = ?2 \
+                     AND open AND expires_on > ?3",
+                )
+                .and_then(|mut s| s.query_row(params![app, participant, now], |r| r.get(0)))
+                .map_err(|e| backend("counting uploads failed", e))?;
+            u64::try_from(n).map_err(|_| corrupt("count"))
+        })
+        .await
+    }
+
+    async fn expired_uploads(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<ResumableUpload>>, IndexError> {
+        let now = millis(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let rows: Vec<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT version, state FROM uploads WHERE expires_on <= ?1 \
+                     ORDER BY expires_on LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(|e| backend("listing expired uploads failed", e))?;
+            rows.iter().map(|(v, s)| decode(*v, s)).collect()
+        })
+        .await
+    }
+}

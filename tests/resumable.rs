@@ -1,0 +1,491 @@
+//! Resumable uploads over tus 1.0.0, case by case, through a real server on a socket, on the
+//! backend set `PF_TEST_BACKEND` names: creation, appends, completion through the pipeline,
+//! the protocol's refusals, termination, and whose uploads a token reaches.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::{TestApp, noise};
+use reqwest::{Method, Response, StatusCode};
+use sha2::Digest;
+
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+fn meta(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates an upload of `length` bytes (`None`: deferred) and returns its path.
+async fn create(app: &TestApp, token: &str, file: &str, length: Option<u64>) -> String {
+    let mut req = app
+        .request(Method::POST, "/v3/participants/self/uploads")
+        .bearer_auth(token)
+        .header("tus-resumable", "1.0.0")
+        .header(
+            "upload-metadata",
+            meta(&[("filename", file), ("filetype", "application/octet-stream")]),
+        );
+    req = match length {
+        Some(l) => req.header("upload-length", l),
+        None => req.header("upload-defer-length", "1"),
+    };
+    let res = req.send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    assert_eq!(res.headers()["tus-resumable"], "1.0.0");
+    assert!(res.headers().contains_key("upload-expires"));
+    let location = res.headers()["location"].to_str().unwrap();
+    reqwest::Url::parse(location).unwrap().path().to_owned()
+}
+
+async fn patch(app: &TestApp, token: &str, path: &str, offset: u64, bytes: Vec<u8>) -> Response {
+    patch_with(app, token, path, offset, &[], bytes).await
+}
+
+/// A PATCH with more headers (`Upload-Checksum`, `Upload-Length`).
+async fn patch_with(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    offset: u64,
+    headers: &[(&str, String)],
+    bytes: Vec<u8>,
+) -> Response {
+    let mut req = app
+        .request(Method::PATCH, path)
+        .bearer_auth(token)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", OFFSET_STREAM)
+        .header("upload-offset", offset);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    req.body(bytes).send().await.unwrap()
+}
+
+async fn head(app: &TestApp, token: &str, path: &str) -> Response {
+    app.request(Method::HEAD, path)
+        .bearer_auth(token)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn offset_of(app: &TestApp, token: &str, path: &str) -> u64 {
+    let res = head(app, token, path).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    res.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn new_offset(res: &Response) -> u64 {
+    res.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_in_many_patches_becomes_the_file() {
+    let app = TestApp::start().await;
+    let t = app.token("alice", "study");
+    let options = app
+        .request(Method::OPTIONS, "/v3/participants/self/uploads")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), StatusCode::NO_CONTENT);
+    assert_eq!(options.headers()["tus-version"], "1.0.0");
+    assert!(
+        options.headers()["tus-extension"]
+            .to_str()
+            .unwrap()
+            .contains("creation-defer-length")
+    );
+
+    let bytes = noise(9 << 20, 1);
+    let path = create(&app, &t, "dump.bin", Some(bytes.len() as u64)).await;
+    assert_eq!(offset_of(&app, &t, &path).await, 0);
+    // Not a file before it completes.
+    assert!(app.listed(&t, "self", "dump.bin").await.is_none());
+    let mut at = 0;
+    for chunk in bytes.chunks(2 << 20) {
+        let res = patch(&app, &t, &path, at, chunk.to_vec()).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::NO_CONTENT,
+            "{}",
+            res.text().await.unwrap()
+        );
+        at += chunk.len() as u64;
+        assert_eq!(new_offset(&res), at);
+        assert_eq!(res.headers()["tus-resumable"], "1.0.0");
+    }
+    let file = app
+        .listed(&t, "self", "dump.bin")
+        .await
+        .expect("listed once complete");
+    assert_eq!(file["size"], bytes.len());
+    assert_eq!(
+        file["sha256"],
+        STANDARD.encode(sha2::Sha256::digest(&bytes))
+    );
+    assert_eq!(app.download(&t, "self", "dump.bin").await, bytes);
+    // The client lost the last answer and sends its last request again: the same answer.
+    let again = patch(&app, &t, &path, at, Vec::new()).await;
+    assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    assert_eq!(new_offset(&again), at);
+    assert_eq!(offset_of(&app, &t, &path).await, at);
+    let actions: Vec<String> = app
+        .audit()
+        .iter()
+        .filter(|l| l["participant"] == "alice")
+        .map(|l| format!("{} {}", l["action"].as_str().unwrap(), l["status"]))
+        .collect();
+    for expected in ["upload_create 201", "upload_append 204", "upload 201"] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} in {actions:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_protocol_refuses_what_it_must_and_changes_nothing() {
+    let app = TestApp::start().await;
+    let t = app.token("bob", "study");
+    let path = create(&app, &t, "p.bin", Some(100)).await;
+    assert_eq!(
+        patch(&app, &t, &path, 0, vec![1; 40]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // No Tus-Resumable: 412, with the version the service speaks.
+    let res = app
+        .request(Method::PATCH, &path)
+        .bearer_auth(&t)
+        .header("content-type", OFFSET_STREAM)
+        .header("upload-offset", 40)
+        .body(vec![2; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(res.headers()["tus-version"], "1.0.0");
+    // Another type: 415.
+    let res = app
+        .request(Method::PATCH, &path)
+        .bearer_auth(&t)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/octet-stream")
+        .header("upload-offset", 40)
+        .body(vec![2; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // An offset behind and one ahead: 409.
+    for wrong in [30, 50] {
+        let res = patch(&app, &t, &path, wrong, vec![2; 10]).await;
+        assert_eq!(res.status(), StatusCode::CONFLICT, "offset {wrong}");
+    }
+    // Past the length: 413, none of it kept.
+    let res = patch(&app, &t, &path, 40, vec![2; 61]).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A checksum that does not match: 460, none of it kept; an unknown algorithm: 400.
+    let res = patch_with(
+        &app,
+        &t,
+        &path,
+        40,
+        &[(
+            "upload-checksum",
+            format!("sha1 {}", STANDARD.encode([0u8; 20])),
+        )],
+        vec![2; 10],
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 460);
+    let res = patch_with(
+        &app,
+        &t,
+        &path,
+        40,
+        &[("upload-checksum", "md5 AAAA".to_owned())],
+        vec![2; 10],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(offset_of(&app, &t, &path).await, 40, "nothing changed");
+    // A checksum that matches is taken.
+    let body = vec![3u8; 60];
+    let res = patch_with(
+        &app,
+        &t,
+        &path,
+        40,
+        &[(
+            "upload-checksum",
+            format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(&body))),
+        )],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let mut whole = vec![1u8; 40];
+    whole.extend(body);
+    assert_eq!(app.download(&t, "self", "p.bin").await, whole);
+}
+
+#[tokio::test]
+async fn a_deferred_length_is_set_once_and_an_empty_upload_completes_at_creation() {
+    let app = TestApp::start().await;
+    let t = app.token("carol", "study");
+    let path = create(&app, &t, "later.bin", None).await;
+    let res = head(&app, &t, &path).await;
+    assert_eq!(res.headers()["upload-defer-length"], "1");
+    assert_eq!(
+        patch(&app, &t, &path, 0, vec![5; 10]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let set = patch_with(
+        &app,
+        &t,
+        &path,
+        10,
+        &[("upload-length", "25".to_owned())],
+        vec![6; 5],
+    )
+    .await;
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    assert_eq!(head(&app, &t, &path).await.headers()["upload-length"], "25");
+    let change = patch_with(
+        &app,
+        &t,
+        &path,
+        15,
+        &[("upload-length", "30".to_owned())],
+        vec![6; 5],
+    )
+    .await;
+    assert_eq!(change.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        patch(&app, &t, &path, 15, vec![7; 10]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.listed(&t, "self", "later.bin").await.unwrap()["size"],
+        25
+    );
+
+    create(&app, &t, "empty.bin", Some(0)).await;
+    assert_eq!(
+        app.listed(&t, "self", "empty.bin").await.unwrap()["size"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_refused_completion_is_told_again_and_termination_removes_every_byte() {
+    let app = TestApp::start().await;
+    let t = app.token("dave", "study");
+    // A declared SHA-256 that the bytes do not have: the completion is refused.
+    let res = app
+        .request(Method::POST, "/v3/participants/self/uploads")
+        .bearer_auth(&t)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 10)
+        .header(
+            "upload-metadata",
+            meta(&[
+                ("fileId", "bad.bin"),
+                ("sha256", &STANDARD.encode([9u8; 32])),
+            ]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let path = reqwest::Url::parse(res.headers()["location"].to_str().unwrap())
+        .unwrap()
+        .path()
+        .to_owned();
+    let refused = patch(&app, &t, &path, 0, vec![1; 10]).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let first = refused.text().await.unwrap();
+    // The client lost that answer: HEAD tells it again.
+    let again = head(&app, &t, &path).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    let repeated = patch(&app, &t, &path, 10, Vec::new()).await;
+    assert_eq!(repeated.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(repeated.text().await.unwrap(), first);
+    assert!(app.listed(&t, "self", "bad.bin").await.is_none());
+
+    let path = create(&app, &t, "gone.bin", Some(10 << 20)).await;
+    assert_eq!(
+        patch(&app, &t, &path, 0, noise(7 << 20, 2)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let res = app
+        .request(Method::DELETE, &path)
+        .bearer_auth(&t)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(head(&app, &t, &path).await.status(), StatusCode::NOT_FOUND);
+    let id = path.rsplit('/').next().unwrap();
+    let left: Vec<_> = app
+        .stored_files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(id))
+        .collect();
+    assert!(left.is_empty(), "bytes left: {left:?}");
+    if let Some(bucket) = &app.bucket {
+        let parts = common::s3_multipart_leftovers(&common::aws_env().s3_dir, bucket);
+        assert!(parts.is_empty(), "multipart uploads left: {parts:?}");
+    }
+}
+
+#[tokio::test]
+async fn only_the_owner_reaches_an_upload() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice", "study");
+    let path = create(&app, &alice, "mine.bin", Some(20)).await;
+    assert_eq!(
+        patch(&app, &alice, &path, 0, vec![1; 10]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for other in [
+        app.token("mallory", "study"),
+        app.token("alice", "other-app"),
+    ] {
+        assert_eq!(
+            head(&app, &other, &path).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            patch(&app, &other, &path, 10, vec![2; 10]).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let res = app
+            .request(Method::DELETE, &path)
+            .bearer_auth(&other)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    let res = app
+        .request(Method::HEAD, &path)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(offset_of(&app, &alice, &path).await, 10);
+    assert_eq!(
+        patch(&app, &alice, &path, 10, vec![2; 10]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn a_patch_cut_mid_body_keeps_what_arrived_and_the_upload_resumes() {
+    let app = TestApp::start().await;
+    let t = app.token("erin", "study");
+    let bytes = noise(6 << 20, 3);
+    let path = create(&app, &t, "cut.bin", Some(bytes.len() as u64)).await;
+    // A raw request that says 4 MiB and sends 3 MiB before the connection drops.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head_lines = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\nTus-Resumable: 1.0.0\r\nContent-Type: {OFFSET_STREAM}\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        4 << 20
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head_lines.as_bytes())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes[..3 << 20])
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::flush(&mut stream).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(stream);
+    // HEAD waits for the cut request to make what it got durable.
+    let at = offset_of(&app, &t, &path).await;
+    assert_eq!(at, 3 << 20, "what arrived before the cut is kept");
+    let res = patch(
+        &app,
+        &t,
+        &path,
+        at,
+        bytes[usize::try_from(at).unwrap()..].to_vec(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        res.text().await.unwrap()
+    );
+    assert_eq!(app.download(&t, "self", "cut.bin").await, bytes);
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_gone_and_reconcile_removes_its_bytes() {
+    let app = TestApp::start_with(&["--resumable-ttl", "2s"]).await;
+    let t = app.token("fred", "study");
+    let path = create(&app, &t, "slow.bin", Some(20 << 20)).await;
+    assert_eq!(
+        patch(&app, &t, &path, 0, noise(7 << 20, 4)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    let staged = |app: &TestApp| {
+        let mut all = app.stored_files();
+        common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut all);
+        all.into_iter()
+            .filter(|p| p.to_string_lossy().contains(&id))
+            .count()
+    };
+    assert!(
+        staged(&app) > 0,
+        "the staged bytes are kept while the upload lives"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(head(&app, &t, &path).await.status(), StatusCode::GONE);
+    assert_eq!(
+        patch(&app, &t, &path, 7 << 20, vec![1; 10]).await.status(),
+        StatusCode::GONE
+    );
+    let out = app.reconcile("1h");
+    assert!(out.contains("expired resumable upload"), "{out}");
+    assert_eq!(
+        staged(&app),
+        0,
+        "reconcile left bytes of the expired upload"
+    );
+    assert_eq!(head(&app, &t, &path).await.status(), StatusCode::NOT_FOUND);
+    if let Some(bucket) = &app.bucket {
+        let parts = common::s3_multipart_leftovers(&common::aws_env().s3_dir, bucket);
+        assert!(parts.is_empty(), "multipart uploads left: {parts:?}");
+    }
+}
