@@ -33,6 +33,19 @@ pf_install_backends() {
     echo "installing moto_server..." >&2
     python3 -m pip install --quiet 'moto[server]'
   fi
+  # The real tus clients the resumable tests drive: tus-js-client (npm, pinned in
+  # tests/clients/package-lock.json) and tuspy (PyPI).
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing Node.js (Debian's nodejs, npm)..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  [ -d tests/clients/node_modules ] ||
+    (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+  if ! python3 -c 'import tusclient' 2>/dev/null; then
+    echo "installing tuspy..." >&2
+    python3 -m pip install --quiet 'tuspy==1.1.0'
+  fi
   if ! command -v clamd >/dev/null || ! command -v sigtool >/dev/null || ! command -v curl >/dev/null; then
     echo "installing clamd (Debian's clamav-daemon)..." >&2
     apt-get update -qq

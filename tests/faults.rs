@@ -7,19 +7,10 @@ use common::{
     JWT_SECRET, Process, TestApp, aws_env, closed_port, error, json, noise, open_backends,
     unique_name,
 };
-use participant_files::auth::{self, Role};
-use participant_files::model::{AppId, UserId};
 use reqwest::{Client, StatusCode};
 
 fn token() -> String {
-    auth::mint(
-        JWT_SECRET.as_bytes(),
-        &UserId::parse("alice").unwrap(),
-        &AppId::parse("study").unwrap(),
-        &[Role::Participant],
-        std::time::Duration::from_mins(10),
-    )
-    .unwrap()
+    common::participant_token("alice", "study")
 }
 
 /// Fresh bucket and table, then the service in its own process with `env` on top.

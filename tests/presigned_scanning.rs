@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::relay::Relay;
 use common::{TestApp, eicar, json, noise};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -143,75 +144,6 @@ async fn an_infected_arrival_is_never_served_and_a_clean_one_carries_its_evidenc
         .unwrap()
         .unwrap();
     assert!(row.value.pending.is_none(), "{row:?}");
-}
-
-/// A TCP relay to clamd that can be switched off (connections refused) and on again, on one
-/// port: clamd going down and coming back, as the service sees it.
-/// It can also hold the connections it accepts (clamd slow to start a scan): a scan then waits
-/// with its bytes half read.
-struct Relay {
-    port: u16,
-    task: Option<tokio::task::JoinHandle<()>>,
-    held: tokio::sync::watch::Sender<bool>,
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Relay {
-    async fn start() -> Self {
-        let port = common::closed_port();
-        let mut relay = Self {
-            port,
-            task: None,
-            held: tokio::sync::watch::channel(false).0,
-            accepted: std::sync::Arc::default(),
-        };
-        relay.up().await;
-        relay
-    }
-
-    async fn up(&mut self) {
-        let target = clamd().trim_start_matches("tcp://").to_owned();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .unwrap();
-        let (held, accepted) = (self.held.clone(), std::sync::Arc::clone(&self.accepted));
-        self.task = Some(tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let target = target.clone();
-                let mut held = held.subscribe();
-                tokio::spawn(async move {
-                    let _ = held.wait_for(|h| !h).await;
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    async fn down(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// Holds every connection accepted from now on (`true`), or lets them all through.
-    fn hold(&self, held: bool) {
-        self.held.send_replace(held);
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn address(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
 }
 
 #[tokio::test]

@@ -489,3 +489,153 @@ async fn an_expired_upload_is_gone_and_reconcile_removes_its_bytes() {
         assert!(parts.is_empty(), "multipart uploads left: {parts:?}");
     }
 }
+
+#[tokio::test]
+async fn eicar_split_across_two_patches_is_found_and_nothing_kept() {
+    let clamd = std::env::var("PF_TEST_CLAMD").expect("PF_TEST_CLAMD is not set: run scripts/test");
+    let app = TestApp::start_with(&["--clamd", &clamd]).await;
+    let t = app.token("gina", "study");
+    let mut bytes = noise(6 << 20, 5);
+    bytes.extend(common::eicar());
+    bytes.extend(noise(1000, 6));
+    let path = create(&app, &t, "split.bin", Some(bytes.len() as u64)).await;
+    // The first PATCH ends in the middle of the EICAR string.
+    let cut = (6 << 20) + 30;
+    assert_eq!(
+        patch(&app, &t, &path, 0, bytes[..cut].to_vec())
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let res = patch(&app, &t, &path, cut as u64, bytes[cut..].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        head(&app, &t, &path).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert!(app.listed(&t, "self", "split.bin").await.is_none());
+    let line = app
+        .audit()
+        .into_iter()
+        .find(|l| l["action"] == "upload_append" && l["status"] == 422)
+        .expect("the refusal is audited");
+    assert_eq!(line["signature"], "Eicar-Test-Signature.UNOFFICIAL");
+    let id = path.rsplit('/').next().unwrap();
+    let mut left = app.stored_files();
+    common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut left);
+    left.retain(|p| p.to_string_lossy().contains(id));
+    assert!(
+        left.is_empty(),
+        "bytes of the infected upload left: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn clamd_down_at_completion_commits_nothing_until_it_is_back() {
+    let mut relay = common::relay::Relay::start().await;
+    let app = TestApp::start_with(&["--clamd", &relay.address()]).await;
+    let t = app.token("hank", "study");
+    let bytes = noise(3 << 20, 7);
+    let path = create(&app, &t, "later.bin", Some(bytes.len() as u64)).await;
+    relay.down().await;
+    let res = patch(&app, &t, &path, 0, bytes.clone()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(app.listed(&t, "self", "later.bin").await.is_none());
+    // HEAD does not tell a complete upload that is not committed: it tries the completion
+    // again, and says 503 while clamd is down.
+    assert_eq!(
+        head(&app, &t, &path).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    relay.up().await;
+    // A scanner that refused is passed over for 30 s before it is tried again.
+    let started = std::time::Instant::now();
+    loop {
+        let res = head(&app, &t, &path).await;
+        if res.status() == StatusCode::OK {
+            assert_eq!(new_offset(&res), bytes.len() as u64);
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let file = app.listed(&t, "self", "later.bin").await.unwrap();
+    assert_eq!(file["scanStatus"], "clean");
+    assert_eq!(app.download(&t, "self", "later.bin").await, bytes);
+}
+
+/// Sends the head of a PATCH of `total` bytes and the first `body` of them, and keeps the
+/// connection open: a client on a slow network, mid-request.
+async fn slow_patch(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: &[u8],
+    total: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: {OFFSET_STREAM}\r\nUpload-Offset: 0\r\nContent-Length: {total}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    stream
+}
+
+#[tokio::test]
+async fn a_newer_patch_on_one_instance_stops_the_older_which_keeps_its_bytes() {
+    let app = TestApp::start().await;
+    let t = app.token("ivan", "study");
+    let bytes = noise(4 << 20, 8);
+    let path = create(&app, &t, "twice.bin", Some(bytes.len() as u64)).await;
+    let older = slow_patch(&app, &t, &path, &bytes[..2 << 20], bytes.len()).await;
+    // The newer request stops the older, which makes its 2 MiB durable: the newer one,
+    // sent from 0, is then behind.
+    let newer = patch(&app, &t, &path, 0, bytes.clone()).await;
+    assert_eq!(newer.status(), StatusCode::CONFLICT);
+    assert_eq!(offset_of(&app, &t, &path).await, 2 << 20);
+    drop(older);
+    let rest = patch(&app, &t, &path, 2 << 20, bytes[2 << 20..].to_vec()).await;
+    assert_eq!(rest.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.download(&t, "self", "twice.bin").await, bytes);
+}
+
+#[tokio::test]
+async fn an_upload_goes_on_at_another_instance_and_only_one_appends_at_a_time() {
+    // Two instances share S3 and DynamoDB (the embedded index is one machine's).
+    let a = TestApp::start_aws(&[]).await;
+    let b = a.start_beside(&[]).await;
+    let t = a.token("judy", "study");
+    let bytes = noise(4 << 20, 9);
+    let path = create(&a, &t, "shared.bin", Some(bytes.len() as u64)).await;
+    let older = slow_patch(&a, &t, &path, &bytes[..2 << 20], bytes.len()).await;
+    // Instance a holds the upload's lease: b refuses to append beside it.
+    let res = patch(&b, &t, &path, 0, bytes.clone()).await;
+    assert_eq!(res.status(), StatusCode::LOCKED);
+    // The client of a goes away; a keeps the 2 MiB it got and lets go.
+    drop(older);
+    let started = std::time::Instant::now();
+    while offset_of(&b, &t, &path).await != 2 << 20 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "a never let go"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rest = patch(&b, &t, &path, 2 << 20, bytes[2 << 20..].to_vec()).await;
+    assert_eq!(
+        rest.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        rest.text().await.unwrap()
+    );
+    assert_eq!(b.download(&t, "self", "shared.bin").await, bytes);
+}

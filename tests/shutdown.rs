@@ -10,19 +10,10 @@ use common::{
     JWT_SECRET, Process, URL_SECRET, aws_env, noise, s3_multipart_leftovers, unique_name,
     walk_files,
 };
-use participant_files::auth::{self, Role};
-use participant_files::model::{AppId, UserId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn token() -> String {
-    auth::mint(
-        JWT_SECRET.as_bytes(),
-        &UserId::parse("alice").unwrap(),
-        &AppId::parse("study").unwrap(),
-        &[Role::Participant],
-        Duration::from_mins(10),
-    )
-    .unwrap()
+    common::participant_token("alice", "study")
 }
 
 async fn sigterm_mid_upload(env: Vec<(&'static str, String)>) -> Process {

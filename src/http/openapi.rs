@@ -320,6 +320,101 @@ pub struct UserFilePath {
     file_id: String,
 }
 
+fn tus_version_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["1.0.0"]))
+        .description(Some(
+            "The tus version; anything else (or none) is 412 naming `Tus-Version`.",
+        ))
+        .build()
+}
+
+fn offset_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .examples([0])
+        .build()
+}
+
+fn defer_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["1"]))
+        .build()
+}
+
+fn metadata_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "tus metadata: `key base64value` pairs, comma separated. `fileId` (or `filename`) is \
+             required and must be an identifier; `mimeType` (or `filetype`, `contentType`) and \
+             `sha256` (standard base64 of the whole file's SHA-256) are optional. Anything else \
+             is 400.",
+        ))
+        .examples(["fileId bm90ZXMudHh0,mimeType dGV4dC9wbGFpbg=="])
+        .build()
+}
+
+fn checksum_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^(sha1|sha256) [A-Za-z0-9+/]*={0,2}$"))
+        .description(Some(
+            "The checksum of this request's body; a mismatch is 460 and none of it is kept.",
+        ))
+        .build()
+}
+
+/// Headers whose absence is refused; their schemas come from `schema_with`, which leaves
+/// `required` unset.
+const REQUIRED_HEADERS: [&str; 2] = ["Tus-Resumable", "Upload-Offset"];
+
+/// The header every tus request but OPTIONS carries.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct TusHeader {
+    #[param(rename = "Tus-Resumable", schema_with = tus_version_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    version: String,
+}
+
+/// The headers of a tus creation: the length (or that it is deferred) and the metadata.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct TusCreateHeaders {
+    /// The upload's length in bytes; send it or `Upload-Defer-Length: 1`, not both.
+    #[param(rename = "Upload-Length", schema_with = offset_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    length: Option<u64>,
+    /// `1`: the length comes with a later PATCH.
+    #[param(rename = "Upload-Defer-Length", schema_with = defer_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    defer: Option<String>,
+    #[param(rename = "Upload-Metadata", schema_with = metadata_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    metadata: String,
+}
+
+/// The headers of a tus PATCH.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct TusPatchHeaders {
+    /// Where the body starts; it must be the upload's offset (409 otherwise).
+    #[param(rename = "Upload-Offset", schema_with = offset_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    offset: u64,
+    /// The length, when the creation deferred it; it never changes once set.
+    #[param(rename = "Upload-Length", schema_with = offset_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    length: Option<u64>,
+    #[param(rename = "Upload-Checksum", schema_with = checksum_schema)]
+    #[allow(dead_code, reason = "documentation only")]
+    checksum: Option<String>,
+}
+
 /// `{uploadId}`: 32 lowercase hex digits, as the creation's `Location` names it.
 fn upload_id_schema() -> Object {
     ObjectBuilder::new()
@@ -529,7 +624,9 @@ impl Modify for Common {
             // a path parameter always is.
             for p in op.parameters.iter_mut().flatten() {
                 if let RefOr::T(p) = p
-                    && p.parameter_in == ParameterIn::Path
+                    && (p.parameter_in == ParameterIn::Path
+                        || (p.parameter_in == ParameterIn::Header
+                            && REQUIRED_HEADERS.contains(&p.name.as_str())))
                 {
                     p.required = Required::True;
                 }
@@ -732,6 +829,19 @@ pub fn document(max_file_size: u64) -> String {
         size.maximum = Some(utoipa::Number::UInt(
             usize::try_from(max_file_size).unwrap_or(usize::MAX),
         ));
+    }
+    // A tus length or offset past the limit is refused too (413, or 409 for an offset).
+    for op in operations_mut(&mut api) {
+        for p in op.parameters.iter_mut().flatten() {
+            if let RefOr::T(p) = p
+                && matches!(p.name.as_str(), "Upload-Length" | "Upload-Offset")
+                && let Some(RefOr::T(Schema::Object(schema))) = p.schema.as_mut()
+            {
+                schema.maximum = Some(utoipa::Number::UInt(
+                    usize::try_from(max_file_size).unwrap_or(usize::MAX),
+                ));
+            }
+        }
     }
     api.to_pretty_json().expect("the document serialises")
 }

@@ -12,7 +12,9 @@ use base64::engine::general_purpose::STANDARD;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Access, ApiPath, Caller, RequestId, Target};
-use super::openapi::{UploadPath, UserPath, UserUploadPath};
+use super::openapi::{
+    TusCreateHeaders, TusHeader, TusPatchHeaders, UploadPath, UserPath, UserUploadPath,
+};
 use crate::audit::Action;
 use crate::auth::Principal;
 use crate::files::resumable::{Append, Checksum, ChecksumAlgorithm, NewUpload};
@@ -158,7 +160,11 @@ fn new_upload(headers: &HeaderMap) -> Result<NewUpload, ApiError> {
         ));
     }
     let length = number(headers, "upload-length")?;
-    let deferred = text(headers, "upload-defer-length") == Some("1");
+    let deferred = match text(headers, "upload-defer-length") {
+        None => false,
+        Some("1") => true,
+        Some(_) => return Err(ApiError::bad_request("Upload-Defer-Length can only be 1.")),
+    };
     if length.is_some() == deferred {
         return Err(ApiError::bad_request(
             "Send Upload-Length, or Upload-Defer-Length: 1.",
@@ -180,8 +186,12 @@ pub async fn options_self(State(state): State<AppState>) -> Response {
 
 #[utoipa::path(options, path = "/v3/participants/{userId}/uploads", tag = "resumable", operation_id = "tusOptions",
     params(UserPath),
-    responses((status = 204, description = "The tus versions, extensions and limits this service supports")))]
-pub async fn options(State(state): State<AppState>) -> Response {
+    responses((status = 204, description = "The tus versions, extensions and limits this service supports"),
+        (status = 400, description = "A malformed userId")))]
+pub async fn options(State(state): State<AppState>, ApiPath(user): ApiPath<String>) -> Response {
+    if let Err(e) = crate::model::UserId::parse(&user) {
+        return tus(Err(ApiError::bad_request(format!("userId {e}."))));
+    }
     options_answer(&state)
 }
 
@@ -199,6 +209,7 @@ fn options_answer(state: &AppState) -> Response {
 }
 
 #[utoipa::path(post, path = "/v3/participants/self/uploads", tag = "resumable", operation_id = "tusCreateSelf",
+    params(TusHeader, TusCreateHeaders),
     responses(
         (status = 403, description = "The token lacks the role: participant for self, worker for another participant"),
         (status = 201, description = "Created; `Location` names the upload, `Upload-Expires` says until when it may take"),
@@ -220,7 +231,7 @@ pub async fn create_self(
 }
 
 #[utoipa::path(post, path = "/v3/participants/{userId}/uploads", tag = "resumable", operation_id = "tusCreate",
-    params(UserPath),
+    params(UserPath, TusHeader, TusCreateHeaders),
     responses(
         (status = 201, description = "Created; `Location` names the upload"),
         (status = 400, description = "Bad metadata, fileId, length or checksum"),
@@ -391,7 +402,7 @@ fn success(action: Action) -> u16 {
 }
 
 #[utoipa::path(head, path = "/v3/participants/self/uploads/{uploadId}", tag = "resumable", operation_id = "tusHeadSelf",
-    params(UploadPath),
+    params(UploadPath, TusHeader),
     responses(
         (status = 400, description = "A malformed userId or header"),
         (status = 401, description = "No token, or a malformed, badly signed or expired one"),
@@ -412,7 +423,7 @@ pub async fn head_self(
 }
 
 #[utoipa::path(head, path = "/v3/participants/{userId}/uploads/{uploadId}", tag = "resumable", operation_id = "tusHead",
-    params(UserUploadPath),
+    params(UserUploadPath, TusHeader),
     responses(
         (status = 400, description = "A malformed userId or header"),
         (status = 401, description = "No token, or a malformed, badly signed or expired one"),
@@ -445,12 +456,27 @@ async fn head(
     }
     tus(async {
         let target = target(state, caller, request_id, user, Action::UploadAppend)?;
-        let row = state
-            .files
-            .upload_state(&target.owner, &upload_id(id)?)
-            .await?;
+        let id = upload_id(id)?;
+        let mut row = state.files.upload_state(&target.owner, &id).await?;
         if let Some(crate::model::UploadOutcome::Refused(r)) = &row.value.outcome {
             return Err(crate::files::FilesError::UploadRefused(r.clone()).into());
+        }
+        if row.value.is_full() && row.value.outcome.is_none() {
+            // Every byte is in but the completion failed (a backend or the scanner was down,
+            // or the instance died): the client is told the truth only once it is committed or
+            // refused, so it is tried again now.
+            let length = row.value.offset;
+            append(
+                state,
+                &target,
+                request_id,
+                &id,
+                &HeaderMap::new(),
+                length,
+                Body::empty(),
+            )
+            .await?;
+            row = state.files.upload_state(&target.owner, &id).await?;
         }
         let mut res = StatusCode::OK.into_response();
         let h2 = res.headers_mut();
@@ -467,7 +493,7 @@ async fn head(
 }
 
 #[utoipa::path(patch, path = "/v3/participants/self/uploads/{uploadId}", tag = "resumable", operation_id = "tusPatchSelf",
-    params(UploadPath),
+    params(UploadPath, TusHeader, TusPatchHeaders),
     request_body(content = inline(super::openapi::Binary), content_type = "application/offset+octet-stream",
         description = "The next bytes of the upload, from `Upload-Offset`.", example = "Hello from alice"),
     responses(
@@ -498,7 +524,7 @@ pub async fn patch_self(
 }
 
 #[utoipa::path(patch, path = "/v3/participants/{userId}/uploads/{uploadId}", tag = "resumable", operation_id = "tusPatch",
-    params(UserUploadPath),
+    params(UserUploadPath, TusHeader, TusPatchHeaders),
     request_body(content = inline(super::openapi::Binary), content_type = "application/offset+octet-stream",
         description = "The next bytes of the upload, from `Upload-Offset`.", example = "Hello from alice"),
     responses(
@@ -560,7 +586,7 @@ async fn patch(
 }
 
 #[utoipa::path(delete, path = "/v3/participants/self/uploads/{uploadId}", tag = "resumable", operation_id = "tusTerminateSelf",
-    params(UploadPath),
+    params(UploadPath, TusHeader),
     responses(
         (status = 400, description = "A malformed userId or header"),
         (status = 401, description = "No token, or a malformed, badly signed or expired one"),
@@ -581,7 +607,7 @@ pub async fn terminate_self(
 }
 
 #[utoipa::path(delete, path = "/v3/participants/{userId}/uploads/{uploadId}", tag = "resumable", operation_id = "tusTerminate",
-    params(UserUploadPath),
+    params(UserUploadPath, TusHeader),
     responses(
         (status = 400, description = "A malformed userId or header"),
         (status = 401, description = "No token, or a malformed, badly signed or expired one"),

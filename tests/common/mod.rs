@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_clamd;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -736,6 +737,18 @@ pub fn closed_port() -> u16 {
         .port()
 }
 
+/// A participant token signed with the tests' JWT secret, for a service in its own process.
+pub fn participant_token(user: &str, app: &str) -> String {
+    auth::mint(
+        JWT_SECRET.as_bytes(),
+        &UserId::parse(user).unwrap(),
+        &AppId::parse(app).unwrap(),
+        &[Role::Participant],
+        Duration::from_mins(30),
+    )
+    .unwrap()
+}
+
 /// The service binary, running in its own process with extra environment; stopped on drop.
 pub struct Process {
     pub child: std::process::Child,
@@ -744,7 +757,12 @@ pub struct Process {
 
 impl Process {
     pub async fn spawn(env: &[(&str, String)], args: &[String]) -> Self {
-        let port = closed_port();
+        Self::spawn_on(closed_port(), env, args).await
+    }
+
+    /// Starts the service on `port`: the same port again after a kill, as a client that keeps
+    /// its upload URL expects.
+    pub async fn spawn_on(port: u16, env: &[(&str, String)], args: &[String]) -> Self {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_participant-files"));
         cmd.args(args)
             .env("PF_LISTEN", format!("127.0.0.1:{port}"))

@@ -15,8 +15,10 @@ use crate::keys::UploadId;
 use crate::model::{Owner, ResumableUpload, Versioned, WriterLease};
 use crate::pipeline::BoxError;
 
-/// How long a writer's lease holds without renewal; every durable point renews it.
-const LEASE: Duration = Duration::from_mins(1);
+/// How long a writer's lease holds without renewal; every durable point (at least every
+/// `SYNC_EVERY` while bytes arrive) renews it. Short, because an instance that died leaves its
+/// lease behind: another instance takes the upload (423 until then) once it ran out.
+const LEASE: Duration = Duration::from_secs(15);
 
 /// Bytes between durable points, and the longest time between two.
 const SYNC_BYTES: u64 = 8 * 1024 * 1024;
