@@ -228,6 +228,10 @@ pub struct ServeArgs {
     /// How long a resumable upload may take from its creation, like 24h; at most 7d.
     #[arg(long, env = "PF_RESUMABLE_TTL", value_name = "PF_RESUMABLE_TTL", default_value = "24h", value_parser = parse_url_ttl)]
     pub resumable_ttl: Duration,
+    /// Origins allowed to call the service from a browser (CORS), a comma list like
+    /// `https://app.example.org`; unset: no CORS headers at all.
+    #[arg(long, env = "PF_CORS_ORIGINS", value_name = "PF_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
     /// Resumable uploads one participant may have open at once.
     #[arg(
         long,
@@ -414,6 +418,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub limits: crate::limits::LimitSettings,
     pub connections: crate::server::ConnectionLimits,
+    /// Browser origins CORS answers for; empty: none.
+    pub cors_origins: Vec<String>,
     pub s3: S3Options,
 }
 
@@ -540,6 +546,7 @@ impl Config {
                 idle_timeout: args.idle_timeout,
                 max_connections: args.max_connections as usize,
             },
+            cors_origins: args.cors_origins,
             s3: S3Options {
                 force_path_style: args.s3_force_path_style,
                 part_size: args.s3_part_size,
@@ -596,6 +603,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// An age, where zero means "anything already started".
 fn parse_age(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration like 0s, 15m or 1h"))
+}
+
+/// A browser origin: `http` or `https`, a host and maybe a port, nothing after.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let host = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or("an origin starts with https:// or http://")?;
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !valid {
+        return Err("an origin is scheme://host[:port], with no path".to_owned());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_url_ttl(s: &str) -> Result<Duration, String> {
@@ -723,6 +747,13 @@ mod tests {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
+        assert_eq!(
+            parse_origin("https://app.example.org:8443"),
+            Ok("https://app.example.org:8443".to_owned())
+        );
+        assert!(parse_origin("ftp://app.example.org").is_err());
+        assert!(parse_origin("https://app.example.org/path").is_err());
+        assert!(parse_origin("https://").is_err());
         assert_eq!(parse_url_ttl("1h"), Ok(Duration::from_hours(1)));
         assert!(parse_url_ttl("8d").is_err());
         assert!(parse_duration("soon").is_err());

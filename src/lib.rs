@@ -109,6 +109,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
         cleanup,
         metrics,
         settle: (config.settle_interval, config.settle_concurrency),
+        cors_origins: config.cors_origins.clone(),
     }))
 }
 

@@ -639,3 +639,72 @@ async fn an_upload_goes_on_at_another_instance_and_only_one_appends_at_a_time() 
     );
     assert_eq!(b.download(&t, "self", "shared.bin").await, bytes);
 }
+
+#[tokio::test]
+async fn browsers_of_the_configured_origins_get_cors_and_others_none() {
+    let app = TestApp::start_with(&["--cors-origins", "https://app.example.org"]).await;
+    let preflight = |origin: &'static str| {
+        app.request(
+            Method::OPTIONS,
+            "/v3/participants/self/uploads/0f8e3a5c2b6d4e7f9a1b3c5d7e9f1a2b",
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "PATCH")
+        .header(
+            "access-control-request-headers",
+            "authorization,tus-resumable,upload-offset,content-type",
+        )
+        .send()
+    };
+    let res = preflight("https://app.example.org").await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.org"
+    );
+    let allowed = res.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for h in ["tus-resumable", "upload-offset", "authorization"] {
+        assert!(allowed.contains(h), "{h} in {allowed}");
+    }
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+
+    let t = app.token("kim", "study");
+    let res = app
+        .request(Method::POST, "/v3/participants/self/uploads")
+        .bearer_auth(&t)
+        .header("origin", "https://app.example.org")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 3)
+        .header("upload-metadata", meta(&[("fileId", "web.bin")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let exposed = res.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    for h in [
+        "location",
+        "upload-offset",
+        "upload-expires",
+        "tus-resumable",
+    ] {
+        assert!(exposed.contains(h), "{h} in {exposed}");
+    }
+
+    // Without the setting, no CORS header at all.
+    let plain = TestApp::start().await;
+    let res = plain
+        .request(Method::OPTIONS, "/v3/participants/self/uploads")
+        .header("origin", "https://app.example.org")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+}

@@ -43,6 +43,8 @@ pub struct App {
     pub connections: crate::server::ConnectionLimits,
     /// How often the settler polls pending uploads, and how many arrivals it streams at once.
     pub settle: (std::time::Duration, usize),
+    /// Browser origins that CORS answers for (tus clients in a web app); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 /// Put on a response by [`ApiError`] when a backend failed, for the metrics.
@@ -199,10 +201,63 @@ async fn fallback(
     ApiError::no_route()
 }
 
+/// CORS for browser clients (Uppy, tus-js-client in a web app): the origins configured, the
+/// headers tus sends, and the answers' headers it must read.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    if origins.is_empty() {
+        return None;
+    }
+    let name = |n: &'static str| HeaderName::from_static(n);
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(
+                origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok())
+                    .collect::<Vec<_>>(),
+            )
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name("bridge-session"),
+                name("tus-resumable"),
+                name("upload-length"),
+                name("upload-defer-length"),
+                name("upload-offset"),
+                name("upload-metadata"),
+                name("upload-checksum"),
+                name("x-request-id"),
+                name("x-http-method-override"),
+            ])
+            .expose_headers([
+                header::LOCATION,
+                name("upload-offset"),
+                name("upload-length"),
+                name("upload-expires"),
+                name("tus-resumable"),
+                name("tus-version"),
+                name("tus-extension"),
+                name("tus-max-size"),
+            ])
+            .max_age(Duration::from_hours(1)),
+    )
+}
+
 /// The service: routes, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.cors_origins);
     let (router, _) = routes().split_for_parts();
-    router
+    let router = router
         .fallback(fallback)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
@@ -256,7 +311,11 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::map_request(drop_odd_request_id))
+        .layer(axum::middleware::map_request(drop_odd_request_id));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// A client's `X-Request-Id` is kept when it is a plain token (up to 128 of `A-Z a-z 0-9 . _ -`),
