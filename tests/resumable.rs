@@ -708,3 +708,51 @@ async fn browsers_of_the_configured_origins_get_cors_and_others_none() {
         .unwrap();
     assert!(!res.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn a_completion_longer_than_the_lease_keeps_it_and_another_instance_waits() {
+    // Two instances on S3 and DynamoDB; their scans go through a relay that holds clamd back.
+    let relay = common::relay::Relay::start().await;
+    let a = TestApp::start_aws(&["--clamd", &relay.address(), "--scan-timeout", "120s"]).await;
+    let b = a.start_beside(&[]).await;
+    let t = a.token("lena", "study");
+    let bytes = noise(2 << 20, 11);
+    let path = create(&a, &t, "long.bin", Some(bytes.len() as u64)).await;
+    relay.hold(true);
+    let completing = {
+        let (url, t, bytes) = (a.url(&path), t.clone(), bytes.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .patch(url)
+                .bearer_auth(t)
+                .header("tus-resumable", "1.0.0")
+                .header("content-type", OFFSET_STREAM)
+                .header("upload-offset", 0)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // Past the 15 s lease: a renews it while clamd keeps it waiting, so b does not complete the
+    // upload a second time; it answers 423 at once.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    let res = tokio::time::timeout(std::time::Duration::from_secs(5), head(&b, &t, &path))
+        .await
+        .expect("b did not wait for a's lease: it began a completion of its own");
+    assert_eq!(res.status(), StatusCode::LOCKED);
+    relay.hold(false);
+    assert_eq!(completing.await.unwrap(), StatusCode::NO_CONTENT);
+    let commits = a
+        .audit()
+        .into_iter()
+        .chain(b.audit())
+        .filter(|l| {
+            l["fileId"] == "long.bin" && (l["action"] == "upload" || l["action"] == "replace")
+        })
+        .count();
+    assert_eq!(commits, 1, "one completion, one commit");
+    assert_eq!(offset_of(&b, &t, &path).await, bytes.len() as u64);
+    assert_eq!(b.download(&t, "self", "long.bin").await, bytes);
+}

@@ -350,27 +350,38 @@ async fn append(
         .append_upload(&target.owner, id, req, body.into_data_stream(), &describe)
         .await
         .map_err(ApiError::from);
-    let appended = result.as_ref().map_or(0, |(o, _)| o.saturating_sub(offset));
+    let appended = result
+        .as_ref()
+        .map_or(0, |a| a.offset.saturating_sub(offset));
+    let file = result.as_ref().ok().map(|a| a.file_id.clone());
     record(
         state,
         target,
         request_id,
-        None,
+        file.as_ref(),
         Action::UploadAppend,
         &result,
         appended,
     );
-    let (new_offset, committed) = result?;
-    if let Some(c) = &committed {
+    let done = result?;
+    if let Some(c) = &done.committed {
         let action = if c.replaced {
             Action::Replace
         } else {
             Action::Upload
         };
         let ok: Result<(), ApiError> = Ok(());
-        record(state, target, request_id, None, action, &ok, c.file.size);
+        record(
+            state,
+            target,
+            request_id,
+            Some(&done.file_id),
+            action,
+            &ok,
+            c.file.size,
+        );
     }
-    Ok(new_offset)
+    Ok(done.offset)
 }
 
 fn record<T>(

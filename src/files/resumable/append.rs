@@ -12,7 +12,7 @@ use sha2::Digest;
 use super::Describe;
 use crate::files::{Committed, FileService, FilesError};
 use crate::keys::UploadId;
-use crate::model::{Owner, ResumableUpload, Versioned, WriterLease};
+use crate::model::{FileId, Owner, ResumableUpload, Versioned, WriterLease};
 use crate::pipeline::BoxError;
 
 /// How long a writer's lease holds without renewal; every durable point (at least every
@@ -77,6 +77,16 @@ pub struct Append {
     pub checksum: Option<Checksum>,
 }
 
+/// Where an upload stands after a request appended to it.
+#[derive(Debug)]
+pub struct Appended {
+    pub offset: u64,
+    /// The file the upload becomes.
+    pub file_id: FileId,
+    /// What the completion committed, when this request completed the upload.
+    pub committed: Option<Committed>,
+}
+
 /// Why reading a body stopped before its end.
 enum Cut {
     /// A newer request for the upload, or a shutdown.
@@ -105,7 +115,7 @@ impl FileService {
         req: Append,
         mut body: S,
         describe: &Describe,
-    ) -> Result<(u64, Option<Committed>), FilesError>
+    ) -> Result<Appended, FilesError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Into<BoxError>,
@@ -119,7 +129,11 @@ impl FileService {
         if let Some(outcome) = &row.value.outcome {
             // A client that lost the completing answer and sends the last request again.
             return match outcome {
-                crate::model::UploadOutcome::Committed => Ok((row.value.offset, None)),
+                crate::model::UploadOutcome::Committed => Ok(Appended {
+                    offset: row.value.offset,
+                    file_id: row.value.file_id.clone(),
+                    committed: None,
+                }),
                 crate::model::UploadOutcome::Refused(refusal) => {
                     Err(FilesError::UploadRefused(refusal.clone()))
                 }
@@ -141,12 +155,6 @@ impl FileService {
         {
             return Err(FilesError::PastLength);
         }
-        if row.value.is_full() && req.content_length.unwrap_or(0) == 0 && row.value.length.is_some()
-        {
-            // Complete but not committed: a completion that failed for a backend, again.
-            return self.complete_leased(row, describe).await;
-        }
-
         // The lease: another instance that appends now is refused; this one's every write
         // names the version its lease wrote, so a writer that lost it cannot move the offset.
         let now = Utc::now();
@@ -164,6 +172,11 @@ impl FileService {
             Err(e) if e.is_retryable() => return Err(FilesError::UploadLocked),
             Err(e) => return Err(e.into()),
         };
+        if row.value.is_full() && req.content_length.unwrap_or(0) == 0 {
+            // Complete but not committed: a completion that failed for a backend, again, under
+            // this request's lease.
+            return self.complete_leased(row, describe).await;
+        }
         let before = row.clone();
 
         let mut writer = self.store.stage(&row.value.staged).await?;
@@ -241,7 +254,11 @@ impl FileService {
                 drop(turn);
                 self.complete_leased(row, describe).await
             }
-            None => Ok((row.value.offset, None)),
+            None => Ok(Appended {
+                offset: row.value.offset,
+                file_id: row.value.file_id.clone(),
+                committed: None,
+            }),
         }
     }
 
@@ -273,14 +290,52 @@ impl FileService {
         }
     }
 
+    /// Completes the upload while renewing this request's lease: the scan of a large file
+    /// takes longer than the lease, and another instance must not complete it beside this one.
     async fn complete_leased(
         &self,
         row: Versioned<ResumableUpload>,
         describe: &Describe,
-    ) -> Result<(u64, Option<Committed>), FilesError> {
+    ) -> Result<Appended, FilesError> {
         let offset = row.value.offset;
-        let committed = self.complete_upload(row, describe).await?;
-        Ok((offset, Some(committed)))
+        let file_id = row.value.file_id.clone();
+        let (owner, id) = (row.value.owner.clone(), row.value.id.clone());
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                self.renew_lease(&owner, &id, fence).await;
+            }
+        };
+        let committed = tokio::select! {
+            r = self.complete_upload(row, describe) => r?,
+            () = renew => unreachable!("the renewal never ends"),
+        };
+        Ok(Appended {
+            offset,
+            file_id,
+            committed: Some(committed),
+        })
+    }
+
+    /// Extends this request's lease, if it still holds it. Best effort: a lease that is not
+    /// renewed runs out by itself.
+    async fn renew_lease(&self, owner: &Owner, id: &UploadId, fence: u64) {
+        let Ok(index) = self.upload_index() else {
+            return;
+        };
+        let Ok(Some(mut row)) = index.get_upload(owner, id).await else {
+            return;
+        };
+        let mine = row
+            .value
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.holder == self.instance && w.fence == fence);
+        if mine {
+            row.value.writer = Some(lease(&self.instance, fence));
+            let _ = index.put_upload(&row.value, Some(row.version)).await;
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::model::{FileId, Issuer, Owner, Refusal, ResumableUpload, UploadOutcom
 use crate::pipeline::Declared;
 use crate::sniff;
 
-pub use append::{Append, Checksum, ChecksumAlgorithm};
+pub use append::{Append, Appended, Checksum, ChecksumAlgorithm};
 pub use writers::Writers;
 
 /// How resumable uploads are bounded.
@@ -175,7 +175,7 @@ impl FileService {
     /// the upload's fault (a backend down) leaves it complete and uncommitted, for a retry.
     async fn complete_upload(
         &self,
-        mut row: Versioned<ResumableUpload>,
+        row: Versioned<ResumableUpload>,
         describe: &Describe,
     ) -> Result<Committed, FilesError> {
         let upload = &row.value;
@@ -201,22 +201,31 @@ impl FileService {
             Err(e) => return Err(e),
         };
         // The bytes go first, and the row then says so; a failure leaves them to `reconcile`.
-        match self.store.drop_staged(&row.value.staged).await {
-            Ok(()) => row.value.staged = row.value.staged.dropped(),
+        let staged = match self.store.drop_staged(&row.value.staged).await {
+            Ok(()) => row.value.staged.dropped(),
             Err(e) => {
                 tracing::warn!(error = %e, "the staged bytes of a complete upload were not removed; reconcile will");
+                row.value.staged.clone()
             }
-        }
-        row.value.outcome = Some(outcome);
-        row.value.writer = None;
-        // The file is committed (or refused) whatever this write does; a lost one leaves a
-        // complete upload whose next completion finds the same bytes already in place.
-        if let Err(e) = self
-            .upload_index()?
-            .put_upload(&row.value, Some(row.version))
-            .await
-        {
-            tracing::warn!(error = %e, "the outcome of a resumable upload was not recorded");
+        };
+        // The file is committed (or refused) whatever this write does. The row is read again:
+        // the lease's renewals have written it meanwhile.
+        let index = self.upload_index()?;
+        for _ in 0..5 {
+            let Some(mut now) = index.get_upload(&row.value.owner, &row.value.id).await? else {
+                break;
+            };
+            now.value.outcome = Some(outcome.clone());
+            now.value.writer = None;
+            now.value.staged = staged.clone();
+            match index.put_upload(&now.value, Some(now.version)).await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the outcome of a resumable upload was not recorded");
+                    break;
+                }
+            }
         }
         self.writers.forget(row.value.id.as_str());
         result
