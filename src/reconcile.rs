@@ -90,9 +90,7 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
 /// tails deleted), then the row.
 async fn drop_expired_uploads(backends: &Backends) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
-    let Some(uploads) = backends.index.uploads() else {
-        return Ok(removed);
-    };
+    let uploads = backends.index.uploads();
     loop {
         let expired = uploads.expired_uploads(Utc::now(), 100).await?;
         let mut progressed = false;

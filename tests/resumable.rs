@@ -92,6 +92,14 @@ async fn offset_of(app: &TestApp, token: &str, path: &str) -> u64 {
         .unwrap()
 }
 
+/// Every stored or staged file of the upload `id` (its object, its tails, its staged file).
+fn bytes_of(app: &TestApp, id: &str) -> Vec<std::path::PathBuf> {
+    let mut all = app.stored_files();
+    common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut all);
+    all.retain(|p| p.to_string_lossy().contains(id));
+    all
+}
+
 fn new_offset(res: &Response) -> u64 {
     res.headers()["upload-offset"]
         .to_str()
@@ -351,11 +359,7 @@ async fn a_refused_completion_is_told_again_and_termination_removes_every_byte()
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(head(&app, &t, &path).await.status(), StatusCode::NOT_FOUND);
     let id = path.rsplit('/').next().unwrap();
-    let left: Vec<_> = app
-        .stored_files()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(id))
-        .collect();
+    let left = bytes_of(&app, id);
     assert!(left.is_empty(), "bytes left: {left:?}");
     if let Some(bucket) = &app.bucket {
         let parts = common::s3_multipart_leftovers(&common::aws_env().s3_dir, bucket);
@@ -459,13 +463,7 @@ async fn an_expired_upload_is_gone_and_reconcile_removes_its_bytes() {
         StatusCode::NO_CONTENT
     );
     let id = path.rsplit('/').next().unwrap().to_owned();
-    let staged = |app: &TestApp| {
-        let mut all = app.stored_files();
-        common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut all);
-        all.into_iter()
-            .filter(|p| p.to_string_lossy().contains(&id))
-            .count()
-    };
+    let staged = |app: &TestApp| bytes_of(app, &id).len();
     assert!(
         staged(&app) > 0,
         "the staged bytes are kept while the upload lives"
@@ -521,9 +519,7 @@ async fn eicar_split_across_two_patches_is_found_and_nothing_kept() {
         .expect("the refusal is audited");
     assert_eq!(line["signature"], "Eicar-Test-Signature.UNOFFICIAL");
     let id = path.rsplit('/').next().unwrap();
-    let mut left = app.stored_files();
-    common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut left);
-    left.retain(|p| p.to_string_lossy().contains(id));
+    let left = bytes_of(&app, id);
     assert!(
         left.is_empty(),
         "bytes of the infected upload left: {left:?}"

@@ -116,7 +116,7 @@ impl Ctx {
     }
 
     /// Sends `size` bytes straight to S3 with an upload URL.
-    async fn put_to(&self, url: &str, size: u64) {
+    pub(super) async fn put_to(&self, url: &str, size: u64) {
         let res = self
             .http
             .put(url)

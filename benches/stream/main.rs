@@ -408,16 +408,7 @@ impl Ctx {
             .uri()
             .to_owned();
         let started = Instant::now();
-        let res = self
-            .http
-            .put(url)
-            .header("content-type", "application/octet-stream")
-            .header("content-length", size)
-            .body(reqwest::Body::wrap_stream(self.source.stream(size)))
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "presigned PUT: {}", res.status());
+        self.put_to(&url, size).await;
         started.elapsed()
     }
 

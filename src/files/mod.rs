@@ -72,8 +72,6 @@ pub enum FilesError {
     /// A rescan found the stored file infected: it is never served again.
     #[error("the file was found infected ({0})")]
     Infected(String),
-    #[error("this index keeps no resumable uploads")]
-    NoResumable,
     #[error("the participant has too many open resumable uploads")]
     TooManyUploads,
     #[error("the resumable upload expired")]

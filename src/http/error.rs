@@ -353,11 +353,6 @@ impl From<FilesError> for ApiError {
                 e.signature = Some(signature);
                 e
             }
-            FilesError::NoResumable => Self::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplementedException",
-                "This service's index keeps no resumable uploads.",
-            ),
             FilesError::TooManyUploads => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",

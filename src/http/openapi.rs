@@ -282,7 +282,6 @@ enum ErrorType {
     EntityGoneException,
     PreconditionFailedException,
     ChecksumMismatchException,
-    NotImplementedException,
 }
 
 /// The body of a POST that asks for an upload URL.

@@ -960,8 +960,8 @@ impl FileIndex for DynamoFileIndex {
         }
     }
 
-    fn uploads(&self) -> Option<&dyn super::UploadIndex> {
-        Some(self)
+    fn uploads(&self) -> &dyn super::UploadIndex {
+        self
     }
 
     async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {

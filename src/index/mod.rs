@@ -186,10 +186,8 @@ pub trait FileIndex: Send + Sync {
     /// Answers when the index can be read.
     async fn check(&self) -> Result<(), IndexError>;
 
-    /// Where resumable uploads are kept, when this index keeps them.
-    fn uploads(&self) -> Option<&dyn UploadIndex> {
-        None
-    }
+    /// Where resumable uploads are kept: beside the files, in the same index.
+    fn uploads(&self) -> &dyn UploadIndex;
 
     /// Writes `row` over `version`, or deletes the row when it holds nothing any more.
     async fn rewrite(&self, row: &FileRow, version: u64) -> Result<(), IndexError> {

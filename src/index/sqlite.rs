@@ -674,8 +674,8 @@ impl FileIndex for SqliteFileIndex {
         .await
     }
 
-    fn uploads(&self) -> Option<&dyn super::UploadIndex> {
-        Some(self)
+    fn uploads(&self) -> &dyn super::UploadIndex {
+        self
     }
 
     async fn check(&self) -> Result<(), IndexError> {

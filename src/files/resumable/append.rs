@@ -121,7 +121,7 @@ impl FileService {
         E: Into<BoxError>,
     {
         let turn = self.writers.take(id.as_str()).await;
-        let index = self.upload_index()?;
+        let index = self.upload_index();
         let mut row = self.read_upload(owner, id).await?;
         if req.offset != row.value.offset {
             return Err(FilesError::OffsetMismatch(row.value.offset));
@@ -276,7 +276,7 @@ impl FileService {
         let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
         row.value.writer = hold.then(|| lease(&self.instance, fence));
         match self
-            .upload_index()?
+            .upload_index()
             .put_upload(&row.value, Some(row.version))
             .await
         {
@@ -321,9 +321,7 @@ impl FileService {
     /// Extends this request's lease, if it still holds it. Best effort: a lease that is not
     /// renewed runs out by itself.
     async fn renew_lease(&self, owner: &Owner, id: &UploadId, fence: u64) {
-        let Ok(index) = self.upload_index() else {
-            return;
-        };
+        let index = self.upload_index();
         let Ok(Some(mut row)) = index.get_upload(owner, id).await else {
             return;
         };

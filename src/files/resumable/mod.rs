@@ -43,8 +43,8 @@ pub struct NewUpload {
 pub type Describe = dyn Fn(FilesError) -> Refusal + Send + Sync;
 
 impl FileService {
-    fn upload_index(&self) -> Result<&dyn UploadIndex, FilesError> {
-        self.index.uploads().ok_or(FilesError::NoResumable)
+    fn upload_index(&self) -> &dyn UploadIndex {
+        self.index.uploads()
     }
 
     /// Creates an upload, held to the file size limit, the quotas, the allowed types and the
@@ -55,7 +55,7 @@ impl FileService {
         issuer: &Issuer,
         new: NewUpload,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
-        let index = self.upload_index()?;
+        let index = self.upload_index();
         if let Some(length) = new.length {
             self.check_length(owner, &new.file_id, length).await?;
         }
@@ -66,11 +66,9 @@ impl FileService {
         if index.open_uploads(owner, now).await? >= self.resumable.max_open {
             return Err(FilesError::TooManyUploads);
         }
-        let quotas = self.limits.settings;
-        if let Some(max) = quotas.max_files_per_participant {
-            let usage = self.index.usage(owner, now).await?;
-            let (row, _) = self.read_row(owner, &new.file_id).await?;
-            if row.current.is_none() && usage.files + usage.pending_new >= max {
+        if let Some(max) = self.limits.settings.max_files_per_participant {
+            let (usage, this) = self.usage_beside(owner, &new.file_id).await?;
+            if this.is_none() && usage.files + usage.pending_new >= max {
                 return Err(FilesError::Quota("files"));
             }
         }
@@ -121,14 +119,23 @@ impl FileService {
             });
         }
         if let Some(max) = self.limits.settings.max_bytes_per_participant {
-            let usage = self.index.usage(owner, Utc::now()).await?;
-            let (row, _) = self.read_row(owner, file_id).await?;
-            let this = row.current.as_ref().map_or(0, |c| c.size);
-            if length > max.saturating_sub(usage.bytes - this) {
+            let (usage, this) = self.usage_beside(owner, file_id).await?;
+            if length > max.saturating_sub(usage.bytes - this.unwrap_or(0)) {
                 return Err(FilesError::Quota("storage"));
             }
         }
         Ok(())
+    }
+
+    /// What the owner holds, and the size of `file_id`'s committed bytes if it has some.
+    async fn usage_beside(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<(crate::index::Usage, Option<u64>), FilesError> {
+        let usage = self.index.usage(owner, Utc::now()).await?;
+        let (row, _) = self.read_row(owner, file_id).await?;
+        Ok((usage, row.current.map(|c| c.size)))
     }
 
     /// The upload as it stands, once any request still appending to it on this instance has
@@ -148,7 +155,7 @@ impl FileService {
         id: &UploadId,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
         let row = self
-            .upload_index()?
+            .upload_index()
             .get_upload(owner, id)
             .await?
             .ok_or(FilesError::NotFound)?;
@@ -161,7 +168,7 @@ impl FileService {
     /// Removes the upload and every byte of it; a request appending to it here stops first.
     pub async fn terminate_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
         let _turn = self.writers.take(id.as_str()).await;
-        let index = self.upload_index()?;
+        let index = self.upload_index();
         let row = self.read_upload(owner, id).await?;
         // The bytes go first: a row without its bytes would tell a client to resume them.
         self.store.drop_staged(&row.value.staged).await?;
@@ -210,7 +217,7 @@ impl FileService {
         };
         // The file is committed (or refused) whatever this write does. The row is read again:
         // the lease's renewals have written it meanwhile.
-        let index = self.upload_index()?;
+        let index = self.upload_index();
         for _ in 0..5 {
             let Some(mut now) = index.get_upload(&row.value.owner, &row.value.id).await? else {
                 break;
