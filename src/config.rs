@@ -45,6 +45,63 @@ pub enum Command {
     /// Scan stored files again with the scanner's current signatures; a file now found infected
     /// is marked so, never served again, and its object deleted or quarantined.
     Rescan(RescanArgs),
+    /// Upload a file as a resumable (tus) upload, in chunks, retrying; an interrupted run goes
+    /// on where it stopped. Prints the stored file (ParticipantFile).
+    Upload(UploadArgs),
+    /// Download a file, resuming a partial one, and check its SHA-256.
+    Download(DownloadArgs),
+}
+
+/// Where the service is and who calls it, for the command-line client.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The service's base URL, like `https://files.example.org`.
+    #[arg(long)]
+    pub url: String,
+    /// The participant: `self`, or a participant's user ID (a worker's token; a researcher's
+    /// for downloads).
+    #[arg(long, default_value = "self")]
+    pub user: String,
+    /// The bearer token (JWT).
+    #[arg(long, env = "PF_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// The file to upload.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The file's ID at the service; default: the file's name.
+    #[arg(long)]
+    pub file_id: Option<String>,
+    /// The declared media type; default: the service detects it.
+    #[arg(long)]
+    pub mime_type: Option<String>,
+    /// Bytes per request, like 8MiB; smaller passes proxies that cap a request.
+    #[arg(long, default_value = "8MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// The file's ID at the service.
+    pub file_id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Where to write it; default: the file's ID in the current folder.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    if (1..=(1 << 30)).contains(&size) {
+        Ok(size)
+    } else {
+        Err("expected a chunk size from 1 byte to 1GiB, like 8MiB".to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -240,6 +297,16 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub max_resumable_per_participant: u64,
+    /// Scan sessions an instance keeps open between the requests of resumable uploads, so
+    /// that clamd gets each byte once; past it, an upload is scanned from the store at its
+    /// completion. Each holds a connection to clamd.
+    #[arg(
+        long,
+        env = "PF_RESUMABLE_SCAN_SESSIONS",
+        value_name = "PF_RESUMABLE_SCAN_SESSIONS",
+        default_value_t = 16
+    )]
+    pub resumable_scan_sessions: usize,
     /// Largest accepted file, like 256MiB (default 256MiB, or 100MiB with a scanner).
     #[arg(long, env = "PF_MAX_FILE_SIZE", value_name = "PF_MAX_FILE_SIZE", value_parser = parse_size)]
     pub max_file_size: Option<u64>,
@@ -521,6 +588,7 @@ impl Config {
             resumable: crate::files::resumable::ResumableSettings {
                 ttl: args.resumable_ttl,
                 max_open: args.max_resumable_per_participant,
+                scan_sessions: args.resumable_scan_sessions,
             },
             max_file_size,
             allowed_types: args.allowed_types,

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod backends;
 pub mod budget;
 pub mod capability;
+pub mod client;
 pub mod config;
 pub mod files;
 pub mod http;

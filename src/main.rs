@@ -27,7 +27,49 @@ fn main() -> ExitCode {
             })
         }
         Some(Command::Rescan(args)) => run_rescan(args),
+        Some(Command::Upload(args)) => run_client(&args.client, |conn| async move {
+            let upload = participant_files::client::Upload {
+                file: &args.file,
+                file_id: args.file_id.as_deref(),
+                mime_type: args.mime_type.as_deref(),
+                chunk_size: args.chunk_size,
+            };
+            let file = participant_files::client::upload(&conn, upload).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&file).unwrap_or_default()
+            );
+            Ok(())
+        }),
+        Some(Command::Download(args)) => run_client(&args.client, |conn| async move {
+            let path =
+                participant_files::client::download(&conn, &args.file_id, args.output.as_deref())
+                    .await?;
+            println!("{}", path.display());
+            Ok(())
+        }),
         None => run_serve(cli.serve),
+    }
+}
+
+/// Runs a command of the client: exit 0 when done, 1 refused or given up, 2 usage.
+fn run_client<F, Fut>(args: &participant_files::config::ClientArgs, run: F) -> ExitCode
+where
+    F: FnOnce(participant_files::client::Connection) -> Fut,
+    Fut: std::future::Future<Output = Result<(), participant_files::client::ClientError>>,
+{
+    let result = participant_files::client::Connection::new(&args.url, &args.user, &args.token)
+        .map(|conn| {
+            tokio::runtime::Runtime::new()
+                .expect("tokio runtime starts")
+                .block_on(run(conn))
+        });
+    match result.and_then(|r| r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -113,6 +113,12 @@ pub struct Received {
 }
 
 impl Received {
+    /// The SHA-256 of every byte received (standard base64).
+    #[must_use]
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
     /// Waits for the scanner's verdict and, when clean, commits the object.
     pub async fn finish(self) -> Result<Ingested, PipelineError> {
         let (scan_status, scan_time, scan) = match self.scan {
@@ -327,6 +333,20 @@ where
     }
 
     let size = meter.count;
+    let sha256 = STANDARD.encode(meter.hash.finalize());
+    check_whole(declared, size, &sha256)?;
+    Ok(Received {
+        writer,
+        scan,
+        mime_type,
+        size,
+        sha256,
+        _memory: memory,
+    })
+}
+
+/// What every upload must match once all of it is in: the declared size and SHA-256.
+fn check_whole(declared: &Declared, size: u64, sha256: &str) -> Result<(), PipelineError> {
     if let Some(declared) = declared.size.or(declared.length)
         && declared != size
     {
@@ -335,16 +355,48 @@ where
             actual: size,
         });
     }
-    let sha256 = STANDARD.encode(meter.hash.finalize());
-    if declared.sha256.as_ref().is_some_and(|d| *d != sha256) {
+    if declared.sha256.as_ref().is_some_and(|d| d != sha256) {
         return Err(PipelineError::ChecksumMismatch);
     }
+    Ok(())
+}
+
+/// What the requests of a resumable upload left behind, once every byte is stored: the
+/// first bytes (for the type), the size and SHA-256 they counted, and the scan session that
+/// was fed every byte, if one was.
+pub struct Resumed {
+    pub head: Bytes,
+    pub size: u64,
+    pub sha256: String,
+    pub scan: Option<Box<dyn ScanSession>>,
+    /// What the scan session holds from the buffer budget.
+    pub memory: Reservation,
+}
+
+/// Holds a resumable upload's bytes, already stored and counted by its requests, to the same
+/// rules as a body read here; [`Received::finish`] then waits only for the verdict.
+pub fn resume(
+    resumed: Resumed,
+    declared: &Declared,
+    rules: &Rules,
+) -> Result<Received, PipelineError> {
+    if resumed.size > rules.max_size {
+        return Err(PipelineError::TooLarge {
+            limit: rules.max_size,
+        });
+    }
+    let mime_type = sniff::decide(
+        declared.mime_type.as_deref(),
+        sniff::detect(&resumed.head),
+        &rules.allowed,
+    )?;
+    check_whole(declared, resumed.size, &resumed.sha256)?;
     Ok(Received {
-        writer,
-        scan,
+        writer: None,
+        scan: resumed.scan,
         mime_type,
-        size,
-        sha256,
-        _memory: memory,
+        size: resumed.size,
+        sha256: resumed.sha256,
+        _memory: resumed.memory,
     })
 }

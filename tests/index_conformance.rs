@@ -584,6 +584,7 @@ fn file_service(
             resumable: participant_files::files::resumable::ResumableSettings {
                 ttl: std::time::Duration::from_hours(24),
                 max_open: 10,
+                scan_sessions: 16,
             },
         },
     )
@@ -1451,6 +1452,7 @@ fn resumable(owner: &Owner, file: &str, expires_on: DateTime<Utc>) -> ResumableU
         sha256: None,
         length: Some(12 << 20),
         offset: 0,
+        hash: Some("a-saved-hash-state".into()),
         created_on: ms(1_795_000_000_123),
         expires_on,
         staged: Staged {

@@ -154,6 +154,14 @@ async fn an_upload_in_many_patches_becomes_the_file() {
         STANDARD.encode(sha2::Sha256::digest(&bytes))
     );
     assert_eq!(app.download(&t, "self", "dump.bin").await, bytes);
+    // The staged bytes became the file in place: nothing of them is left staged.
+    let id = path.rsplit('/').next().unwrap();
+    let mut staged = Vec::new();
+    common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut staged);
+    assert!(
+        staged.iter().all(|p| !p.to_string_lossy().contains(id)),
+        "staged bytes left: {staged:?}"
+    );
     // The client lost the last answer and sends its last request again: the same answer.
     let again = patch(&app, &t, &path, at, Vec::new()).await;
     assert_eq!(again.status(), StatusCode::NO_CONTENT);
@@ -518,6 +526,123 @@ async fn eicar_split_across_two_patches_is_found_and_nothing_kept() {
         .find(|l| l["action"] == "upload_append" && l["status"] == 422)
         .expect("the refusal is audited");
     assert_eq!(line["signature"], "Eicar-Test-Signature.UNOFFICIAL");
+    let id = path.rsplit('/').next().unwrap();
+    let left = bytes_of(&app, id);
+    assert!(
+        left.is_empty(),
+        "bytes of the infected upload left: {left:?}"
+    );
+}
+
+/// Waits until the relay passed on at least `bytes` (the scan task sends behind the request).
+async fn wait_for_sent(relay: &common::relay::Relay, bytes: u64) {
+    let started = std::time::Instant::now();
+    while relay.sent() < bytes {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "clamd got {} bytes, not {bytes}",
+            relay.sent()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn clamd_gets_each_byte_once_as_the_patches_arrive() {
+    let relay = common::relay::Relay::start().await;
+    let app = TestApp::start_with(&["--clamd", &relay.address()]).await;
+    let t = app.token("iris", "study");
+    let bytes = noise(12 << 20, 11);
+    let path = create(&app, &t, "live.bin", Some(bytes.len() as u64)).await;
+    let mut at = 0u64;
+    for chunk in bytes.chunks(4 << 20) {
+        let res = patch(&app, &t, &path, at, chunk.to_vec()).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        at += chunk.len() as u64;
+        if at < bytes.len() as u64 {
+            // Already with clamd, but for the end of an unfinished INSTREAM chunk (64 KiB).
+            wait_for_sent(&relay, at - (64 << 10)).await;
+        }
+    }
+    let file = app.listed(&t, "self", "live.bin").await.expect("committed");
+    assert_eq!(file["scanStatus"], "clean");
+    assert_eq!(app.download(&t, "self", "live.bin").await, bytes);
+    // Once: the completion did not stream the stored bytes again (INSTREAM frames each 64 KiB
+    // chunk with 4 bytes; VERSION is a few more).
+    let sent = relay.sent();
+    let len = bytes.len() as u64;
+    assert!(
+        sent >= len && sent < len + len / 1000,
+        "clamd got {sent} bytes for a file of {len}"
+    );
+}
+
+#[tokio::test]
+async fn a_scan_session_lost_between_patches_is_made_up_by_scanning_the_stored_bytes() {
+    let relay = common::relay::Relay::start().await;
+    let app = TestApp::start_with(&["--clamd", &relay.address()]).await;
+    let t = app.token("jack", "study");
+
+    // EICAR split across the PATCHes, and clamd's stream closed in between (a pause longer
+    // than its ReadTimeout): the completion scans all of the stored bytes and finds it.
+    let mut bytes = noise(6 << 20, 12);
+    bytes.extend(common::eicar());
+    bytes.extend(noise(1000, 13));
+    let path = create(&app, &t, "lost.bin", Some(bytes.len() as u64)).await;
+    let cut = (6 << 20) + 30;
+    let res = patch(&app, &t, &path, 0, bytes[..cut].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    wait_for_sent(&relay, cut as u64 - (64 << 10)).await;
+    relay.cut();
+    let before = relay.sent();
+    let res = patch(&app, &t, &path, cut as u64, bytes[cut..].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        relay.sent() - before >= bytes.len() as u64,
+        "the stored bytes were not scanned again"
+    );
+    assert!(app.listed(&t, "self", "lost.bin").await.is_none());
+    let id = path.rsplit('/').next().unwrap();
+    let left = bytes_of(&app, id);
+    assert!(
+        left.is_empty(),
+        "bytes of the infected upload left: {left:?}"
+    );
+
+    // A clean file after the same loss is committed, scanned.
+    let clean = noise(5 << 20, 14);
+    let path = create(&app, &t, "clean.bin", Some(clean.len() as u64)).await;
+    let half = clean.len() / 2;
+    let res = patch(&app, &t, &path, 0, clean[..half].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    relay.cut();
+    let res = patch(&app, &t, &path, half as u64, clean[half..].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let file = app
+        .listed(&t, "self", "clean.bin")
+        .await
+        .expect("committed");
+    assert_eq!(file["scanStatus"], "clean");
+    assert_eq!(app.download(&t, "self", "clean.bin").await, clean);
+}
+
+#[tokio::test]
+async fn after_a_restart_the_completion_scans_the_stored_bytes_and_finds_eicar() {
+    let clamd = std::env::var("PF_TEST_CLAMD").expect("PF_TEST_CLAMD is not set: run scripts/test");
+    let app = TestApp::start_with(&["--clamd", &clamd]).await;
+    let t = app.token("kate", "study");
+    let mut bytes = noise(6 << 20, 15);
+    bytes.extend(common::eicar());
+    bytes.extend(noise(1000, 16));
+    let path = create(&app, &t, "restart.bin", Some(bytes.len() as u64)).await;
+    let cut = (6 << 20) + 30;
+    let res = patch(&app, &t, &path, 0, bytes[..cut].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The scan session goes with the process; the bytes and the hash state stay.
+    let app = app.restart().await;
+    let res = patch(&app, &t, &path, cut as u64, bytes[cut..].to_vec()).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(app.listed(&t, "self", "restart.bin").await.is_none());
     let id = path.rsplit('/').next().unwrap();
     let left = bytes_of(&app, id);
     assert!(

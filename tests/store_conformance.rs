@@ -352,8 +352,30 @@ async fn append(store: &dyn BlobStore, staged: &Staged, bytes: &[u8]) -> Staged 
     w.sync().await.unwrap()
 }
 
+/// Nothing of the upload `id` is left in the store: no staged file, multipart upload or tail.
+fn assert_no_staged_leftovers(s: &Subject, id: &str) {
+    match &s.bucket {
+        None => assert!(
+            files_named(&s.data.path().join("resumable"), id).is_empty(),
+            "local: staged file left"
+        ),
+        Some(bucket) => {
+            let dir = aws_env().s3_dir;
+            assert!(
+                s3_multipart_leftovers(&dir, bucket).is_empty(),
+                "s3: multipart upload left"
+            );
+            let left: Vec<_> = files_named(&dir.join(bucket), id)
+                .into_iter()
+                .filter(|p| p.to_string_lossy().contains(".tail-"))
+                .collect();
+            assert!(left.is_empty(), "s3: tails left: {left:?}");
+        }
+    }
+}
+
 #[tokio::test]
-async fn staged_bytes_survive_cut_requests_and_leave_nothing_once_dropped() {
+async fn staged_bytes_survive_cut_requests_and_become_the_object_in_place() {
     for s in subjects().await {
         let store = s.store.as_ref();
         let k = key();
@@ -370,47 +392,61 @@ async fn staged_bytes_survive_cut_requests_and_leave_nothing_once_dropped() {
         drop(cut);
         let second = append(store, &first, &whole[3 << 20..13 << 20]).await;
         let third = append(store, &second, &whole[13 << 20..]).await;
+        assert_eq!(
+            store.size(&k).await.unwrap(),
+            None,
+            "{}: visible before the finish",
+            s.name
+        );
 
-        let read = store.read_staged(&third).await.unwrap();
-        assert_eq!(read.object_size, whole.len() as u64, "{}", s.name);
-        let got = read
-            .body
-            .try_fold(Vec::new(), |mut all, c| async move {
-                all.extend_from_slice(&c);
-                Ok(all)
-            })
-            .await
-            .unwrap();
-        assert!(got == whole, "{}: the staged bytes differ", s.name);
+        store.finish_staged(&third).await.unwrap();
+        // A finish whose answer was lost, sent again: nothing changes.
+        store.finish_staged(&third).await.unwrap();
+        assert!(
+            read_all(store, &k, None).await == whole,
+            "{}: the object differs",
+            s.name
+        );
+        assert_no_staged_leftovers(&s, &id);
 
+        // Dropping what was staged leaves the finished object: it is its claim's now.
         store.drop_staged(&third).await.unwrap();
-        // What was dropped drops again without complaint.
-        store.drop_staged(&third.dropped()).await.unwrap();
-        match &s.bucket {
-            None => assert!(
-                files_named(s.data.path(), &id).is_empty(),
-                "local: staged file left"
-            ),
-            Some(bucket) => {
-                let dir = aws_env().s3_dir;
-                assert!(
-                    s3_multipart_leftovers(&dir, bucket).is_empty(),
-                    "s3: multipart upload left"
-                );
-                let left = files_named(&dir.join(bucket), &id);
-                assert!(left.is_empty(), "s3: objects left: {left:?}");
-            }
-        }
+        assert_eq!(
+            store.size(&k).await.unwrap(),
+            Some(whole.len() as u64),
+            "{}",
+            s.name
+        );
+        store.delete(&k).await.unwrap();
     }
 }
 
 #[tokio::test]
-async fn an_empty_staged_upload_reads_as_an_empty_object() {
+async fn unfinished_staged_bytes_leave_nothing_once_dropped() {
     for s in subjects().await {
         let store = s.store.as_ref();
-        let staged = store.begin_staging(&key(), 0).await.unwrap();
-        let read = store.read_staged(&staged).await.unwrap();
-        assert_eq!(read.object_size, 0, "{}", s.name);
+        let k = key();
+        let id = k.upload_id().as_str().to_owned();
+        let staged = store.begin_staging(&k, 64 << 20).await.unwrap();
+        // A part and a tail on S3.
+        let staged = append(store, &staged, &noise(9 << 20, 3)).await;
         store.drop_staged(&staged).await.unwrap();
+        // What was dropped drops again without complaint.
+        store.drop_staged(&staged.dropped()).await.unwrap();
+        assert_eq!(store.size(&k).await.unwrap(), None, "{}", s.name);
+        assert_no_staged_leftovers(&s, &id);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_staged_upload_finishes_as_an_empty_object() {
+    for s in subjects().await {
+        let store = s.store.as_ref();
+        let k = key();
+        let staged = store.begin_staging(&k, 0).await.unwrap();
+        store.finish_staged(&staged).await.unwrap();
+        assert_eq!(store.size(&k).await.unwrap(), Some(0), "{}", s.name);
+        store.drop_staged(&staged).await.unwrap();
+        store.delete(&k).await.unwrap();
     }
 }

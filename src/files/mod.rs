@@ -194,6 +194,8 @@ pub struct FileService {
     resumable: resumable::ResumableSettings,
     /// The resumable uploads this instance appends to now.
     writers: Arc<resumable::Writers>,
+    /// Scan sessions kept between the requests of resumable uploads.
+    live: Arc<resumable::LiveScans>,
     /// This instance, as the holder of a resumable upload's lease.
     instance: String,
 }
@@ -235,6 +237,7 @@ impl FileService {
             audit,
             resumable: settings.resumable,
             writers: Arc::default(),
+            live: Arc::new(resumable::LiveScans::new(settings.resumable.scan_sessions)),
             instance: crate::keys::UploadId::generate().as_str().to_owned(),
         }
     }

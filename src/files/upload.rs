@@ -11,7 +11,7 @@ use crate::capability::{Grant, Purpose};
 use crate::config::Mode;
 use crate::keys::{ObjectKey, UploadId};
 use crate::model::{FileId, Issuer, Owner, PendingUpload, StoredFile};
-use crate::pipeline::{self, BoxError, Declared, Dest, PipelineError};
+use crate::pipeline::{self, BoxError, Declared, Dest, PipelineError, Rules};
 use crate::sniff;
 
 impl FileService {
@@ -248,6 +248,55 @@ impl FileService {
         E: Into<BoxError>,
     {
         let slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
+        let (rules, quota_error) = self.rules_within_quota(owner, file_id).await?;
+        // A fresh key for every attempt, so two uploads of one file never write one object.
+        let key = ObjectKey::new(owner, &UploadId::generate());
+        let claim = self.claim(owner, file_id, &key).await?;
+        let dest = match arrived {
+            Some(_) => Dest::Checked,
+            None => Dest::Object(&key),
+        };
+        let received = pipeline::receive(body, declared, &rules, self.sinks(), dest)
+            .await
+            .map_err(quota_error)?;
+        let (this, owner, file_id, consumes) = (
+            self.clone(),
+            owner.clone(),
+            file_id.clone(),
+            consumes.cloned(),
+        );
+        let finishing = self.tasks.spawn(async move {
+            let _slot = slot;
+            let ingested = received.finish().await.map_err(quota_error)?;
+            if let Some((from, etag)) = &arrived {
+                this.store
+                    .copy_checked(from, &key, etag, &ingested.sha256)
+                    .await?;
+            }
+            this.commit_ingested(&owner, &file_id, key, ingested, consumes.as_ref(), claim)
+                .await
+        });
+        match finishing.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(PipelineError::ShuttingDown.into()),
+        }
+    }
+
+    /// The rules for a new version of `file_id`: the file quota checked now, and the byte
+    /// quota as the size limit where it is the lower one; with the error that a body over
+    /// that limit is then.
+    pub(super) async fn rules_within_quota(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Result<
+        (
+            Rules,
+            impl Fn(PipelineError) -> FilesError + Copy + Send + 'static,
+        ),
+        FilesError,
+    > {
         let mut rules = self.rules.clone();
         let mut quota_bound = false;
         let quotas = self.limits.settings;
@@ -278,50 +327,32 @@ impl FileService {
             PipelineError::TooLarge { .. } if quota_bound => FilesError::Quota("storage"),
             other => other.into(),
         };
-        // A fresh key for every attempt, so two uploads of one file never write one object.
-        let key = ObjectKey::new(owner, &UploadId::generate());
-        let claim = self.claim(owner, file_id, &key).await?;
-        let dest = match arrived {
-            Some(_) => Dest::Checked,
-            None => Dest::Object(&key),
+        Ok((rules, quota_error))
+    }
+
+    /// Makes the checked object under `key` the file, by the switch; with how long its scan
+    /// took.
+    pub(super) async fn commit_ingested(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+        key: ObjectKey,
+        ingested: pipeline::Ingested,
+        consumes: Option<&UploadId>,
+        claim: ClaimGuard,
+    ) -> Result<Committed, FilesError> {
+        let file = StoredFile {
+            key,
+            mime_type: ingested.mime_type,
+            size: ingested.size,
+            sha256: Some(ingested.sha256),
+            scan_status: ingested.scan_status,
+            created_on: Utc::now(),
+            scan: ingested.scan,
         };
-        let received = pipeline::receive(body, declared, &rules, self.sinks(), dest)
-            .await
-            .map_err(quota_error)?;
-        let (this, owner, file_id, consumes) = (
-            self.clone(),
-            owner.clone(),
-            file_id.clone(),
-            consumes.cloned(),
-        );
-        let finishing = self.tasks.spawn(async move {
-            let _slot = slot;
-            let ingested = received.finish().await.map_err(quota_error)?;
-            if let Some((from, etag)) = &arrived {
-                this.store
-                    .copy_checked(from, &key, etag, &ingested.sha256)
-                    .await?;
-            }
-            let file = StoredFile {
-                key,
-                mime_type: ingested.mime_type,
-                size: ingested.size,
-                sha256: Some(ingested.sha256),
-                scan_status: ingested.scan_status,
-                created_on: Utc::now(),
-                scan: ingested.scan,
-            };
-            let mut committed = this
-                .switch(&owner, &file_id, file, consumes.as_ref(), claim)
-                .await?;
-            committed.scan_time = ingested.scan_time;
-            Ok(committed)
-        });
-        match finishing.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(PipelineError::ShuttingDown.into()),
-        }
+        let mut committed = self.switch(owner, file_id, file, consumes, claim).await?;
+        committed.scan_time = ingested.scan_time;
+        Ok(committed)
     }
 
     /// Makes a committed object the file's current version with a conditional write that also

@@ -23,6 +23,11 @@ pub struct ResumableUpload {
     pub length: Option<u64>,
     /// Bytes that the store holds durably and that this row records.
     pub offset: u64,
+    /// The SHA-256 state over those bytes (digest's serialized state, base64), so that any
+    /// instance goes on hashing where the last request stopped. `None`: unknown, and the
+    /// completion hashes the stored bytes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     pub created_on: DateTime<Utc>,
     pub expires_on: DateTime<Utc>,
     /// Where the bytes are, and what the store needs to append to them.

@@ -189,8 +189,8 @@ impl BlobStore for LocalBlobStore {
         staging::open(&self.resumable, staged).await
     }
 
-    async fn read_staged(&self, staged: &Staged) -> Result<BlobRead, StoreError> {
-        staging::read(&self.resumable, staged).await
+    async fn finish_staged(&self, staged: &Staged) -> Result<(), StoreError> {
+        staging::finish(&self.resumable, staged, &self.path(&staged.key)).await
     }
 
     async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError> {
@@ -239,30 +239,34 @@ impl BlobWriter for LocalWriter {
         let file = file.into_inner();
         file.sync_all().await.map_err(io)?;
         drop(file);
-        let parent = self.target.parent().expect("object paths have a parent");
-        let temp = self
-            .guard
-            .0
-            .as_ref()
-            .expect("temp file present until commit");
-        // A delete of the file's last other object may remove the folder between the two
-        // calls; making it again is enough.
-        let mut attempts = 0;
-        loop {
-            fs::create_dir_all(parent).await.map_err(io)?;
-            match fs::rename(temp, &self.target).await {
-                Ok(()) => break,
-                Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => attempts += 1,
-                Err(e) => return Err(io(e)),
-            }
+        let temp = self.guard.0.take().expect("temp file present until commit");
+        if let Err(e) = place(&temp, &self.target).await {
+            self.guard.0 = Some(temp);
+            return Err(e);
         }
-        self.guard.0 = None;
-        // The rename is durable only once the folder that holds the new name is synced.
-        File::open(parent)
-            .await
-            .map_err(io)?
-            .sync_all()
-            .await
-            .map_err(io)
+        Ok(())
     }
+}
+
+/// Renames a synced file to an object's path, durably.
+async fn place(from: &Path, target: &Path) -> Result<(), StoreError> {
+    let parent = target.parent().expect("object paths have a parent");
+    // A delete of the file's last other object may remove the folder between the two calls;
+    // making it again is enough.
+    let mut attempts = 0;
+    loop {
+        fs::create_dir_all(parent).await.map_err(io)?;
+        match fs::rename(from, target).await {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => attempts += 1,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    // The rename is durable only once the folder that holds the new name is synced.
+    File::open(parent)
+        .await
+        .map_err(io)?
+        .sync_all()
+        .await
+        .map_err(io)
 }

@@ -129,11 +129,16 @@ pub trait BlobStore: Send + Sync {
     /// recorded them); whatever an interrupted request wrote past them is overwritten.
     async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError>;
 
-    /// Reads every staged byte, in order.
-    async fn read_staged(&self, staged: &Staged) -> Result<BlobRead, StoreError>;
+    /// Makes the staged bytes, whole, the object under `staged.key`, in place: nothing is
+    /// copied (S3 completes the multipart upload, the local store renames the file). A finish
+    /// whose answer was lost is recognised by the object's size. The caller claims the key
+    /// first: from here on the object is an upload's like any other.
+    async fn finish_staged(&self, staged: &Staged) -> Result<(), StoreError>;
 
-    /// Removes every staged byte. Once it succeeded, the caller keeps [`Staged::dropped`] in
-    /// its place: a multipart upload cannot be aborted twice everywhere.
+    /// Removes the staged bytes that were not finished into an object (an object that
+    /// [`BlobStore::finish_staged`] made belongs to its claim and stays). Once it succeeded,
+    /// the caller keeps [`Staged::dropped`] in its place: a multipart upload cannot be aborted
+    /// twice everywhere.
     async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError>;
 
     /// Every object this service wrote (keys it can parse), for `reconcile`.

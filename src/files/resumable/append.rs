@@ -9,7 +9,8 @@ use chrono::Utc;
 use futures::{Stream, StreamExt};
 use sha2::Digest;
 
-use super::Describe;
+use super::live::LiveScan;
+use super::{Describe, hashing};
 use crate::files::{Committed, FileService, FilesError};
 use crate::keys::UploadId;
 use crate::model::{FileId, Owner, ResumableUpload, Versioned, WriterLease};
@@ -19,6 +20,11 @@ use crate::pipeline::BoxError;
 /// `SYNC_EVERY` while bytes arrive) renews it. Short, because an instance that died leaves its
 /// lease behind: another instance takes the upload (423 until then) once it ran out.
 const LEASE: Duration = Duration::from_secs(15);
+
+/// How long a request waits for a scan session to open or take a chunk before it gives the
+/// session up (the completion then scans the stored bytes): a stalled clamd must not hold the bytes back
+/// while the lease runs out.
+const FEED_WAIT: Duration = Duration::from_secs(5);
 
 /// Bytes between durable points, and the longest time between two.
 const SYNC_BYTES: u64 = 8 * 1024 * 1024;
@@ -123,6 +129,8 @@ impl FileService {
         let turn = self.writers.take(id.as_str()).await;
         let index = self.upload_index();
         let mut row = self.read_upload(owner, id).await?;
+        // The session that saw the bytes so far, if this instance wrote them last.
+        let mut live = self.live.take(id.as_str(), row.value.offset, row.version);
         if req.offset != row.value.offset {
             return Err(FilesError::OffsetMismatch(row.value.offset));
         }
@@ -175,12 +183,16 @@ impl FileService {
         if row.value.is_full() && req.content_length.unwrap_or(0) == 0 {
             // Complete but not committed: a completion that failed for a backend, again, under
             // this request's lease.
-            return self.complete_leased(row, describe).await;
+            return self.complete_leased(row, live, describe).await;
         }
         let before = row.clone();
+        if live.is_none() && row.value.offset == 0 {
+            live = self.open_live_scan(row.version).await;
+        }
 
         let mut writer = self.store.stage(&row.value.staged).await?;
         let mut hasher = req.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let mut whole = hashing::resume(row.value.hash.as_deref(), row.value.offset);
         let (mut received, mut unsynced) = (0u64, 0u64);
         let mut last_sync = Instant::now();
         let mut cut = None;
@@ -208,7 +220,26 @@ impl FileService {
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
             }
-            writer.write(chunk).await?;
+            if let Some(h) = whole.as_mut() {
+                sha2::Digest::update(h, &chunk);
+            }
+            // clamd and the store take each chunk at once, as in the pipeline. A session that
+            // fails is only dropped: the completion then scans the stored bytes.
+            let copy = chunk.clone();
+            let fed = async {
+                match live.as_mut() {
+                    Some(l) => matches!(
+                        tokio::time::timeout(FEED_WAIT, l.session.feed(copy)).await,
+                        Ok(Ok(()))
+                    ),
+                    None => true,
+                }
+            };
+            let (fed, written) = tokio::join!(fed, writer.write(chunk));
+            if !fed {
+                live = None;
+            }
+            written?;
             received += n;
             unsynced += n;
             // With a checksum, nothing of the request counts before its end: a mismatch keeps
@@ -218,7 +249,7 @@ impl FileService {
                     .record(
                         row,
                         writer.sync().await?,
-                        before.value.offset + received,
+                        (before.value.offset + received, whole.as_ref()),
                         true,
                     )
                     .await?;
@@ -243,17 +274,26 @@ impl FileService {
             });
         }
         let staged = writer.sync().await?;
-        let full = length == Some(before.value.offset + received);
+        let offset = before.value.offset + received;
+        let full = length == Some(offset);
         row = self
-            .record(row, staged, before.value.offset + received, full)
+            .record(row, staged, (offset, whole.as_ref()), full)
             .await?;
         drop(writer);
+        if let Some(l) = live.as_mut() {
+            l.offset = offset;
+            l.version = row.version;
+        }
+        if full {
+            if cut.is_none() {
+                drop(turn);
+                return self.complete_leased(row, live, describe).await;
+            }
+        } else if let Some(l) = live {
+            self.live.keep(id.as_str(), l);
+        }
         match cut {
             Some(cut) => Err(cut.into()),
-            None if full => {
-                drop(turn);
-                self.complete_leased(row, describe).await
-            }
             None => Ok(Appended {
                 offset: row.value.offset,
                 file_id: row.value.file_id.clone(),
@@ -262,17 +302,18 @@ impl FileService {
         }
     }
 
-    /// Records a durable point: the staged state and the offset, renewing the lease (`hold`)
-    /// or giving it back.
+    /// Records a durable point: the staged state, the offset with the hash over the bytes
+    /// before it, renewing the lease (`hold`) or giving it back.
     async fn record(
         &self,
         mut row: Versioned<ResumableUpload>,
         staged: crate::model::Staged,
-        offset: u64,
+        (offset, whole): (u64, Option<&sha2::Sha256>),
         hold: bool,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
         row.value.staged = staged;
         row.value.offset = offset;
+        row.value.hash = whole.map(hashing::save);
         let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
         row.value.writer = hold.then(|| lease(&self.instance, fence));
         match self
@@ -290,11 +331,33 @@ impl FileService {
         }
     }
 
+    /// A scan session for a new upload's bytes, when there is a scanner and room for one;
+    /// without it the completion scans the stored bytes.
+    async fn open_live_scan(&self, version: u64) -> Option<LiveScan> {
+        let scanner = self.scanner.as_ref()?;
+        if !self.live.has_room() {
+            return None;
+        }
+        let memory = self.budget.reserve(scanner.buffer_memory()).await.ok()?;
+        // A scanner slow to answer is not waited for here: the completion scans instead.
+        let session = tokio::time::timeout(FEED_WAIT, scanner.session())
+            .await
+            .ok()?
+            .ok()?;
+        Some(LiveScan {
+            session,
+            offset: 0,
+            version,
+            memory,
+        })
+    }
+
     /// Completes the upload while renewing this request's lease: the scan of a large file
     /// takes longer than the lease, and another instance must not complete it beside this one.
     async fn complete_leased(
         &self,
         row: Versioned<ResumableUpload>,
+        live: Option<LiveScan>,
         describe: &Describe,
     ) -> Result<Appended, FilesError> {
         let offset = row.value.offset;
@@ -308,7 +371,7 @@ impl FileService {
             }
         };
         let committed = tokio::select! {
-            r = self.complete_upload(row, describe) => r?,
+            r = self.complete_upload(row, live, describe) => r?,
             () = renew => unreachable!("the renewal never ends"),
         };
         Ok(Appended {

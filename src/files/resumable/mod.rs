@@ -3,20 +3,23 @@
 //! same pipeline and switch as every upload, or terminated. The tus handlers are one adapter.
 
 mod append;
+mod complete;
+mod hashing;
+mod live;
 mod writers;
 
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{Committed, FileService, FilesError};
+use super::{FileService, FilesError};
 use crate::index::UploadIndex;
 use crate::keys::{ObjectKey, UploadId};
-use crate::model::{FileId, Issuer, Owner, Refusal, ResumableUpload, UploadOutcome, Versioned};
-use crate::pipeline::Declared;
+use crate::model::{FileId, Issuer, Owner, Refusal, ResumableUpload, Versioned};
 use crate::sniff;
 
 pub use append::{Append, Appended, Checksum, ChecksumAlgorithm};
+pub use live::LiveScans;
 pub use writers::Writers;
 
 /// How resumable uploads are bounded.
@@ -26,6 +29,8 @@ pub struct ResumableSettings {
     pub ttl: Duration,
     /// Uploads one participant may have open at once.
     pub max_open: u64,
+    /// Scan sessions this instance keeps open between the requests of its uploads.
+    pub scan_sessions: usize,
 }
 
 /// What a client declares when it creates an upload.
@@ -87,6 +92,7 @@ impl FileService {
             sha256: new.sha256,
             length: new.length,
             offset: 0,
+            hash: None,
             created_on: now,
             expires_on: now
                 + chrono::Duration::from_std(self.resumable.ttl).unwrap_or(chrono::Duration::MAX),
@@ -174,67 +180,7 @@ impl FileService {
         self.store.drop_staged(&row.value.staged).await?;
         index.delete_upload(owner, id, row.version).await?;
         self.writers.forget(id.as_str());
+        self.live.close(id.as_str());
         Ok(())
-    }
-
-    /// Streams the complete upload through the pipeline and the switch, records what came of
-    /// it for a client that lost the answer, and drops the staged bytes. A failure that is not
-    /// the upload's fault (a backend down) leaves it complete and uncommitted, for a retry.
-    async fn complete_upload(
-        &self,
-        row: Versioned<ResumableUpload>,
-        describe: &Describe,
-    ) -> Result<Committed, FilesError> {
-        let upload = &row.value;
-        let read = self.store.read_staged(&upload.staged).await?;
-        let declared = Declared {
-            mime_type: upload.mime_type.clone(),
-            size: upload.length,
-            length: Some(read.object_size),
-            sha256: upload.sha256.clone(),
-        };
-        let result = self
-            .ingest_and_commit(&upload.owner, &upload.file_id, read.body, &declared, None)
-            .await;
-        let (outcome, result) = match result {
-            Ok(c) => (UploadOutcome::Committed, Ok(c)),
-            Err(e) if super::settle::refusal_status(&e).is_some() => {
-                let refusal = describe(e);
-                (
-                    UploadOutcome::Refused(refusal.clone()),
-                    Err(FilesError::UploadRefused(refusal)),
-                )
-            }
-            Err(e) => return Err(e),
-        };
-        // The bytes go first, and the row then says so; a failure leaves them to `reconcile`.
-        let staged = match self.store.drop_staged(&row.value.staged).await {
-            Ok(()) => row.value.staged.dropped(),
-            Err(e) => {
-                tracing::warn!(error = %e, "the staged bytes of a complete upload were not removed; reconcile will");
-                row.value.staged.clone()
-            }
-        };
-        // The file is committed (or refused) whatever this write does. The row is read again:
-        // the lease's renewals have written it meanwhile.
-        let index = self.upload_index();
-        for _ in 0..5 {
-            let Some(mut now) = index.get_upload(&row.value.owner, &row.value.id).await? else {
-                break;
-            };
-            now.value.outcome = Some(outcome.clone());
-            now.value.writer = None;
-            now.value.staged = staged.clone();
-            match index.put_upload(&now.value, Some(now.version)).await {
-                Ok(_) => break,
-                Err(e) if e.is_retryable() => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "the outcome of a resumable upload was not recorded");
-                    break;
-                }
-            }
-        }
-        self.writers.forget(row.value.id.as_str());
-        result
     }
 }

@@ -1,18 +1,16 @@
 //! Resumable uploads on the local store: one file per upload under `resumable/`, appended to
-//! and fsynced before an offset may move.
+//! and fsynced before an offset may move, then renamed to its object's path.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::{WRITE_BUFFER, io};
 use crate::keys::ObjectKey;
 use crate::model::Staged;
-use crate::store::{BlobRead, StageWriter, StoreError};
+use crate::store::{StageWriter, StoreError};
 
 /// The file of an upload: named by its upload ID alone, which says nothing about whose it is.
 pub(super) fn path(dir: &Path, key: &ObjectKey) -> PathBuf {
@@ -56,24 +54,48 @@ pub(super) async fn open(dir: &Path, staged: &Staged) -> Result<Box<dyn StageWri
     }))
 }
 
-pub(super) async fn read(dir: &Path, staged: &Staged) -> Result<BlobRead, StoreError> {
-    let file = match File::open(path(dir, &staged.key)).await {
-        Ok(f) => f,
-        // Nothing was ever appended (a zero-length upload).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && staged.tail == 0 => {
-            return Ok(BlobRead {
-                object_size: 0,
-                etag: None,
-                body: Box::pin(futures::stream::empty()),
-            });
+/// Renames the upload's file to the object's path; the bytes were synced as they came.
+pub(super) async fn finish(dir: &Path, staged: &Staged, target: &Path) -> Result<(), StoreError> {
+    let from = path(dir, &staged.key);
+    match fs::metadata(&from).await {
+        Ok(m) if m.len() == staged.tail => super::place(&from, target).await,
+        // Past the durable bytes: a request cut before its offset moved.
+        Ok(m) if m.len() > staged.tail => {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&from)
+                .await
+                .map_err(io)?;
+            file.set_len(staged.tail).await.map_err(io)?;
+            file.sync_all().await.map_err(io)?;
+            super::place(&from, target).await
         }
-        Err(e) => return Err(io(e)),
-    };
-    Ok(BlobRead {
-        object_size: staged.tail,
-        etag: None,
-        body: Box::pin(ReaderStream::with_capacity(file.take(staged.tail), 64 * 1024).map_err(io)),
-    })
+        Ok(_) => Err(io(std::io::Error::other(
+            "a staged file is shorter than its recorded bytes",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match fs::metadata(target).await {
+                // Finished before, and the answer lost.
+                Ok(m) if m.len() == staged.tail => Ok(()),
+                // Nothing was ever appended (a zero-length upload).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && staged.tail == 0 => {
+                    let temp = dir.join(format!("{}.empty", staged.key.upload_id().as_str()));
+                    File::create(&temp)
+                        .await
+                        .map_err(io)?
+                        .sync_all()
+                        .await
+                        .map_err(io)?;
+                    super::place(&temp, target).await
+                }
+                Ok(_) => Err(io(std::io::Error::other(
+                    "a finished upload's object has another size than recorded",
+                ))),
+                Err(e) => Err(io(e)),
+            }
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 pub(super) async fn remove(dir: &Path, staged: &Staged) -> Result<(), StoreError> {

@@ -380,8 +380,8 @@ impl BlobStore for S3BlobStore {
         self.open_staged(staged).await
     }
 
-    async fn read_staged(&self, staged: &Staged) -> Result<BlobRead, StoreError> {
-        self.read_staged_object(staged).await
+    async fn finish_staged(&self, staged: &Staged) -> Result<(), StoreError> {
+        self.finish_staged_object(staged).await
     }
 
     async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError> {

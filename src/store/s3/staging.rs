@@ -11,7 +11,7 @@ use super::{NAME, S3BlobStore, failed, sse};
 use crate::budget::Reservation;
 use crate::keys::ObjectKey;
 use crate::model::{Staged, StagedPart};
-use crate::store::{BlobRead, BlobStore, MIN_PART_SIZE, StageWriter, StoreError};
+use crate::store::{BlobStore, MIN_PART_SIZE, StageWriter, StoreError};
 
 /// S3's bound on the parts of one multipart upload.
 pub(crate) const MAX_PARTS: u64 = 10_000;
@@ -142,12 +142,12 @@ impl S3BlobStore {
         })
     }
 
-    /// Completes the multipart upload (the tail as its last part) and reads the object. A
+    /// Completes the multipart upload, the tail as its last part, then deletes the tails. A
     /// completion that already happened (its answer lost) is found by the object's size.
-    pub(super) async fn read_staged_object(&self, staged: &Staged) -> Result<BlobRead, StoreError> {
+    pub(super) async fn finish_staged_object(&self, staged: &Staged) -> Result<(), StoreError> {
         let total = durable(staged);
         if self.size(&staged.key).await? == Some(total) {
-            return self.read(&staged.key, None).await;
+            return self.delete_tails(staged).await;
         }
         let mut parts = staged.parts.clone();
         if staged.tail > 0 {
@@ -191,13 +191,13 @@ impl S3BlobStore {
                 .await
                 .map_err(|e| failed("CompleteMultipartUpload failed", e))?;
         }
-        self.read(&staged.key, None).await
+        self.delete_tails(staged).await
     }
 
-    /// Aborts the multipart upload and deletes every tail and the completed object.
+    /// Aborts the multipart upload, unless it was completed (that object belongs to its
+    /// claim), and deletes every tail.
     pub(super) async fn drop_staged_objects(&self, staged: &Staged) -> Result<(), StoreError> {
-        // A completed upload's object is there; aborting it would be an error, whose code
-        // differs between S3 servers.
+        // Aborting a completed upload would be an error, whose code differs between S3 servers.
         let completed = self.size(&staged.key).await?.is_some();
         if let Some(upload) = staged.multipart.as_ref().filter(|_| !completed) {
             match self
@@ -214,6 +214,10 @@ impl S3BlobStore {
                 Err(e) => return Err(failed("AbortMultipartUpload failed", e)),
             }
         }
+        self.delete_tails(staged).await
+    }
+
+    async fn delete_tails(&self, staged: &Staged) -> Result<(), StoreError> {
         let prefix = format!("{}.tail-", self.key(&staged.key));
         let mut pages = self
             .client
@@ -234,7 +238,7 @@ impl S3BlobStore {
                     .map_err(|e| failed("DeleteObject failed", e))?;
             }
         }
-        self.delete(&staged.key).await
+        Ok(())
     }
 }
 

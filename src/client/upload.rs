@@ -1,0 +1,264 @@
+//! `participant-files upload`: a tus upload in chunks, each with its own checksum, retried with
+//! backoff, resumed by a later run from the offset the service reports.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::progress::Progress;
+use super::{Attempt, ClientError, Connection, Retries, refusal, state};
+
+const TUS: &str = "1.0.0";
+
+/// What to upload.
+pub struct Upload<'a> {
+    pub file: &'a Path,
+    pub file_id: Option<&'a str>,
+    pub mime_type: Option<&'a str>,
+    pub chunk_size: u64,
+}
+
+/// Uploads the file and returns the stored file's metadata (ParticipantFile, without its
+/// download URL).
+///
+/// # Errors
+/// [`ClientError`]: refused by the service, given up after the retries, or a bad file.
+pub async fn upload(conn: &Connection, up: Upload<'_>) -> Result<serde_json::Value, ClientError> {
+    let unreadable =
+        |e: std::io::Error| ClientError::Usage(format!("cannot read {}: {e}", up.file.display()));
+    let meta = tokio::fs::metadata(up.file).await.map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(ClientError::Usage(format!(
+            "{} is not a file",
+            up.file.display()
+        )));
+    }
+    let file_id = match up.file_id {
+        Some(id) => id.to_owned(),
+        None => up
+            .file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| ClientError::Usage("give the file's ID with --file-id".to_owned()))?
+            .to_owned(),
+    };
+    let size = meta.len();
+    let path = tokio::fs::canonicalize(up.file).await.map_err(unreadable)?;
+    let key = state::Key::new(
+        &path,
+        size,
+        meta.modified().map_err(unreadable)?,
+        &format!("{}\n{}\n{file_id}", conn.base, conn.user),
+    );
+    let mut file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
+    let progress = Progress::new(size, "uploaded");
+    let mut retries = Retries::new();
+
+    // The service checks the whole file against this at completion.
+    let sha256 = super::sha256_of(&mut file).await.map_err(unreadable)?;
+    let mut location = state::load(&key);
+    let mut offset = None;
+    loop {
+        let step = match (location.clone(), offset) {
+            (None, _) => create(conn, &file_id, size, &sha256, up.mime_type)
+                .await
+                .map(|loc| {
+                    state::save(&key, &loc);
+                    location = Some(loc);
+                    offset = Some(0);
+                }),
+            (Some(loc), None) => match head(conn, &loc).await {
+                Ok(at) => {
+                    if at > 0 {
+                        progress.note(&format!("resuming at byte {at}"));
+                    }
+                    offset = Some(at);
+                    Ok(())
+                }
+                // Expired, or gone: from the start again.
+                Err(Attempt::Refused(ClientError::Refused {
+                    status: 404 | 410, ..
+                })) => {
+                    location = None;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            (Some(_), Some(at)) if at >= size => break,
+            (Some(loc), Some(at)) => {
+                let length = up.chunk_size.min(size - at);
+                let chunk = read_at(&mut file, at, length).await.map_err(unreadable)?;
+                match patch(conn, &loc, at, chunk).await {
+                    Ok(next) => {
+                        offset = Some(next);
+                        progress.step(next);
+                        retries.reset();
+                        Ok(())
+                    }
+                    // Out of step (an earlier answer got lost): ask where it stands.
+                    Err(Attempt::Refused(ClientError::Refused { status: 409, .. })) => {
+                        offset = None;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        offset = None;
+                        Err(e)
+                    }
+                }
+            }
+        };
+        match step {
+            Ok(()) => {}
+            Err(Attempt::Refused(e)) => {
+                if matches!(&e, ClientError::Refused { status, .. } if !matches!(status, 401 | 403))
+                {
+                    // The upload itself was refused: a new run starts over.
+                    state::forget(&key);
+                }
+                progress.finish();
+                return Err(e);
+            }
+            Err(Attempt::Retry(why)) => {
+                if let Err(e) = retries.pause(why, &progress).await {
+                    progress.finish();
+                    return Err(e);
+                }
+            }
+        }
+    }
+    progress.finish();
+    state::forget(&key);
+    stored(conn, &file_id, &mut retries, &progress).await
+}
+
+async fn read_at(file: &mut tokio::fs::File, at: u64, length: u64) -> std::io::Result<Bytes> {
+    file.seek(std::io::SeekFrom::Start(at)).await?;
+    let mut buf = vec![0u8; usize::try_from(length).map_err(std::io::Error::other)?];
+    file.read_exact(&mut buf).await?;
+    Ok(buf.into())
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates the upload; its URL.
+async fn create(
+    conn: &Connection,
+    file_id: &str,
+    size: u64,
+    sha256: &str,
+    mime_type: Option<&str>,
+) -> Result<String, Attempt> {
+    let mut pairs = vec![("fileId", file_id), ("sha256", sha256)];
+    if let Some(t) = mime_type {
+        pairs.push(("mimeType", t));
+    }
+    let res = conn
+        .http
+        .post(format!(
+            "{}/v3/participants/{}/uploads",
+            conn.base, conn.user
+        ))
+        .bearer_auth(&conn.token)
+        .header("tus-resumable", TUS)
+        .header("upload-length", size)
+        .header("upload-metadata", metadata(&pairs))
+        .send()
+        .await?;
+    if res.status() != reqwest::StatusCode::CREATED {
+        return Err(refusal(res).await);
+    }
+    res.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| Attempt::Retry("the creation's answer had no Location".to_owned()))
+}
+
+/// The upload's offset; HEAD also completes an upload whose completion failed before.
+async fn head(conn: &Connection, location: &str) -> Result<u64, Attempt> {
+    let res = conn
+        .http
+        .head(location)
+        .bearer_auth(&conn.token)
+        .header("tus-resumable", TUS)
+        .send()
+        .await?;
+    if res.status() != reqwest::StatusCode::OK {
+        return Err(refusal(res).await);
+    }
+    offset_of(&res)
+}
+
+/// Sends one chunk at `at`, with its SHA-256; the new offset.
+async fn patch(conn: &Connection, location: &str, at: u64, chunk: Bytes) -> Result<u64, Attempt> {
+    let checksum = format!("sha256 {}", STANDARD.encode(Sha256::digest(&chunk)));
+    let res = conn
+        .http
+        .patch(location)
+        .bearer_auth(&conn.token)
+        .header("tus-resumable", TUS)
+        .header("upload-offset", at)
+        .header("upload-checksum", checksum)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/offset+octet-stream",
+        )
+        .body(chunk)
+        .send()
+        .await?;
+    if res.status() != reqwest::StatusCode::NO_CONTENT {
+        return Err(refusal(res).await);
+    }
+    offset_of(&res)
+}
+
+fn offset_of(res: &reqwest::Response) -> Result<u64, Attempt> {
+    res.headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Attempt::Retry("the answer had no Upload-Offset".to_owned()))
+}
+
+/// The stored file's metadata, from the 302 of its GET (its download URL left out).
+async fn stored(
+    conn: &Connection,
+    file_id: &str,
+    retries: &mut Retries,
+    progress: &Progress,
+) -> Result<serde_json::Value, ClientError> {
+    loop {
+        let attempt = async {
+            let res = conn
+                .http
+                .get(conn.files_url(file_id))
+                .bearer_auth(&conn.token)
+                .send()
+                .await?;
+            if res.status() != reqwest::StatusCode::FOUND {
+                return Err(refusal(res).await);
+            }
+            let mut file: serde_json::Value = res.json().await?;
+            if let Some(o) = file.as_object_mut() {
+                o.remove("downloadUrl");
+                o.remove("expiresOn");
+            }
+            Ok(file)
+        };
+        match attempt.await {
+            Ok(file) => return Ok(file),
+            Err(Attempt::Refused(e)) => return Err(e),
+            Err(Attempt::Retry(why)) => retries.pause(why, progress).await?,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Completing a resumable upload in place: its staged bytes become the file's object as they
+//! are (S3 completes the multipart upload, the local store renames the file), checked by the
+//! same pipeline and committed by the same switch as every upload. When the requests carried
+//! the hash and a scan session saw every byte, only the verdict is waited for; otherwise the
+//! stored bytes are streamed through the pipeline once.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+
+use super::live::LiveScan;
+use super::{Describe, hashing};
+use crate::budget::Reservation;
+use crate::files::{Committed, FileService, FilesError};
+use crate::keys::ObjectKey;
+use crate::model::{ResumableUpload, UploadOutcome, Versioned};
+use crate::pipeline::{self, Declared, Dest, Ingested, PipelineError, Resumed, Rules};
+use crate::sniff::SNIFF_LEN;
+use crate::store::StoreError;
+
+impl FileService {
+    /// Commits the complete upload, records what came of it for a client that lost the
+    /// answer, and drops what is left of the staged bytes. A failure that is not the upload's
+    /// fault (a backend down) leaves it complete and uncommitted, for a retry.
+    pub(super) async fn complete_upload(
+        &self,
+        row: Versioned<ResumableUpload>,
+        live: Option<LiveScan>,
+        describe: &Describe,
+    ) -> Result<Committed, FilesError> {
+        let upload = &row.value;
+        let result = self.commit_staged(upload, live).await;
+        let (outcome, result) = match result {
+            Ok(c) => (UploadOutcome::Committed, Ok(c)),
+            Err(e) if crate::files::settle::refusal_status(&e).is_some() => {
+                let refusal = describe(e);
+                (
+                    UploadOutcome::Refused(refusal.clone()),
+                    Err(FilesError::UploadRefused(refusal)),
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        // Committed: the staged bytes are the file now. Refused: what is left of them goes
+        // first, and the row then says so; a failure leaves them to `reconcile`.
+        let staged = match &outcome {
+            UploadOutcome::Committed => upload.staged.dropped(),
+            UploadOutcome::Refused(_) => match self.store.drop_staged(&upload.staged).await {
+                Ok(()) => upload.staged.dropped(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the staged bytes of a refused upload were not removed; reconcile will");
+                    upload.staged.clone()
+                }
+            },
+        };
+        // The file is committed (or refused) whatever this write does. The row is read again:
+        // the lease's renewals have written it meanwhile.
+        let index = self.upload_index();
+        for _ in 0..5 {
+            let Some(mut now) = index.get_upload(&upload.owner, &upload.id).await? else {
+                break;
+            };
+            now.value.outcome = Some(outcome.clone());
+            now.value.writer = None;
+            now.value.staged = staged.clone();
+            match index.put_upload(&now.value, Some(now.version)).await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the outcome of a resumable upload was not recorded");
+                    break;
+                }
+            }
+        }
+        self.writers.forget(upload.id.as_str());
+        result
+    }
+
+    /// Claims the staged key, finishes the staged bytes into its object, checks them and
+    /// switches the file to them. Once the last step began it runs to its end on its own task.
+    async fn commit_staged(
+        &self,
+        upload: &ResumableUpload,
+        live: Option<LiveScan>,
+    ) -> Result<Committed, FilesError> {
+        let (owner, file_id) = (&upload.owner, &upload.file_id);
+        let slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
+        let (rules, quota_error) = self.rules_within_quota(owner, file_id).await?;
+        let key = upload.staged.key.clone();
+        let mut claim = self.claim(owner, file_id, &key).await?;
+        self.store.finish_staged(&upload.staged).await?;
+        let declared = Declared {
+            mime_type: upload.mime_type.clone(),
+            size: upload.length,
+            length: Some(upload.offset),
+            sha256: upload.sha256.clone(),
+        };
+        let hashed =
+            hashing::resume(upload.hash.as_deref(), upload.offset).map(|h| hashing::digest(&h));
+        let (this, owner, file_id) = (self.clone(), owner.clone(), file_id.clone());
+        let finishing = self.tasks.spawn(async move {
+            let _slot = slot;
+            let ingested = match this
+                .check_staged(&key, &declared, &rules, hashed, live)
+                .await
+            {
+                Ok(ingested) => ingested,
+                Err(e) => {
+                    let e = quota_error(e);
+                    if crate::files::settle::refusal_status(&e).is_some() {
+                        this.discard(&key).await;
+                    } else {
+                        // The object stays claimed for the retry, which finds it finished.
+                        claim.disarm();
+                    }
+                    return Err(e);
+                }
+            };
+            this.commit_ingested(&owner, &file_id, key, ingested, None, claim)
+                .await
+        });
+        match finishing.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(PipelineError::ShuttingDown.into()),
+        }
+    }
+
+    /// The pipeline's checks and verdict on the finished object under `key`: from what the
+    /// requests counted when they carried the hash and, with a scanner, a session saw every
+    /// byte; else by streaming the object through the pipeline.
+    async fn check_staged(
+        &self,
+        key: &ObjectKey,
+        declared: &Declared,
+        rules: &Rules,
+        hashed: Option<String>,
+        live: Option<LiveScan>,
+    ) -> Result<Ingested, PipelineError> {
+        let size = declared.length.unwrap_or_default();
+        let counted = match (&hashed, &self.scanner, live) {
+            (Some(sha256), None, _) => Some((sha256.clone(), None, Reservation::none())),
+            (Some(sha256), Some(_), Some(live)) => {
+                Some((sha256.clone(), Some(live.session), live.memory))
+            }
+            _ => None,
+        };
+        if let Some((sha256, scan, memory)) = counted {
+            let live = scan.is_some();
+            let resumed = Resumed {
+                head: self.head(key, size).await?,
+                size,
+                sha256,
+                scan,
+                memory,
+            };
+            match pipeline::resume(resumed, declared, rules)?.finish().await {
+                // The session was lost between requests (clamd closed it): the stored bytes
+                // are scanned instead.
+                Err(PipelineError::Scan(e)) if live => {
+                    tracing::info!(error = %e, "a resumable upload's scan session was lost; scanning the stored bytes");
+                }
+                other => return other,
+            }
+        }
+        let read = self.store.read(key, None).await?;
+        let received =
+            pipeline::receive(read.body, declared, rules, self.sinks(), Dest::Checked).await?;
+        if hashed.is_some_and(|h| h != received.sha256()) {
+            return Err(StoreError::Backend {
+                backend: self.store.name(),
+                message: "the stored bytes are not those the requests sent".to_owned(),
+                source: "SHA-256 of the finished object differs from the requests'".into(),
+            }
+            .into());
+        }
+        received.finish().await
+    }
+
+    /// The first bytes of the object, for the type.
+    async fn head(&self, key: &ObjectKey, size: u64) -> Result<Bytes, StoreError> {
+        if size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = size.min(SNIFF_LEN as u64);
+        let read = self.store.read(key, Some(0..end)).await?;
+        let chunks: Vec<Bytes> = read.body.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+}
