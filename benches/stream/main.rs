@@ -23,6 +23,7 @@ use participant_files::auth::{self, Role};
 use participant_files::model::{AppId, UserId};
 
 mod arrival;
+mod resumable;
 
 const MIB: u64 = 1024 * 1024;
 const JWT: &str = "bench-jwt-secret-0123456789abcdef0123456789";
@@ -800,7 +801,7 @@ async fn main() {
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing,arrival",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1085,6 +1086,10 @@ async fn main() {
 
     if cases.contains("arrival") {
         arrival::arrival(&ctx, &bucket, size, runs, &mut push).await;
+    }
+
+    if cases.contains("resumable") {
+        resumable::resumable(&ctx, &bucket, size, runs, &mut push).await;
     }
 
     let machine = format!(
