@@ -412,10 +412,35 @@ async fn only_the_owner_reaches_an_upload() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(offset_of(&app, &alice, &path).await, 10);
+    // Alice's token expired mid-upload: 401 on HEAD and PATCH, nothing changed; a fresh
+    // token goes on from the offset.
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({
+            "sub": "alice",
+            "app": "study",
+            "exp": chrono::Utc::now().timestamp() - 3600,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(common::JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
     assert_eq!(
-        patch(&app, &alice, &path, 10, vec![2; 10]).await.status(),
+        head(&app, &expired, &path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        patch(&app, &expired, &path, 10, vec![2; 10]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let fresh = app.token("alice", "study");
+    assert_eq!(offset_of(&app, &fresh, &path).await, 10);
+    assert_eq!(
+        patch(&app, &fresh, &path, 10, vec![2; 10]).await.status(),
         StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.download(&fresh, "self", "mine.bin").await,
+        [[1; 10], [2; 10]].concat()
     );
 }
 
@@ -727,6 +752,34 @@ async fn a_newer_patch_on_one_instance_stops_the_older_which_keeps_its_bytes() {
     let rest = patch(&app, &t, &path, 2 << 20, bytes[2 << 20..].to_vec()).await;
     assert_eq!(rest.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.download(&t, "self", "twice.bin").await, bytes);
+}
+
+#[tokio::test]
+async fn a_delete_while_a_patch_is_receiving_stops_it_and_removes_every_byte() {
+    let app = TestApp::start().await;
+    let t = app.token("olga", "study");
+    let bytes = noise(12 << 20, 9);
+    let path = create(&app, &t, "dropped.bin", Some(bytes.len() as u64)).await;
+    // 10 MiB in and still receiving: past one durable point (8 MiB), one part on S3.
+    let receiving = slow_patch(&app, &t, &path, &bytes[..10 << 20], bytes.len()).await;
+    let res = app
+        .request(Method::DELETE, &path)
+        .bearer_auth(&t)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    drop(receiving);
+    assert_eq!(head(&app, &t, &path).await.status(), StatusCode::NOT_FOUND);
+    assert!(app.listed(&t, "self", "dropped.bin").await.is_none());
+    let id = path.rsplit('/').next().unwrap();
+    let left = bytes_of(&app, id);
+    assert!(left.is_empty(), "bytes left: {left:?}");
+    if let Some(bucket) = &app.bucket {
+        let parts = common::s3_multipart_leftovers(&common::aws_env().s3_dir, bucket);
+        assert!(parts.is_empty(), "multipart uploads left: {parts:?}");
+    }
 }
 
 #[tokio::test]
