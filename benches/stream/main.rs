@@ -577,6 +577,10 @@ fn oha(
     if let Some(q) = rate {
         cmd.args(["-q", &q.to_string()]);
     }
+    // `[0-9]{2}` in a URL: one of 100 paths, drawn for each request.
+    if url.contains("[0-9]") {
+        cmd.arg("--rand-regex-url");
+    }
     let out = cmd
         .arg(url)
         .output()
@@ -599,7 +603,15 @@ fn oha(
 
 /// Metadata requests on the embedded default, with the service's own /health as the ceiling.
 async fn metadata(ctx: &Ctx, bucket: &str, push: &mut impl FnMut(String, String)) {
-    let service = Service::start(bucket, false, &[("PF_STORE", "local".to_owned())]).await;
+    let service = Service::start(
+        bucket,
+        false,
+        &[
+            ("PF_STORE", "local".to_owned()),
+            ("PF_MAX_PENDING_PER_PARTICIPANT", "1000".to_owned()),
+        ],
+    )
+    .await;
     for i in 0..60 {
         let res = ctx
             .http
@@ -623,7 +635,7 @@ async fn metadata(ctx: &Ctx, bucket: &str, push: &mut impl FnMut(String, String)
         "metadata: GET /health (the ceiling)".into(),
         format!("{health:.0} req/s, p50 {h50:.2} ms, p99 {h99:.2} ms"),
     );
-    let cases: [(&str, String, &str, Option<&str>); 3] = [
+    let cases: [(&str, String, &str, Option<&str>); 4] = [
         ("list (50 items)", files.clone(), "GET", None),
         (
             "GET a file (302 to a download URL)",
@@ -632,8 +644,14 @@ async fn metadata(ctx: &Ctx, bucket: &str, push: &mut impl FnMut(String, String)
             None,
         ),
         (
-            "POST an upload URL",
+            "POST an upload URL, one file (8 clients contend for its row)",
             format!("{files}/new.txt"),
+            "POST",
+            Some(r#"{"mimeType":"text/plain"}"#),
+        ),
+        (
+            "POST upload URLs of 100 files",
+            format!("{files}/n[0-9]{{2}}"),
             "POST",
             Some(r#"{"mimeType":"text/plain"}"#),
         ),

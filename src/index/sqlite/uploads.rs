@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteFileIndex, backend, corrupt, millis};
 use crate::index::{IndexError, UploadIndex};
@@ -57,7 +57,6 @@ impl UploadIndex for SqliteFileIndex {
                 .map_err(|e| backend("reading an upload failed", e))?;
             found.map(|(v, s)| decode(v, &s)).transpose()
         })
-        .await
     }
 
     async fn put_upload(
@@ -67,10 +66,7 @@ impl UploadIndex for SqliteFileIndex {
     ) -> Result<u64, IndexError> {
         let state = serde_json::to_string(upload).expect("upload state serializes");
         let upload = upload.clone();
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| backend("writing an upload failed", e))?;
+        self.with(move |tx| {
             let key = params![
                 upload.owner.app.as_str(),
                 upload.owner.participant.as_str(),
@@ -107,8 +103,6 @@ impl UploadIndex for SqliteFileIndex {
                 ],
             )
             .map_err(|e| backend("writing an upload failed", e))?;
-            tx.commit()
-                .map_err(|e| backend("writing an upload failed", e))?;
             Ok(version)
         })
         .await
@@ -156,7 +150,6 @@ impl UploadIndex for SqliteFileIndex {
                 .map_err(|e| backend("counting uploads failed", e))?;
             u64::try_from(n).map_err(|_| corrupt("count"))
         })
-        .await
     }
 
     async fn expired_uploads(
@@ -179,6 +172,5 @@ impl UploadIndex for SqliteFileIndex {
                 .map_err(|e| backend("listing expired uploads failed", e))?;
             rows.iter().map(|(v, s)| decode(*v, s)).collect()
         })
-        .await
     }
 }

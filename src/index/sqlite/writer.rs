@@ -1,0 +1,142 @@
+//! The embedded index's one writer: a thread that commits the writes waiting for it together,
+//! in one transaction with one fsync, each write in a savepoint of its own (a conflict undoes
+//! only that write), and answers none of them before the commit is durable.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+
+use super::backend;
+use crate::index::IndexError;
+
+/// Writes committed together at most; more wait for the next commit.
+const MAX_BATCH: usize = 1024;
+
+/// Sends a write's answer once its transaction ended: `None` committed, else why not.
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// A write: run on the connection (inside the batch's transaction), it says whether to keep
+/// what it did and how to answer; given an error instead, it answers with it at once.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Option<(bool, Deliver)> + Send>;
+
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn stopped() -> IndexError {
+    IndexError::Backend {
+        backend: super::NAME,
+        message: "the index writer stopped".to_owned(),
+        definite: true,
+        source: None,
+    }
+}
+
+fn failed(message: &str) -> IndexError {
+    backend(
+        "the write's transaction did not commit",
+        std::io::Error::other(message.to_owned()),
+    )
+}
+
+impl Writer {
+    /// Hands `conn` to the writer thread, which ends when the last sender is dropped.
+    pub(super) fn start(conn: Connection) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || run(&conn, &queue))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` in the next commit and answers once that commit is durable (or failed).
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| match conn {
+            Err(why) => {
+                let _ = tx.send(Err(failed(why)));
+                None
+            }
+            Ok(conn) => {
+                let out = f(conn);
+                let keep = out.is_ok();
+                let deliver: Deliver = Box::new(move |uncommitted| {
+                    let _ = tx.send(match uncommitted {
+                        None => out,
+                        Some(why) => Err(failed(why)),
+                    });
+                });
+                Some((keep, deliver))
+            }
+        });
+        self.jobs.send(job).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit(conn, batch);
+    }
+}
+
+fn commit(conn: &Connection, batch: Vec<Job>) {
+    // IMMEDIATE takes the write lock at BEGIN: another process (`reconcile`) writing makes it
+    // wait for the busy timeout instead of failing a deferred transaction's upgrade.
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let why = e.to_string();
+        for job in batch {
+            job(Err(&why));
+        }
+        return;
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+            job(Err(&e.to_string()));
+            continue;
+        }
+        // A write that panics answers nobody (its caller sees the writer's error) and keeps
+        // nothing; the others go on.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(conn))));
+        let keep = matches!(ran, Ok(Some((true, _))));
+        let end = if keep {
+            "RELEASE write"
+        } else {
+            "ROLLBACK TO write; RELEASE write"
+        };
+        let ended = conn.execute_batch(end);
+        if let Ok(Some((_, deliver))) = ran {
+            match ended {
+                Ok(()) => answers.push(deliver),
+                Err(e) => deliver(Some(&e.to_string())),
+            }
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for deliver in answers {
+                deliver(None);
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let _ = conn.execute_batch("ROLLBACK");
+            for deliver in answers {
+                deliver(Some(&why));
+            }
+        }
+    }
+}
