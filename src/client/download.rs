@@ -75,16 +75,7 @@ pub async fn download(
 
 /// The 302's body: the download URL, the size and the SHA-256.
 async fn describe(conn: &Connection, file_id: &str) -> Result<Described, Attempt> {
-    let res = conn
-        .http
-        .get(conn.files_url(file_id))
-        .bearer_auth(&conn.token)
-        .send()
-        .await?;
-    if res.status() != reqwest::StatusCode::FOUND {
-        return Err(refusal(res).await);
-    }
-    let file: serde_json::Value = res.json().await?;
+    let file = conn.file(file_id).await?;
     let url = file["downloadUrl"]
         .as_str()
         .ok_or_else(|| Attempt::Retry("the answer named no download URL".to_owned()))?;

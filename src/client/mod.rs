@@ -48,11 +48,22 @@ impl Connection {
         })
     }
 
-    fn files_url(&self, file_id: &str) -> String {
-        format!(
-            "{}/v3/participants/{}/files/{file_id}",
-            self.base, self.user
-        )
+    /// The stored file's metadata (ParticipantFile, with its download URL), from the body
+    /// of the 302 that its GET answers.
+    async fn file(&self, file_id: &str) -> Result<serde_json::Value, Attempt> {
+        let res = self
+            .http
+            .get(format!(
+                "{}/v3/participants/{}/files/{file_id}",
+                self.base, self.user
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if res.status() != reqwest::StatusCode::FOUND {
+            return Err(refusal(res).await);
+        }
+        Ok(res.json().await?)
     }
 }
 

@@ -238,24 +238,14 @@ async fn stored(
     progress: &Progress,
 ) -> Result<serde_json::Value, ClientError> {
     loop {
-        let attempt = async {
-            let res = conn
-                .http
-                .get(conn.files_url(file_id))
-                .bearer_auth(&conn.token)
-                .send()
-                .await?;
-            if res.status() != reqwest::StatusCode::FOUND {
-                return Err(refusal(res).await);
-            }
-            let mut file: serde_json::Value = res.json().await?;
+        let attempt = conn.file(file_id).await.map(|mut file| {
             if let Some(o) = file.as_object_mut() {
                 o.remove("downloadUrl");
                 o.remove("expiresOn");
             }
-            Ok(file)
-        };
-        match attempt.await {
+            file
+        });
+        match attempt {
             Ok(file) => return Ok(file),
             Err(Attempt::Refused(e)) => return Err(e),
             Err(Attempt::Retry(why)) => retries.pause(why, progress).await?,

@@ -276,6 +276,30 @@ impl SqliteFileIndex {
         out
     }
 
+    /// Deletes the row that `sql` names (parameters: its three key columns, then the version)
+    /// if it is still at `expected`; else a conflict.
+    async fn delete_at(
+        &self,
+        sql: &'static str,
+        [a, b, c]: [String; 3],
+        expected: u64,
+        failed: &'static str,
+    ) -> Result<(), IndexError> {
+        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
+        self.with(move |conn| {
+            let deleted = conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![a, b, c, expected]))
+                .map_err(|e| backend(failed, e))?;
+            if deleted == 1 {
+                Ok(())
+            } else {
+                Err(IndexError::Conflict)
+            }
+        })
+        .await
+    }
+
     /// Runs a write in the writer's next commit; answers once that commit is durable.
     async fn with<T, F>(&self, f: F) -> Result<T, IndexError>
     where
@@ -611,26 +635,17 @@ impl FileIndex for SqliteFileIndex {
     }
 
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
-        let (app, participant, file) = (
-            owner.app.to_string(),
-            owner.participant.to_string(),
-            file.to_string(),
-        );
-        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
-        self.with(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3 \
-                     AND version = ?4",
-                    params![app, participant, file, expected],
-                )
-                .map_err(|e| backend("delete failed", e))?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(IndexError::Conflict)
-            }
-        })
+        self.delete_at(
+            "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3 \
+             AND version = ?4",
+            [
+                owner.app.to_string(),
+                owner.participant.to_string(),
+                file.to_string(),
+            ],
+            expected,
+            "delete failed",
+        )
         .await
     }
 

@@ -114,26 +114,17 @@ impl UploadIndex for SqliteFileIndex {
         id: &UploadId,
         expected: u64,
     ) -> Result<(), IndexError> {
-        let key = (
-            owner.app.to_string(),
-            owner.participant.to_string(),
-            id.as_str().to_owned(),
-        );
-        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
-        self.with(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM uploads WHERE app = ?1 AND participant = ?2 \
-                     AND upload_id = ?3 AND version = ?4",
-                    params![key.0, key.1, key.2, expected],
-                )
-                .map_err(|e| backend("deleting an upload failed", e))?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(IndexError::Conflict)
-            }
-        })
+        self.delete_at(
+            "DELETE FROM uploads WHERE app = ?1 AND participant = ?2 \
+             AND upload_id = ?3 AND version = ?4",
+            [
+                owner.app.to_string(),
+                owner.participant.to_string(),
+                id.as_str().to_owned(),
+            ],
+            expected,
+            "deleting an upload failed",
+        )
         .await
     }
 
