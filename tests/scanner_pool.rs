@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::fake_clamd::{Behaviour, FakeClamd};
 use common::{TestApp, closed_port, error, json, noise};
 use reqwest::{Method, StatusCode};
@@ -109,16 +107,14 @@ async fn with_every_scanner_down_uploads_fail_closed() {
 
 #[tokio::test]
 async fn uploads_spread_over_the_scanners() {
-    let a = FakeClamd::start(Behaviour::AnswersAfter(
-        Duration::from_millis(700),
+    // No scan is answered before all four have started, so each choice sees the others busy.
+    let together = std::sync::Arc::new(tokio::sync::Barrier::new(4));
+    let a = FakeClamd::start(Behaviour::AnswersTogether(
+        std::sync::Arc::clone(&together),
         "stream: OK",
     ))
     .await;
-    let b = FakeClamd::start(Behaviour::AnswersAfter(
-        Duration::from_millis(700),
-        "stream: OK",
-    ))
-    .await;
+    let b = FakeClamd::start(Behaviour::AnswersTogether(together, "stream: OK")).await;
     let list = format!("{},{}", a.address, b.address);
     let app = std::sync::Arc::new(TestApp::start_with(&["--clamd", &list]).await);
     let uploads: Vec<_> = (0..4)
@@ -136,7 +132,7 @@ async fn uploads_spread_over_the_scanners() {
     for u in uploads {
         u.await.unwrap();
     }
-    // Each scan holds its scanner for 0.7 s: four at once cannot all pick the same one.
+    // The least busy first: with every scan held open, both scanners get some.
     assert_eq!(a.sessions() + b.sessions(), 4);
     assert!(
         a.sessions() >= 1 && b.sessions() >= 1,

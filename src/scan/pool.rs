@@ -59,16 +59,26 @@ impl ScannerPool {
     }
 }
 
+/// One unit of a scanner's load, given back when dropped (also when the upload is cancelled).
+struct Load(std::sync::Arc<AtomicUsize>);
+
+impl Load {
+    fn take(busy: &std::sync::Arc<AtomicUsize>) -> Self {
+        busy.fetch_add(1, Ordering::SeqCst);
+        Self(std::sync::Arc::clone(busy))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A session that counts toward its scanner's load until it is dropped.
 struct Counted {
     inner: Box<dyn ScanSession>,
-    busy: std::sync::Arc<AtomicUsize>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.busy.fetch_sub(1, Ordering::SeqCst);
-    }
+    _load: Load,
 }
 
 #[async_trait]
@@ -94,23 +104,19 @@ impl Scanner for ScannerPool {
         order.sort_by_key(|m| (m.is_down(), m.busy.load(Ordering::SeqCst)));
         let mut last = None;
         for member in order {
+            // The load is taken before the PING, so that uploads arriving together see each
+            // other's choice instead of all taking the scanner that was idle when they sorted.
+            let load = Load::take(&member.busy);
             // A PING first: an INSTREAM session only connects once bytes flow, too late to
             // choose another scanner.
             match member.scanner.check().await {
                 Ok(()) => {
                     member.mark(true);
-                    member.busy.fetch_add(1, Ordering::SeqCst);
-                    let busy = std::sync::Arc::clone(&member.busy);
-                    let inner = match member.scanner.session().await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            busy.fetch_sub(1, Ordering::SeqCst);
-                            return Err(e);
-                        }
-                    };
-                    return Ok(Box::new(Counted { inner, busy }));
+                    let inner = member.scanner.session().await?;
+                    return Ok(Box::new(Counted { inner, _load: load }));
                 }
                 Err(e) => {
+                    drop(load);
                     tracing::warn!(scanner = %member.name, error = %e, "scanner passed over");
                     member.mark(false);
                     last = Some(e);

@@ -18,6 +18,9 @@ pub enum Behaviour {
     Answers(&'static str),
     /// Reads the whole stream, waits, then answers this.
     AnswersAfter(Duration, &'static str),
+    /// Reads the whole stream, then answers this once every party of the barrier (shared by
+    /// several fakes) has read its own: the sessions overlap however slowly they arrive.
+    AnswersTogether(Arc<tokio::sync::Barrier>, &'static str),
     /// Reads this many bytes of chunk data, answers clamd's `StreamMaxLength` error and closes,
     /// as clamd does.
     EndsEarlyAfter(usize),
@@ -130,6 +133,15 @@ async fn serve(mut socket: TcpStream, behaviour: Behaviour, sessions: Arc<Atomic
         Behaviour::AnswersAfter(wait, reply) => {
             tokio::time::sleep(wait).await;
             let _ = socket.write_all(format!("{reply}\0").as_bytes()).await;
+        }
+        Behaviour::AnswersTogether(barrier, reply) => {
+            // Bounded, so a test whose sessions never all come fails instead of hanging.
+            if tokio::time::timeout(Duration::from_secs(30), barrier.wait())
+                .await
+                .is_ok()
+            {
+                let _ = socket.write_all(format!("{reply}\0").as_bytes()).await;
+            }
         }
         Behaviour::EndsEarlyAfter(_) => {
             let _ = socket
