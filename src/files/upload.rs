@@ -267,12 +267,27 @@ impl FileService {
         );
         let finishing = self.tasks.spawn(async move {
             let _slot = slot;
-            let ingested = received.finish().await.map_err(quota_error)?;
-            if let Some((from, etag)) = &arrived {
-                this.store
-                    .copy_checked(from, &key, etag, &ingested.sha256)
-                    .await?;
-            }
+            let ingested = match &arrived {
+                None => received.finish().await.map_err(quota_error)?,
+                Some((from, etag)) => {
+                    // The store copies the checked version while clamd scans what it was sent:
+                    // clamd scans only after the last byte, on one core, and the copy takes the
+                    // other. The copy is claimed, so never served, and goes if the verdict fails.
+                    let sha256 = received.sha256().to_owned();
+                    let copy = this.store.copy_checked(from, &key, etag, &sha256);
+                    let (ingested, copied) = tokio::join!(received.finish(), copy);
+                    match (ingested, copied) {
+                        (Ok(ingested), Ok(())) => ingested,
+                        (Ok(_), Err(e)) => return Err(e.into()),
+                        (Err(e), copied) => {
+                            if copied.is_ok() {
+                                this.discard(&key).await;
+                            }
+                            return Err(quota_error(e));
+                        }
+                    }
+                }
+            };
             this.commit_ingested(&owner, &file_id, key, ingested, consumes.as_ref(), claim)
                 .await
         });
