@@ -635,34 +635,45 @@ async fn metadata(ctx: &Ctx, bucket: &str, push: &mut impl FnMut(String, String)
         "metadata: GET /health (the ceiling)".into(),
         format!("{health:.0} req/s, p50 {h50:.2} ms, p99 {h99:.2} ms"),
     );
-    let cases: [(&str, String, &str, Option<&str>); 4] = [
-        ("list (50 items)", files.clone(), "GET", None),
+    // The targets: list and GET keep their share of /health (about 17% and 30% when the POST
+    // work began); POSTs of many files reach 10,000 a second.
+    let cases: [(&str, String, &str, Option<&str>, &str); 4] = [
+        (
+            "list (50 items)",
+            files.clone(),
+            "GET",
+            None,
+            "keep about 17% of /health",
+        ),
         (
             "GET a file (302 to a download URL)",
             format!("{files}/f07"),
             "GET",
             None,
+            "keep about 30% of /health",
         ),
         (
             "POST an upload URL, one file (8 clients contend for its row)",
             format!("{files}/new.txt"),
             "POST",
             Some(r#"{"mimeType":"text/plain"}"#),
+            "no target",
         ),
         (
             "POST upload URLs of 100 files",
             format!("{files}/n[0-9]{{2}}"),
             "POST",
             Some(r#"{"mimeType":"text/plain"}"#),
+            "target >= 10,000 req/s",
         ),
     ];
-    for (name, url, method, body) in cases {
+    for (name, url, method, body, target) in cases {
         let (rps, p50, p99) =
             tokio::task::block_in_place(|| oha(&url, Some(&t), method, body, None));
         push(
             format!("metadata: {name}"),
             format!(
-                "{rps:.0} req/s ({:.0}% of /health, target >= 50%), p50 {p50:.2} ms, p99 {p99:.2} ms",
+                "{rps:.0} req/s ({:.0}% of /health; {target}), p50 {p50:.2} ms, p99 {p99:.2} ms",
                 rps / health * 100.0
             ),
         );
@@ -924,7 +935,7 @@ async fn main() {
                 format!("{:.2}", m / median(direct_put.clone())),
             );
             push(
-                "  CPU-s per GiB (target for the service <= 1.5)".into(),
+                "  CPU-s per GiB (target for the service <= 1.0)".into(),
                 cpu,
             );
             push(
@@ -1024,7 +1035,7 @@ async fn main() {
             format!("{:.2}", t / d),
         );
         push(
-            "  service CPU per GiB downloaded".into(),
+            "  service CPU per GiB downloaded (target <= 0.5)".into(),
             format!("{cpu:.2} CPU-s"),
         );
     }

@@ -73,12 +73,11 @@ impl UploadIndex for SqliteFileIndex {
                 upload.id.as_str()
             ];
             let current: Option<i64> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT version FROM uploads \
                      WHERE app = ?1 AND participant = ?2 AND upload_id = ?3",
-                    key,
-                    |r| r.get(0),
                 )
+                .and_then(|mut s| s.query_row(key, |r| r.get(0)))
                 .optional()
                 .map_err(|e| backend("writing an upload failed", e))?;
             let current = current
@@ -88,20 +87,23 @@ impl UploadIndex for SqliteFileIndex {
                 return Err(IndexError::Conflict);
             }
             let version = expected.map_or(1, |v| v + 1);
-            tx.execute(
+            let stored = i64::try_from(version).map_err(|_| corrupt("version"))?;
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO uploads \
                  (app, participant, upload_id, version, expires_on, open, state) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+            )
+            .and_then(|mut s| {
+                s.execute(params![
                     upload.owner.app.as_str(),
                     upload.owner.participant.as_str(),
                     upload.id.as_str(),
-                    i64::try_from(version).map_err(|_| corrupt("version"))?,
+                    stored,
                     millis(upload.expires_on),
                     upload.outcome.is_none(),
                     state,
-                ],
-            )
+                ])
+            })
             .map_err(|e| backend("writing an upload failed", e))?;
             Ok(version)
         })
