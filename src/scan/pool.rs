@@ -116,7 +116,6 @@ impl Scanner for ScannerPool {
                     return Ok(Box::new(Counted { inner, _load: load }));
                 }
                 Err(e) => {
-                    drop(load);
                     tracing::warn!(scanner = %member.name, error = %e, "scanner passed over");
                     member.mark(false);
                     last = Some(e);
