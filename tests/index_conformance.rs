@@ -1470,6 +1470,7 @@ fn resumable(owner: &Owner, file: &str, expires_on: DateTime<Utc>) -> ResumableU
             holder: "instance-a".into(),
             fence: 1,
             until: ms(1_795_000_060_000),
+            completing: false,
         }),
         outcome: None,
     }
@@ -1539,6 +1540,29 @@ async fn resumable_uploads_are_kept_beside_the_files_and_never_taken_for_them() 
             .map(|u| u.value.id)
             .collect();
         assert_eq!(stale, vec![expired.id.clone()], "{name}");
+
+        // Erase reads every upload of one owner, a page at a time, in upload ID order.
+        let mut alices = vec![open.id.clone(), expired.id.clone(), done.id.clone()];
+        alices.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let first = uploads.uploads_of(&alice, None, 2).await.unwrap();
+        let rest = uploads
+            .uploads_of(&alice, Some(&first[1].value.id), 2)
+            .await
+            .unwrap();
+        let paged: Vec<_> = first
+            .iter()
+            .chain(&rest)
+            .map(|u| u.value.id.clone())
+            .collect();
+        assert_eq!(paged, alices, "{name}");
+        let bobs_ids: Vec<_> = uploads
+            .uploads_of(&bob, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.value.id)
+            .collect();
+        assert_eq!(bobs_ids, vec![bobs.id.clone()], "{name}");
 
         // File rows are what they were: no listing, scan or usage sees an upload.
         ix.put(&row(&alice, "photo.jpg", 10), None).await.unwrap();

@@ -6,107 +6,13 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use common::tus::{
+    OFFSET_STREAM, bytes_of, create, head, meta, new_offset, offset_of, patch, patch_with,
+    slow_patch,
+};
 use common::{TestApp, noise};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use sha2::Digest;
-
-const OFFSET_STREAM: &str = "application/offset+octet-stream";
-
-fn meta(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Creates an upload of `length` bytes (`None`: deferred) and returns its path.
-async fn create(app: &TestApp, token: &str, file: &str, length: Option<u64>) -> String {
-    let mut req = app
-        .request(Method::POST, "/v3/participants/self/uploads")
-        .bearer_auth(token)
-        .header("tus-resumable", "1.0.0")
-        .header(
-            "upload-metadata",
-            meta(&[("filename", file), ("filetype", "application/octet-stream")]),
-        );
-    req = match length {
-        Some(l) => req.header("upload-length", l),
-        None => req.header("upload-defer-length", "1"),
-    };
-    let res = req.send().await.unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::CREATED,
-        "{}",
-        res.text().await.unwrap()
-    );
-    assert_eq!(res.headers()["tus-resumable"], "1.0.0");
-    assert!(res.headers().contains_key("upload-expires"));
-    let location = res.headers()["location"].to_str().unwrap();
-    reqwest::Url::parse(location).unwrap().path().to_owned()
-}
-
-async fn patch(app: &TestApp, token: &str, path: &str, offset: u64, bytes: Vec<u8>) -> Response {
-    patch_with(app, token, path, offset, &[], bytes).await
-}
-
-/// A PATCH with more headers (`Upload-Checksum`, `Upload-Length`).
-async fn patch_with(
-    app: &TestApp,
-    token: &str,
-    path: &str,
-    offset: u64,
-    headers: &[(&str, String)],
-    bytes: Vec<u8>,
-) -> Response {
-    let mut req = app
-        .request(Method::PATCH, path)
-        .bearer_auth(token)
-        .header("tus-resumable", "1.0.0")
-        .header("content-type", OFFSET_STREAM)
-        .header("upload-offset", offset);
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    req.body(bytes).send().await.unwrap()
-}
-
-async fn head(app: &TestApp, token: &str, path: &str) -> Response {
-    app.request(Method::HEAD, path)
-        .bearer_auth(token)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn offset_of(app: &TestApp, token: &str, path: &str) -> u64 {
-    let res = head(app, token, path).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()["cache-control"], "no-store");
-    res.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Every stored or staged file of the upload `id` (its object, its tails, its staged file).
-fn bytes_of(app: &TestApp, id: &str) -> Vec<std::path::PathBuf> {
-    let mut all = app.stored_files();
-    common::walk_files(&app.data.path().join("data/blobs/resumable"), &mut all);
-    all.retain(|p| p.to_string_lossy().contains(id));
-    all
-}
-
-fn new_offset(res: &Response) -> u64 {
-    res.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn an_upload_in_many_patches_becomes_the_file() {
@@ -712,28 +618,6 @@ async fn clamd_down_at_completion_commits_nothing_until_it_is_back() {
     let file = app.listed(&t, "self", "later.bin").await.unwrap();
     assert_eq!(file["scanStatus"], "clean");
     assert_eq!(app.download(&t, "self", "later.bin").await, bytes);
-}
-
-/// Sends the head of a PATCH of `total` bytes and the first `body` of them, and keeps the
-/// connection open: a client on a slow network, mid-request.
-async fn slow_patch(
-    app: &TestApp,
-    token: &str,
-    path: &str,
-    body: &[u8],
-    total: usize,
-) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: {OFFSET_STREAM}\r\nUpload-Offset: 0\r\nContent-Length: {total}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    stream.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    stream
 }
 
 #[tokio::test]

@@ -34,8 +34,11 @@ impl FileService {
         owner: &Owner,
         file_id: &FileId,
     ) -> Result<Option<StoredFile>, FilesError> {
+        // Resumable uploads aimed at the file end first, so none of them commits after.
+        let stopped = self.end_uploads(owner, Some(file_id)).await?;
         match self.remove(owner, file_id, false).await? {
             Some(removed) if removed.visible() => Ok(removed.file),
+            _ if stopped > 0 => Ok(None),
             _ => Err(FilesError::NotFound),
         }
     }
@@ -94,9 +97,13 @@ impl FileService {
 
     /// Deletes every file, upload URL (and what arrived for it) and upload in progress of
     /// `owner`; an upload still receiving is stopped before it commits. Returns how many files
-    /// were deleted, counting uploads that had arrived but were not settled yet.
+    /// were deleted, counting uploads that had arrived but were not settled yet and resumable
+    /// uploads that were open.
     pub async fn erase(&self, owner: &Owner) -> Result<u64, FilesError> {
-        let mut count = 0;
+        // Resumable uploads first: a completion that claimed its file before their rows went
+        // loses that claim to the pass over the files below; one that had not claimed yet
+        // finds its row gone and stops.
+        let mut count = self.end_uploads(owner, None).await?;
         let mut after: Option<FileId> = None;
         loop {
             let rows = self.index.list(owner, after.as_ref(), 100).await?;

@@ -86,6 +86,12 @@ pub enum FilesError {
     UploadChecksum,
     #[error("another request is appending to the upload")]
     UploadLocked,
+    /// Every byte is in and the completion is running: come back for its outcome.
+    #[error("the upload is being completed")]
+    UploadCompleting,
+    /// A termination of an upload whose file was committed: the file stays.
+    #[error("the upload is complete and its file is kept")]
+    UploadCompleted,
     #[error("a newer request for the upload stopped this one")]
     UploadStopped,
     #[error("the request body was cut off")]

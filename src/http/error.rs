@@ -381,10 +381,29 @@ impl From<FilesError> for ApiError {
                 "ChecksumMismatchException",
                 "The request body does not match its Upload-Checksum; none of it was kept.",
             ),
-            FilesError::UploadLocked => Self::new(
-                StatusCode::LOCKED,
+            FilesError::UploadLocked => {
+                let mut e = Self::new(
+                    StatusCode::LOCKED,
+                    "ConcurrentModificationException",
+                    "Another request is appending to this upload. Try again shortly.",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            FilesError::UploadCompleting => {
+                let mut e = Self::new(
+                    StatusCode::LOCKED,
+                    "ConcurrentModificationException",
+                    "Every byte of this upload is in and it is being checked and stored. Ask \
+                     again shortly for the outcome.",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            FilesError::UploadCompleted => Self::new(
+                StatusCode::CONFLICT,
                 "ConcurrentModificationException",
-                "Another request is appending to this upload. Try again shortly.",
+                "This upload is complete and its file is kept; delete the file to remove it.",
             ),
             FilesError::UploadStopped => Self::new(
                 StatusCode::CONFLICT,

@@ -17,7 +17,7 @@ use super::openapi::{
 };
 use crate::audit::Action;
 use crate::auth::Principal;
-use crate::files::resumable::{Append, Checksum, ChecksumAlgorithm, NewUpload};
+use crate::files::resumable::{Append, Checksum, ChecksumAlgorithm, NewUpload, Requester};
 use crate::keys::UploadId;
 use crate::model::{FileId, Issuer, ResumableUpload};
 
@@ -319,7 +319,16 @@ async fn create(
         // creation-with-upload: the body is the upload's first bytes. An upload of no bytes
         // is complete as soon as it exists.
         if text(headers, "content-type") == Some(OFFSET_STREAM) || created.value.length == Some(0) {
-            let offset = append(state, &target, request_id, &id, headers, 0, body).await?;
+            let offset = match append(state, &target, request_id, &id, headers, 0, body).await {
+                Ok(offset) => offset,
+                Err(e) => {
+                    // A refusal carries no Location: nothing of the upload may stay behind.
+                    if let Err(e) = state.files.abandon_upload(&target.owner, &id).await {
+                        tracing::warn!(error = %e, "a refused creation's upload was not removed; reconcile will");
+                    }
+                    return Err(e);
+                }
+            };
             res.headers_mut().insert(h("upload-offset"), offset.into());
         }
         Ok(res)
@@ -344,10 +353,20 @@ async fn append(
         content_length: number(headers, "content-length")?,
         checksum: checksum(headers)?,
     };
-    let describe = |e: crate::files::FilesError| ApiError::from(e).refusal();
+    let requester = Requester {
+        request_id: request_id.0.clone(),
+        actor: target.actor.id.clone(),
+        role: target.actor.role,
+    };
     let result = state
         .files
-        .append_upload(&target.owner, id, req, body.into_data_stream(), &describe)
+        .append_upload(
+            &target.owner,
+            id,
+            req,
+            body.into_data_stream(),
+            (describe, &requester),
+        )
         .await
         .map_err(ApiError::from);
     let appended = result
@@ -363,25 +382,13 @@ async fn append(
         &result,
         appended,
     );
-    let done = result?;
-    if let Some(c) = &done.committed {
-        let action = if c.replaced {
-            Action::Replace
-        } else {
-            Action::Upload
-        };
-        let ok: Result<(), ApiError> = Ok(());
-        record(
-            state,
-            target,
-            request_id,
-            Some(&done.file_id),
-            action,
-            &ok,
-            c.file.size,
-        );
-    }
-    Ok(done.offset)
+    // The commit's own line is written by the completion, which outlives the request.
+    Ok(result?.offset)
+}
+
+/// How a refused completion is remembered: as its request was answered.
+fn describe(e: crate::files::FilesError) -> crate::model::Refusal {
+    ApiError::from(e).refusal()
 }
 
 fn record<T>(

@@ -32,6 +32,15 @@ pub trait UploadIndex: Send + Sync {
         expected: u64,
     ) -> Result<(), IndexError>;
 
+    /// Up to `limit` uploads of `owner` (open, complete or expired) after `after`, in upload ID
+    /// order; for erase and for the DELETE of a file. Fewer than `limit`: there are no more.
+    async fn uploads_of(
+        &self,
+        owner: &Owner,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<ResumableUpload>>, IndexError>;
+
     /// How many of the owner's uploads are neither complete nor expired at `now`.
     async fn open_uploads(&self, owner: &Owner, now: DateTime<Utc>) -> Result<u64, IndexError>;
 

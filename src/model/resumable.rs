@@ -50,6 +50,16 @@ impl ResumableUpload {
     pub fn is_full(&self) -> bool {
         self.length == Some(self.offset)
     }
+
+    /// Whether a completion of the upload is running now (its lease is live).
+    #[must_use]
+    pub fn completing(&self, now: DateTime<Utc>) -> bool {
+        self.outcome.is_none()
+            && self
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.completing && w.live(now))
+    }
 }
 
 /// The staged bytes of an upload. The local store appends to one file named by the upload's
@@ -104,6 +114,19 @@ pub struct WriterLease {
     pub holder: String,
     pub fence: u64,
     pub until: DateTime<Utc>,
+    /// The holder is completing the upload (every byte is in): until the lease ends, every
+    /// other request for the upload is told to come back later (423), whatever instance it
+    /// reaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completing: bool,
+}
+
+impl WriterLease {
+    /// Whether the lease still holds at `now`.
+    #[must_use]
+    pub fn live(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
 }
 
 /// What the completion came to, kept until the upload expires for a client whose answer got

@@ -4,6 +4,7 @@
 
 pub mod fake_clamd;
 pub mod relay;
+pub mod tus;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -140,6 +141,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// With the AWS backends: the bucket this app writes to.
     pub bucket: Option<String>,
+    /// The service's file operations, to look at state no route shows (in-process only).
+    pub files: participant_files::files::FileService,
     flags: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -229,6 +232,7 @@ impl TestApp {
                 .expect("setup creates the bucket and table");
         }
         let state = participant_files::build(&config).await.expect("app builds");
+        let files = state.files.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(participant_files::serve(
             state,
@@ -254,6 +258,7 @@ impl TestApp {
                 Backend::Embedded
             },
             bucket,
+            files,
             flags,
             shutdown: Some(tx),
             server: Some(server),

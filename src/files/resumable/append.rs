@@ -10,16 +10,17 @@ use futures::{Stream, StreamExt};
 use sha2::Digest;
 
 use super::live::LiveScan;
-use super::{Describe, hashing};
+use super::{Describe, Requester, Room, hashing};
 use crate::files::{Committed, FileService, FilesError};
 use crate::keys::UploadId;
-use crate::model::{FileId, Owner, ResumableUpload, Versioned, WriterLease};
+use crate::model::{FileId, Owner, ResumableUpload, UploadOutcome, Versioned, WriterLease};
 use crate::pipeline::BoxError;
+use crate::pipeline::PipelineError;
 
 /// How long a writer's lease holds without renewal; every durable point (at least every
 /// `SYNC_EVERY` while bytes arrive) renews it. Short, because an instance that died leaves its
 /// lease behind: another instance takes the upload (423 until then) once it ran out.
-const LEASE: Duration = Duration::from_secs(15);
+pub(super) const LEASE: Duration = Duration::from_secs(15);
 
 /// How long a request waits for a scan session to open or take a chunk before it gives the
 /// session up (the completion then scans the stored bytes): a stalled clamd must not hold the bytes back
@@ -94,6 +95,7 @@ pub struct Appended {
 }
 
 /// Why reading a body stopped before its end.
+#[derive(Clone, Copy)]
 enum Cut {
     /// A newer request for the upload, or a shutdown.
     Stopped,
@@ -112,39 +114,46 @@ impl From<Cut> for FilesError {
 
 impl FileService {
     /// Appends `body` to the upload at `req.offset` and returns the new offset; when that makes
-    /// the upload complete, also what the completion committed. `describe` gives the answer a
-    /// refused completion is remembered by.
+    /// the upload complete, also what the completion committed. The completion runs to its
+    /// end once the last byte is durable, whatever the client does, and writes the commit's
+    /// audit line itself; `describe` gives the answer a refused completion is remembered by.
     pub async fn append_upload<S, E>(
         &self,
         owner: &Owner,
         id: &UploadId,
         req: Append,
         mut body: S,
-        describe: &Describe,
+        (describe, requester): (Describe, &Requester),
     ) -> Result<Appended, FilesError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Into<BoxError>,
     {
+        // Whose upload it is comes first: nobody stops a request of an upload not theirs.
+        self.read_idle(owner, id).await?;
         let turn = self.writers.take(id.as_str()).await;
         let index = self.upload_index();
-        let mut row = self.read_upload(owner, id).await?;
+        let mut row = self.read_idle(owner, id).await?;
         // The session that saw the bytes so far, if this instance wrote them last.
         let mut live = self.live.take(id.as_str(), row.value.offset, row.version);
         if req.offset != row.value.offset {
             return Err(FilesError::OffsetMismatch(row.value.offset));
         }
+        if row.value.outcome.is_some() || row.value.is_full() {
+            // Bytes after the last one are never taken, whatever came of the upload.
+            if has_bytes(&mut body, req.content_length, self.rules.client_timeout).await {
+                return Err(FilesError::PastLength);
+            }
+        }
         if let Some(outcome) = &row.value.outcome {
             // A client that lost the completing answer and sends the last request again.
             return match outcome {
-                crate::model::UploadOutcome::Committed => Ok(Appended {
+                UploadOutcome::Committed => Ok(Appended {
                     offset: row.value.offset,
                     file_id: row.value.file_id.clone(),
                     committed: None,
                 }),
-                crate::model::UploadOutcome::Refused(refusal) => {
-                    Err(FilesError::UploadRefused(refusal.clone()))
-                }
+                UploadOutcome::Refused(refusal) => Err(FilesError::UploadRefused(refusal.clone())),
             };
         }
         match (row.value.length, req.length) {
@@ -158,33 +167,57 @@ impl FileService {
             _ => {}
         }
         let length = req.length.or(row.value.length);
-        if let (Some(length), Some(n)) = (length, req.content_length)
-            && row.value.offset + n > length
+        // With a deferred length, the bytes are held to the same bounds as a declared one.
+        let bound = match length {
+            Some(l) => Room::Size(l),
+            None => self.room(owner, &row.value.file_id).await?,
+        };
+        let past = |n: u64| match length {
+            Some(_) => FilesError::PastLength,
+            None if n <= self.rules.max_size => bound.error(),
+            None => FilesError::TooLarge {
+                limit: self.rules.max_size,
+            },
+        };
+        if let Some(n) = req.content_length
+            && row
+                .value
+                .offset
+                .checked_add(n)
+                .is_none_or(|end| end > bound.limit())
         {
-            return Err(FilesError::PastLength);
+            return Err(past(row.value.offset.saturating_add(n)));
         }
         // The lease: another instance that appends now is refused; this one's every write
         // names the version its lease wrote, so a writer that lost it cannot move the offset.
         let now = Utc::now();
         if let Some(w) = &row.value.writer
-            && w.until > now
+            && w.live(now)
             && w.holder != self.instance
         {
             return Err(FilesError::UploadLocked);
         }
         let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
         row.value.length = length;
-        row.value.writer = Some(lease(&self.instance, fence));
+        row.value.writer = Some(lease(&self.instance, fence, row.value.is_full()));
         row.version = match index.put_upload(&row.value, Some(row.version)).await {
             Ok(v) => v,
             Err(e) if e.is_retryable() => return Err(FilesError::UploadLocked),
             Err(e) => return Err(e.into()),
         };
-        if row.value.is_full() && req.content_length.unwrap_or(0) == 0 {
+        if row.value.is_full() {
             // Complete but not committed: a completion that failed for a backend, again, under
             // this request's lease.
-            return self.complete_leased(row, live, describe).await;
+            drop(turn);
+            return self.complete_detached(row, live, describe, requester).await;
         }
+        // Appending holds an upload slot and buffer memory, as a streaming upload does.
+        let _slot = self.limits.upload_slot().ok_or(FilesError::Busy)?;
+        let _memory = self
+            .budget
+            .reserve(crate::sniff::SNIFF_LEN + self.store.write_buffer())
+            .await
+            .map_err(PipelineError::from)?;
         let before = row.clone();
         if live.is_none() && row.value.offset == 0 {
             live = self.open_live_scan(row.version).await;
@@ -196,7 +229,7 @@ impl FileService {
         let (mut received, mut unsynced) = (0u64, 0u64);
         let mut last_sync = Instant::now();
         let mut cut = None;
-        let mut past = false;
+        let mut over = None;
         loop {
             let next = tokio::select! {
                 biased;
@@ -213,8 +246,13 @@ impl FileService {
                 }
             };
             let n = chunk.len() as u64;
-            if length.is_some_and(|l| before.value.offset + received + n > l) {
-                past = true;
+            let end = before
+                .value
+                .offset
+                .saturating_add(received)
+                .saturating_add(n);
+            if end > bound.limit() {
+                over = Some(past(end));
                 break;
             }
             if let Some(h) = hasher.as_mut() {
@@ -250,7 +288,7 @@ impl FileService {
                         row,
                         writer.sync().await?,
                         (before.value.offset + received, whole.as_ref()),
-                        true,
+                        false,
                     )
                     .await?;
                 unsynced = 0;
@@ -259,22 +297,24 @@ impl FileService {
         }
         let checksum_ok = match (hasher, &req.checksum) {
             // A cut request with a checksum cannot be checked: none of it is kept.
-            (Some(h), Some(c)) => cut.is_none() && !past && h.finish() == c.digest,
+            (Some(h), Some(c)) => cut.is_none() && over.is_none() && h.finish() == c.digest,
             _ => true,
         };
-        if past || !checksum_ok {
+        if over.is_some() || !checksum_ok {
             // Undo every durable point of this request: the offset goes back to where it began.
             let mut undo = before.value.clone();
             undo.writer = None;
             index.put_upload(&undo, Some(row.version)).await?;
-            return Err(match (past, cut) {
-                (true, _) => FilesError::PastLength,
-                (false, Some(cut)) => cut.into(),
-                (false, None) => FilesError::UploadChecksum,
+            return Err(match (over, cut) {
+                (Some(e), _) => e,
+                (None, Some(cut)) => cut.into(),
+                (None, None) => FilesError::UploadChecksum,
             });
         }
         let staged = writer.sync().await?;
         let offset = before.value.offset + received;
+        // Once the last byte is durable the upload completes, whether or not the client is
+        // still there: the lease says so in the same write that records the byte.
         let full = length == Some(offset);
         row = self
             .record(row, staged, (offset, whole.as_ref()), full)
@@ -285,11 +325,10 @@ impl FileService {
             l.version = row.version;
         }
         if full {
-            if cut.is_none() {
-                drop(turn);
-                return self.complete_leased(row, live, describe).await;
-            }
-        } else if let Some(l) = live {
+            drop(turn);
+            return self.complete_detached(row, live, describe, requester).await;
+        }
+        if let Some(l) = live {
             self.live.keep(id.as_str(), l);
         }
         match cut {
@@ -303,19 +342,20 @@ impl FileService {
     }
 
     /// Records a durable point: the staged state, the offset with the hash over the bytes
-    /// before it, renewing the lease (`hold`) or giving it back.
+    /// before it, renewing the lease; `complete`: every byte is in, and the lease becomes the
+    /// completion's.
     async fn record(
         &self,
         mut row: Versioned<ResumableUpload>,
         staged: crate::model::Staged,
         (offset, whole): (u64, Option<&sha2::Sha256>),
-        hold: bool,
+        complete: bool,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
         row.value.staged = staged;
         row.value.offset = offset;
         row.value.hash = whole.map(hashing::save);
         let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
-        row.value.writer = hold.then(|| lease(&self.instance, fence));
+        row.value.writer = Some(lease(&self.instance, fence, complete));
         match self
             .upload_index()
             .put_upload(&row.value, Some(row.version))
@@ -351,59 +391,30 @@ impl FileService {
             memory,
         })
     }
-
-    /// Completes the upload while renewing this request's lease: the scan of a large file
-    /// takes longer than the lease, and another instance must not complete it beside this one.
-    async fn complete_leased(
-        &self,
-        row: Versioned<ResumableUpload>,
-        live: Option<LiveScan>,
-        describe: &Describe,
-    ) -> Result<Appended, FilesError> {
-        let offset = row.value.offset;
-        let file_id = row.value.file_id.clone();
-        let (owner, id) = (row.value.owner.clone(), row.value.id.clone());
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
-        let renew = async {
-            loop {
-                tokio::time::sleep(LEASE / 3).await;
-                self.renew_lease(&owner, &id, fence).await;
-            }
-        };
-        let committed = tokio::select! {
-            r = self.complete_upload(row, live, describe) => r?,
-            () = renew => unreachable!("the renewal never ends"),
-        };
-        Ok(Appended {
-            offset,
-            file_id,
-            committed: Some(committed),
-        })
-    }
-
-    /// Extends this request's lease, if it still holds it. Best effort: a lease that is not
-    /// renewed runs out by itself.
-    async fn renew_lease(&self, owner: &Owner, id: &UploadId, fence: u64) {
-        let index = self.upload_index();
-        let Ok(Some(mut row)) = index.get_upload(owner, id).await else {
-            return;
-        };
-        let mine = row
-            .value
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.holder == self.instance && w.fence == fence);
-        if mine {
-            row.value.writer = Some(lease(&self.instance, fence));
-            let _ = index.put_upload(&row.value, Some(row.version)).await;
-        }
-    }
 }
 
-fn lease(holder: &str, fence: u64) -> WriterLease {
+/// Whether a body (`length` bytes when said ahead) holds any byte.
+async fn has_bytes<S, E>(body: &mut S, length: Option<u64>, wait: Duration) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+{
+    if let Some(n) = length {
+        return n > 0;
+    }
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(wait, body.next()).await {
+        if !chunk.is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+/// A lease for `holder` from now on; `completing`: for the completion of the upload.
+pub(super) fn lease(holder: &str, fence: u64, completing: bool) -> WriterLease {
     WriterLease {
         holder: holder.to_owned(),
         fence,
         until: Utc::now() + LEASE,
+        completing,
     }
 }

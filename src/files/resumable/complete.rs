@@ -7,28 +7,119 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 
+use super::append::{LEASE, lease};
 use super::live::LiveScan;
-use super::{Describe, hashing};
+use super::{Appended, Describe, Requester, hashing};
+use crate::audit::{Action, AuditEvent};
 use crate::budget::Reservation;
 use crate::files::{Committed, FileService, FilesError};
-use crate::keys::ObjectKey;
-use crate::model::{ResumableUpload, UploadOutcome, Versioned};
+use crate::keys::{ObjectKey, UploadId};
+use crate::model::{Owner, ResumableUpload, UploadOutcome, Versioned};
 use crate::pipeline::{self, Declared, Dest, Ingested, PipelineError, Resumed, Rules};
 use crate::sniff::SNIFF_LEN;
 use crate::store::StoreError;
 
 impl FileService {
-    /// Commits the complete upload, records what came of it for a client that lost the
-    /// answer, and drops what is left of the staged bytes. A failure that is not the upload's
-    /// fault (a backend down) leaves it complete and uncommitted, for a retry.
-    pub(super) async fn complete_upload(
+    /// Runs the completion of the upload on a task of its own, which outlives the request (a
+    /// client that leaves after its last byte does not stop it), and waits for its result.
+    pub(super) async fn complete_detached(
         &self,
         row: Versioned<ResumableUpload>,
         live: Option<LiveScan>,
-        describe: &Describe,
+        describe: Describe,
+        requester: &Requester,
+    ) -> Result<Appended, FilesError> {
+        let (this, requester) = (self.clone(), requester.clone());
+        let running = self.tasks.spawn(async move {
+            let (offset, file_id) = (row.value.offset, row.value.file_id.clone());
+            let committed = this
+                .complete_leased(row, live, describe, &requester)
+                .await?;
+            Ok(Appended {
+                offset,
+                file_id,
+                committed: Some(committed),
+            })
+        });
+        match running.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(PipelineError::ShuttingDown.into()),
+        }
+    }
+
+    /// Completes the upload while renewing its lease: the scan of a large file takes longer
+    /// than the lease, and no other request may complete it beside this one.
+    async fn complete_leased(
+        &self,
+        row: Versioned<ResumableUpload>,
+        live: Option<LiveScan>,
+        describe: Describe,
+        requester: &Requester,
+    ) -> Result<Committed, FilesError> {
+        let (owner, id) = (row.value.owner.clone(), row.value.id.clone());
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                self.renew_lease(&owner, &id, fence).await;
+            }
+        };
+        tokio::select! {
+            r = self.complete_upload(row, live, describe, requester) => r,
+            () = renew => unreachable!("the renewal never ends"),
+        }
+    }
+
+    /// Extends the completion's lease, if it still holds it. Best effort: a lease that is not
+    /// renewed runs out by itself.
+    async fn renew_lease(&self, owner: &Owner, id: &UploadId, fence: u64) {
+        let index = self.upload_index();
+        let Ok(Some(mut row)) = index.get_upload(owner, id).await else {
+            return;
+        };
+        if self.holds(&row.value, fence) {
+            row.value.writer = Some(lease(&self.instance, fence, true));
+            let _ = index.put_upload(&row.value, Some(row.version)).await;
+        }
+    }
+
+    /// Whether `upload` is still in this instance's completion under `fence`.
+    fn holds(&self, upload: &ResumableUpload, fence: u64) -> bool {
+        upload.outcome.is_none()
+            && upload
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.holder == self.instance && w.fence == fence && w.completing)
+    }
+
+    /// Whether the upload's row still names this completion: a completion whose lease was
+    /// taken over, or whose upload was terminated or erased, must not commit.
+    async fn still_holds(&self, upload: &ResumableUpload, fence: u64) -> Result<(), FilesError> {
+        match self
+            .upload_index()
+            .get_upload(&upload.owner, &upload.id)
+            .await?
+        {
+            Some(row) if self.holds(&row.value, fence) => Ok(()),
+            Some(_) => Err(FilesError::UploadLocked),
+            None => Err(FilesError::NotFound),
+        }
+    }
+
+    /// Commits the complete upload, records what came of it for a client that lost the
+    /// answer, audits it, and drops what is left of the staged bytes. A failure that is not
+    /// the upload's fault (a backend down) leaves it complete and uncommitted, for a retry.
+    async fn complete_upload(
+        &self,
+        row: Versioned<ResumableUpload>,
+        live: Option<LiveScan>,
+        describe: Describe,
+        requester: &Requester,
     ) -> Result<Committed, FilesError> {
         let upload = &row.value;
-        let result = self.commit_staged(upload, live).await;
+        let fence = upload.writer.as_ref().map_or(0, |w| w.fence);
+        let result = self.commit_staged(upload, fence, live).await;
         let (outcome, result) = match result {
             Ok(c) => (UploadOutcome::Committed, Ok(c)),
             Err(e) if crate::files::settle::refusal_status(&e).is_some() => {
@@ -40,6 +131,7 @@ impl FileService {
             }
             Err(e) => return Err(e),
         };
+        self.audit_completion(upload, requester, &result);
         // Committed: the staged bytes are the file now. Refused: what is left of them goes
         // first, and the row then says so; a failure leaves them to `reconcile`.
         let staged = match &outcome {
@@ -59,6 +151,9 @@ impl FileService {
             let Some(mut now) = index.get_upload(&upload.owner, &upload.id).await? else {
                 break;
             };
+            if !self.holds(&now.value, fence) {
+                break;
+            }
             now.value.outcome = Some(outcome.clone());
             now.value.writer = None;
             now.value.staged = staged.clone();
@@ -71,8 +166,37 @@ impl FileService {
                 }
             }
         }
-        self.writers.forget(upload.id.as_str());
         result
+    }
+
+    /// The commit's audit line (`upload` or `replace`, with the signature of a refusal).
+    fn audit_completion(
+        &self,
+        upload: &ResumableUpload,
+        requester: &Requester,
+        result: &Result<Committed, FilesError>,
+    ) {
+        let (action, status, bytes, signature) = match result {
+            Ok(c) if c.replaced => (Action::Replace, 201, c.file.size, None),
+            Ok(c) => (Action::Upload, 201, c.file.size, None),
+            Err(FilesError::UploadRefused(r)) => {
+                (Action::Upload, r.status, 0, r.signature.as_deref())
+            }
+            Err(_) => return,
+        };
+        self.audit.record(
+            &AuditEvent::new(
+                &requester.request_id,
+                &upload.owner,
+                &requester.actor,
+                requester.role,
+                Some(&upload.file_id),
+                action,
+                status,
+                bytes,
+            )
+            .with_signature(signature),
+        );
     }
 
     /// Claims the staged key, finishes the staged bytes into its object, checks them and
@@ -80,6 +204,7 @@ impl FileService {
     async fn commit_staged(
         &self,
         upload: &ResumableUpload,
+        fence: u64,
         live: Option<LiveScan>,
     ) -> Result<Committed, FilesError> {
         let (owner, file_id) = (&upload.owner, &upload.file_id);
@@ -87,6 +212,9 @@ impl FileService {
         let (rules, quota_error) = self.rules_within_quota(owner, file_id).await?;
         let key = upload.staged.key.clone();
         let mut claim = self.claim(owner, file_id, &key).await?;
+        // Claimed, then checked: an erase or termination that removed the upload before the
+        // claim is seen here; one after it revokes the claim.
+        self.still_holds(upload, fence).await?;
         self.store.finish_staged(&upload.staged).await?;
         let declared = Declared {
             mime_type: upload.mime_type.clone(),
@@ -96,7 +224,7 @@ impl FileService {
         };
         let hashed =
             hashing::resume(upload.hash.as_deref(), upload.offset).map(|h| hashing::digest(&h));
-        let (this, owner, file_id) = (self.clone(), owner.clone(), file_id.clone());
+        let (this, upload) = (self.clone(), upload.clone());
         let finishing = self.tasks.spawn(async move {
             let _slot = slot;
             let ingested = match this
@@ -115,7 +243,8 @@ impl FileService {
                     return Err(e);
                 }
             };
-            this.commit_ingested(&owner, &file_id, key, ingested, None, claim)
+            this.still_holds(&upload, fence).await?;
+            this.commit_ingested(&upload.owner, &upload.file_id, key, ingested, None, claim)
                 .await
         });
         match finishing.await {

@@ -13,9 +13,12 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{FileService, FilesError};
+use crate::auth::Role;
 use crate::index::UploadIndex;
 use crate::keys::{ObjectKey, UploadId};
-use crate::model::{FileId, Issuer, Owner, Refusal, ResumableUpload, Versioned};
+use crate::model::{
+    FileId, Issuer, Owner, Refusal, ResumableUpload, UploadOutcome, UserId, Versioned,
+};
 use crate::sniff;
 
 pub use append::{Append, Appended, Checksum, ChecksumAlgorithm};
@@ -45,7 +48,38 @@ pub struct NewUpload {
 }
 
 /// How a refused completion is answered, from the error that refused it.
-pub type Describe = dyn Fn(FilesError) -> Refusal + Send + Sync;
+pub type Describe = fn(FilesError) -> Refusal;
+
+/// Who sends a request to an upload, for the audit line of the commit it may bring about
+/// (written by the completion itself, which outlives a client that leaves).
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub request_id: String,
+    pub actor: UserId,
+    pub role: Role,
+}
+
+/// The bound on an upload's bytes, and which limit sets it.
+#[derive(Debug, Clone, Copy)]
+enum Room {
+    Size(u64),
+    Quota(u64),
+}
+
+impl Room {
+    fn limit(self) -> u64 {
+        match self {
+            Self::Size(n) | Self::Quota(n) => n,
+        }
+    }
+
+    fn error(self) -> FilesError {
+        match self {
+            Self::Size(limit) => FilesError::TooLarge { limit },
+            Self::Quota(_) => FilesError::Quota("storage"),
+        }
+    }
+}
 
 impl FileService {
     fn upload_index(&self) -> &dyn UploadIndex {
@@ -119,18 +153,27 @@ impl FileService {
         file_id: &FileId,
         length: u64,
     ) -> Result<(), FilesError> {
-        if length > self.rules.max_size {
-            return Err(FilesError::TooLarge {
-                limit: self.rules.max_size,
-            });
-        }
-        if let Some(max) = self.limits.settings.max_bytes_per_participant {
-            let (usage, this) = self.usage_beside(owner, file_id).await?;
-            if length > max.saturating_sub(usage.bytes - this.unwrap_or(0)) {
-                return Err(FilesError::Quota("storage"));
-            }
+        let room = self.room(owner, file_id).await?;
+        if length > room.limit() {
+            return Err(room.error());
         }
         Ok(())
+    }
+
+    /// The most bytes an upload of `file_id` may hold: the file size limit, or less when the
+    /// byte quota leaves less (the file's committed bytes do not count: they are replaced).
+    async fn room(&self, owner: &Owner, file_id: &FileId) -> Result<Room, FilesError> {
+        let size = Room::Size(self.rules.max_size);
+        let Some(max) = self.limits.settings.max_bytes_per_participant else {
+            return Ok(size);
+        };
+        let (usage, this) = self.usage_beside(owner, file_id).await?;
+        let left = max.saturating_sub(usage.bytes.saturating_sub(this.unwrap_or(0)));
+        Ok(if left < self.rules.max_size {
+            Room::Quota(left)
+        } else {
+            size
+        })
     }
 
     /// What the owner holds, and the size of `file_id`'s committed bytes if it has some.
@@ -144,15 +187,23 @@ impl FileService {
         Ok((usage, row.current.map(|c| c.size)))
     }
 
+    /// How many uploads requests on this instance are working on now.
+    #[must_use]
+    pub fn uploads_in_hand(&self) -> usize {
+        self.writers.len()
+    }
+
     /// The upload as it stands, once any request still appending to it on this instance has
-    /// stopped and made its bytes durable. 404 for an unknown one, 410 once expired.
+    /// stopped and made its bytes durable. 404 for an unknown one (or another owner's: that is
+    /// checked before anything else), 410 once expired, 423 while its completion runs.
     pub async fn upload_state(
         &self,
         owner: &Owner,
         id: &UploadId,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
+        self.read_idle(owner, id).await?;
         drop(self.writers.take(id.as_str()).await);
-        self.read_upload(owner, id).await
+        self.read_idle(owner, id).await
     }
 
     async fn read_upload(
@@ -171,16 +222,119 @@ impl FileService {
         Ok(row)
     }
 
-    /// Removes the upload and every byte of it; a request appending to it here stops first.
-    pub async fn terminate_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
-        let _turn = self.writers.take(id.as_str()).await;
-        let index = self.upload_index();
+    /// The upload, unless its completion is running (423: its outcome comes later).
+    async fn read_idle(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<Versioned<ResumableUpload>, FilesError> {
         let row = self.read_upload(owner, id).await?;
-        // The bytes go first: a row without its bytes would tell a client to resume them.
-        self.store.drop_staged(&row.value.staged).await?;
-        index.delete_upload(owner, id, row.version).await?;
-        self.writers.forget(id.as_str());
-        self.live.close(id.as_str());
-        Ok(())
+        if row.value.completing(Utc::now()) {
+            return Err(FilesError::UploadCompleting);
+        }
+        Ok(row)
+    }
+
+    /// Removes the upload and every byte of it; a request appending to it here stops first.
+    /// An upload whose file was committed is not terminated (its file stays), and one being
+    /// completed is not either (423, until its outcome is known).
+    pub async fn terminate_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
+        self.read_idle(owner, id).await?;
+        let _turn = self.writers.take(id.as_str()).await;
+        let mut row = self.read_idle(owner, id).await?;
+        if row.value.outcome == Some(UploadOutcome::Committed) {
+            return Err(FilesError::UploadCompleted);
+        }
+        let now = Utc::now();
+        if let Some(w) = &row.value.writer
+            && w.live(now)
+            && w.holder != self.instance
+        {
+            return Err(FilesError::UploadLocked);
+        }
+        // The lease first: no instance starts a completion of what is being removed.
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
+        row.value.writer = Some(append::lease(&self.instance, fence, false));
+        row.version = self
+            .upload_index()
+            .put_upload(&row.value, Some(row.version))
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    FilesError::UploadLocked
+                } else {
+                    e.into()
+                }
+            })?;
+        self.remove_upload(owner, id).await.map(|_| ())
+    }
+
+    /// Removes an upload whose creation request was refused after it was made (its first
+    /// bytes, or its completion): that client has no URL for it, so nothing of it stays and it
+    /// holds no slot. An upload whose file was committed is kept (its outcome is the file's).
+    pub async fn abandon_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
+        let _turn = self.writers.take(id.as_str()).await;
+        match self.upload_index().get_upload(owner, id).await? {
+            Some(row) if row.value.outcome != Some(UploadOutcome::Committed) => {
+                self.remove_upload(owner, id).await.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Terminates every upload of `owner` (only those that would become `file_id`, when
+    /// given), whatever state each is in and whoever holds its lease: erase, and the DELETE of
+    /// a file. A completion running elsewhere loses its claim to the erase that follows.
+    /// Returns how many were open.
+    pub(super) async fn end_uploads(
+        &self,
+        owner: &Owner,
+        file_id: Option<&FileId>,
+    ) -> Result<u64, FilesError> {
+        const PAGE: usize = 100;
+        let index = self.upload_index();
+        let (mut count, mut after) = (0, None);
+        loop {
+            let rows = index.uploads_of(owner, after.as_ref(), PAGE).await?;
+            let last = rows.len() < PAGE;
+            after = rows.last().map(|r| r.value.id.clone());
+            for row in rows {
+                if file_id.is_some_and(|f| *f != row.value.file_id) {
+                    continue;
+                }
+                let _turn = self.writers.take(row.value.id.as_str()).await;
+                if self.remove_upload(owner, &row.value.id).await? {
+                    count += 1;
+                }
+            }
+            if last {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// Drops the upload's staged bytes, then its row, as the row reads now; true when it was
+    /// open (neither complete nor expired).
+    async fn remove_upload(&self, owner: &Owner, id: &UploadId) -> Result<bool, FilesError> {
+        let index = self.upload_index();
+        let mut tries = crate::files::Backoff::new();
+        while tries.next().await {
+            let Some(row) = index.get_upload(owner, id).await? else {
+                return Ok(false);
+            };
+            let open = row.value.outcome.is_none() && row.value.expires_on > Utc::now();
+            // The bytes go first: a row without its bytes would tell a client to resume them.
+            self.store.drop_staged(&row.value.staged).await?;
+            match index.delete_upload(owner, id, row.version).await {
+                Ok(()) => {
+                    self.live.close(id.as_str());
+                    return Ok(open);
+                }
+                Err(e) if !e.is_retryable() => return Err(e.into()),
+                // A request recorded bytes meanwhile (it stops at its next write): again.
+                Err(_) => {}
+            }
+        }
+        Err(FilesError::Contended)
     }
 }

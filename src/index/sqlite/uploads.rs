@@ -130,6 +130,32 @@ impl UploadIndex for SqliteFileIndex {
         .await
     }
 
+    async fn uploads_of(
+        &self,
+        owner: &Owner,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<Versioned<ResumableUpload>>, IndexError> {
+        let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
+        let after = after.map_or_else(String::new, |a| a.as_str().to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let rows: Vec<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT version, state FROM uploads WHERE app = ?1 AND participant = ?2 \
+                     AND upload_id > ?3 ORDER BY upload_id LIMIT ?4",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![app, participant, after, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect()
+                })
+                .map_err(|e| backend("listing uploads failed", e))?;
+            rows.iter().map(|(v, s)| decode(*v, s)).collect()
+        })
+    }
+
     async fn open_uploads(&self, owner: &Owner, now: DateTime<Utc>) -> Result<u64, IndexError> {
         let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
         let now = millis(now);
