@@ -1465,6 +1465,7 @@ fn resumable(owner: &Owner, file: &str, expires_on: DateTime<Utc>) -> ResumableU
                 size: 5 << 20,
             }],
             tail: 3,
+            fence: 1,
         },
         writer: Some(WriterLease {
             holder: "instance-a".into(),

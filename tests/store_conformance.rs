@@ -345,7 +345,12 @@ fn files_named(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
 }
 
 async fn append(store: &dyn BlobStore, staged: &Staged, bytes: &[u8]) -> Staged {
-    let mut w = store.stage(staged).await.unwrap();
+    append_as(store, staged, staged.fence + 1, bytes).await
+}
+
+/// Appends as the writer whose lease has `fence`.
+async fn append_as(store: &dyn BlobStore, staged: &Staged, fence: u64, bytes: &[u8]) -> Staged {
+    let mut w = store.stage(staged, fence).await.unwrap();
     for c in bytes.chunks(1 << 20) {
         w.write(Bytes::copy_from_slice(c)).await.unwrap();
     }
@@ -387,7 +392,7 @@ async fn staged_bytes_survive_cut_requests_and_become_the_object_in_place() {
         let first = append(store, &staged, &whole[..3 << 20]).await;
         // A request cut off after 6 MiB, never synced (on S3 it uploaded a part that the
         // index never recorded): the next append starts from the recorded bytes again.
-        let mut cut = store.stage(&first).await.unwrap();
+        let mut cut = store.stage(&first, first.fence + 1).await.unwrap();
         cut.write(Bytes::from(noise(6 << 20, 8))).await.unwrap();
         drop(cut);
         let second = append(store, &first, &whole[3 << 20..13 << 20]).await;
@@ -418,6 +423,36 @@ async fn staged_bytes_survive_cut_requests_and_become_the_object_in_place() {
             s.name
         );
         store.delete(&k).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_writer_whose_lease_was_taken_over_cannot_change_what_is_finished() {
+    // Stores shared by instances only: on the local store one process's requests take turns.
+    for s in subjects().await.into_iter().filter(|s| s.bucket.is_some()) {
+        let store = s.store.as_ref();
+        let k = key();
+        let staged = store.begin_staging(&k, 64 << 20).await.unwrap();
+        let first = append_as(store, &staged, 1, &noise(1 << 20, 41)).await;
+        // A writer with lease 2 opens the upload, then stalls (a paused instance)...
+        let mut zombie = store.stage(&first, 2).await.unwrap();
+        zombie.write(Bytes::from(noise(1 << 20, 42))).await.unwrap();
+        // ...while lease 3 takes it over and makes the rest durable, as the index records.
+        let rest = noise(1 << 20, 43);
+        let recorded = append_as(store, &first, 3, &rest).await;
+        // The stalled writer wakes and makes its bytes durable at the same offset.
+        let stale = zombie.sync().await.unwrap();
+        assert_eq!(stale.tail, recorded.tail);
+        store.finish_staged(&recorded).await.unwrap();
+        let mut whole = noise(1 << 20, 41);
+        whole.extend_from_slice(&rest);
+        assert!(
+            read_all(store, &k, None).await == whole,
+            "{}: the finished object holds the stalled writer's bytes",
+            s.name
+        );
+        store.delete(&k).await.unwrap();
+        assert_no_staged_leftovers(&s, k.upload_id().as_str());
     }
 }
 

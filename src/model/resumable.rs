@@ -81,6 +81,18 @@ pub struct Staged {
     /// Bytes after the parts, kept in the tail object.
     #[serde(default)]
     pub tail: u64,
+    /// The lease fence of the writer that wrote the tail, part of the tail's name: a writer
+    /// whose lease was taken over writes under another name, which no row ever records.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fence: u64,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if takes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Staged {
@@ -93,6 +105,7 @@ impl Staged {
             part_size: self.part_size,
             parts: Vec::new(),
             tail: 0,
+            fence: self.fence,
         }
     }
 }

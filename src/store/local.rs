@@ -185,7 +185,11 @@ impl BlobStore for LocalBlobStore {
         Ok(staging::begin(key))
     }
 
-    async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError> {
+    async fn stage(
+        &self,
+        staged: &Staged,
+        _fence: u64,
+    ) -> Result<Box<dyn StageWriter>, StoreError> {
         staging::open(&self.resumable, staged).await
     }
 

@@ -126,8 +126,11 @@ pub trait BlobStore: Send + Sync {
     async fn begin_staging(&self, key: &ObjectKey, max_length: u64) -> Result<Staged, StoreError>;
 
     /// Opens `staged` for appending after the bytes it names (the durable ones, as the index
-    /// recorded them); whatever an interrupted request wrote past them is overwritten.
-    async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError>;
+    /// recorded them); whatever an interrupted request wrote past them is overwritten. `fence`
+    /// is the writer's lease fence: what a writer with an older fence writes afterwards never
+    /// replaces what this one made durable (stores shared by instances name what they write
+    /// by it; the local store has one process, whose requests take turns).
+    async fn stage(&self, staged: &Staged, fence: u64) -> Result<Box<dyn StageWriter>, StoreError>;
 
     /// Makes the staged bytes, whole, the object under `staged.key`, in place: nothing is
     /// copied (S3 completes the multipart upload, the local store renames the file). A finish

@@ -223,7 +223,7 @@ impl FileService {
             live = self.open_live_scan(row.version).await;
         }
 
-        let mut writer = self.store.stage(&row.value.staged).await?;
+        let mut writer = self.store.stage(&row.value.staged, fence).await?;
         let mut hasher = req.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
         let mut whole = hashing::resume(row.value.hash.as_deref(), row.value.offset);
         let (mut received, mut unsynced) = (0u64, 0u64);

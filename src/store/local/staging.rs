@@ -24,6 +24,7 @@ pub(super) fn begin(key: &ObjectKey) -> Staged {
         part_size: 0,
         parts: Vec::new(),
         tail: 0,
+        fence: 0,
     }
 }
 

@@ -376,8 +376,8 @@ impl BlobStore for S3BlobStore {
         self.begin_staged(key, max_length).await
     }
 
-    async fn stage(&self, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError> {
-        self.open_staged(staged).await
+    async fn stage(&self, staged: &Staged, fence: u64) -> Result<Box<dyn StageWriter>, StoreError> {
+        self.open_staged(staged, fence).await
     }
 
     async fn finish_staged(&self, staged: &Staged) -> Result<(), StoreError> {

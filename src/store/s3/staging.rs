@@ -31,8 +31,12 @@ fn corrupt(message: &str) -> StoreError {
 }
 
 impl S3BlobStore {
+    /// The tail's name: the offset it ends at and, since fencing, its writer's fence.
     fn tail_key(&self, staged: &Staged, end: u64) -> String {
-        format!("{}.tail-{end}", self.key(&staged.key))
+        match staged.fence {
+            0 => format!("{}.tail-{end}", self.key(&staged.key)),
+            fence => format!("{}.tail-{end}.{fence}", self.key(&staged.key)),
+        }
     }
 
     pub(super) async fn begin_staged(
@@ -65,6 +69,7 @@ impl S3BlobStore {
             part_size,
             parts: Vec::new(),
             tail: 0,
+            fence: 0,
         })
     }
 
@@ -97,6 +102,7 @@ impl S3BlobStore {
     pub(super) async fn open_staged(
         &self,
         staged: &Staged,
+        fence: u64,
     ) -> Result<Box<dyn StageWriter>, StoreError> {
         let size = usize::try_from(staged.part_size).map_err(|_| corrupt("part size"))?;
         let memory = self.budget.reserve_large(size).await?;
@@ -104,7 +110,10 @@ impl S3BlobStore {
         buffer.extend_from_slice(&self.get_tail(staged).await?);
         Ok(Box::new(S3Stage {
             store: self.clone(),
-            staged: staged.clone(),
+            staged: Staged {
+                fence,
+                ..staged.clone()
+            },
             buffer,
             _memory: memory,
         }))
