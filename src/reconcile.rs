@@ -10,7 +10,7 @@ use chrono::Utc;
 use crate::backends::Backends;
 use crate::index::IndexError;
 use crate::keys::ObjectKey;
-use crate::model::{FileId, Owner};
+use crate::model::{FileId, Owner, Staged};
 
 /// What reconcile removed, as lines an operator can read (identifiers only, no content).
 /// Claims of uploads through the service older than `min_age` are revoked: such an upload can
@@ -76,12 +76,38 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         }
     }
     removed.extend(drop_expired_uploads(backends).await?);
+    let (tails, objects): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.tail);
+    removed.extend(drop_stray_tails(backends, tails).await?);
     for object in objects {
         if referenced.contains(&object.key) {
             continue;
         }
         backends.store.delete(&object.key).await?;
         removed.push(format!("object without a row {}", object.key));
+    }
+    Ok(removed)
+}
+
+/// Removes the tails of resumable uploads that ended (their row is gone, or says how they
+/// ended): a writer stopped mid-request, or an instance that died, may leave one behind. An
+/// open upload's tails stay: it removes every one of them when it ends.
+async fn drop_stray_tails(
+    backends: &Backends,
+    tails: Vec<crate::store::ListedObject>,
+) -> anyhow::Result<Vec<String>> {
+    let keys: HashSet<ObjectKey> = tails.into_iter().map(|t| t.key).collect();
+    let mut removed = Vec::new();
+    for key in keys {
+        let row = backends
+            .index
+            .uploads()
+            .get_upload(&key.owner(), &key.upload_id())
+            .await?;
+        if row.is_some_and(|r| r.value.outcome.is_none()) {
+            continue;
+        }
+        backends.store.drop_staged(&Staged::bare(&key)).await?;
+        removed.push(format!("tails of an ended resumable upload {key}"));
     }
     Ok(removed)
 }

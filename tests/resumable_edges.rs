@@ -345,3 +345,71 @@ async fn requests_for_uploads_not_the_callers_leave_no_trace_and_stop_nothing() 
     );
     assert_eq!(app.files.uploads_in_hand(), 0);
 }
+
+#[tokio::test]
+async fn reconcile_removes_the_tails_a_stalled_writer_left_after_its_upload_ended() {
+    // Tails are objects of S3 stores only; the local store appends to one file.
+    let app = TestApp::start_aws(&[]).await;
+    let t = app.token("hugo", "study");
+    let path = create(&app, &t, "stalled.bin", Some(4 << 20)).await;
+    let res = patch(&app, &t, &path, 0, noise(1 << 20, 30)).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // A writer of the upload stalls mid-request (a paused instance)...
+    let row = app
+        .files
+        .index()
+        .uploads()
+        .get_upload(&owner("hugo"), &id_of(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stalled = app
+        .files
+        .store()
+        .stage(&row.value.staged, row.value.staged.fence + 1)
+        .await
+        .unwrap();
+    stalled
+        .write(bytes::Bytes::from(noise(1 << 20, 31)))
+        .await
+        .unwrap();
+    // ...the client terminates the upload, every byte of it goes...
+    assert_eq!(
+        delete(&app, &t, &path).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let tails = || {
+        let mut all = app.stored_files();
+        all.retain(|p| p.to_string_lossy().contains(".tail-"));
+        all
+    };
+    assert!(tails().is_empty());
+    // ...and the stalled writer wakes and makes its bytes durable: a tail no row names.
+    stalled.sync().await.unwrap();
+    assert_eq!(tails().len(), 1);
+    let out = app.reconcile("1h");
+    assert!(out.contains("tails of an ended resumable upload"), "{out}");
+    assert!(tails().is_empty(), "{:?}", tails());
+}
+
+#[tokio::test]
+async fn a_terminated_upload_whose_completion_failed_leaves_no_claim_and_no_object() {
+    let mut relay = Relay::start().await;
+    let app = with_relay(&relay).await;
+    let t = app.token("ines", "study");
+    let bytes = noise(1 << 20, 32);
+    let path = create(&app, &t, "failed.bin", Some(bytes.len() as u64)).await;
+    relay.down().await;
+    // Every byte is in; the scanner is down, so the completion fails and keeps its claim
+    // and finished object for a retry.
+    let res = patch(&app, &t, &path, 0, bytes).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        delete(&app, &t, &path).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let file = participant_files::model::FileId::parse("failed.bin").unwrap();
+    let row = app.files.index().get(&owner("ines"), &file).await.unwrap();
+    assert!(row.is_none(), "the claim outlived its upload: {row:?}");
+    assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
+}

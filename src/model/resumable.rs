@@ -96,16 +96,27 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Staged {
+    /// Nothing staged under `key` that the index knows of: dropping it removes whatever the
+    /// store still keeps there (tails), and aborts no multipart upload.
+    #[must_use]
+    pub fn bare(key: &ObjectKey) -> Self {
+        Self {
+            key: key.clone(),
+            multipart: None,
+            part_size: 0,
+            parts: Vec::new(),
+            tail: 0,
+            fence: 0,
+        }
+    }
+
     /// What is left once the store dropped the staged bytes: nothing.
     #[must_use]
     pub fn dropped(&self) -> Self {
         Self {
-            key: self.key.clone(),
-            multipart: None,
             part_size: self.part_size,
-            parts: Vec::new(),
-            tail: 0,
             fence: self.fence,
+            ..Self::bare(&self.key)
         }
     }
 }

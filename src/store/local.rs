@@ -167,7 +167,11 @@ impl BlobStore for LocalBlobStore {
                             |_| chrono::Utc::now(),
                             chrono::DateTime::<chrono::Utc>::from,
                         );
-                        out.push(ListedObject { key, modified });
+                        out.push(ListedObject {
+                            key,
+                            modified,
+                            tail: false,
+                        });
                     }
                 }
             }

@@ -58,6 +58,9 @@ impl StoreError {
 pub struct ListedObject {
     pub key: ObjectKey,
     pub modified: DateTime<Utc>,
+    /// Not the object under `key` but a tail of the resumable upload staged under it: it goes
+    /// with the upload ([`BlobStore::drop_staged`]), never as an object of its own.
+    pub tail: bool,
 }
 
 /// Bytes read from a store: the whole object's size and the requested part of it.

@@ -14,7 +14,7 @@ use crate::audit::{Action, AuditEvent};
 use crate::budget::Reservation;
 use crate::files::{Committed, FileService, FilesError};
 use crate::keys::{ObjectKey, UploadId};
-use crate::model::{Owner, ResumableUpload, UploadOutcome, Versioned};
+use crate::model::{Owner, ResumableUpload, Staged, UploadOutcome, Versioned};
 use crate::pipeline::{self, Declared, Dest, Ingested, PipelineError, Resumed, Rules};
 use crate::sniff::SNIFF_LEN;
 use crate::store::StoreError;
@@ -129,7 +129,11 @@ impl FileService {
                     Err(FilesError::UploadRefused(refusal)),
                 )
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Not the upload's fault: the next request tries again, at once.
+                let _ = self.record_outcome(upload, fence, None).await;
+                return Err(e);
+            }
         };
         self.audit_completion(upload, requester, &result);
         // Committed: the staged bytes are the file now. Refused: what is left of them goes
@@ -144,8 +148,20 @@ impl FileService {
                 }
             },
         };
-        // The file is committed (or refused) whatever this write does. The row is read again:
-        // the lease's renewals have written it meanwhile.
+        self.record_outcome(upload, fence, Some((outcome, staged)))
+            .await?;
+        result
+    }
+
+    /// Writes what the completion came to (`None`: nothing yet, the lease is given back) on
+    /// the row, if it still names this completion. The file is committed (or refused) whatever
+    /// this write does; the row is read again, as the lease's renewals have written it.
+    async fn record_outcome(
+        &self,
+        upload: &ResumableUpload,
+        fence: u64,
+        ended: Option<(UploadOutcome, Staged)>,
+    ) -> Result<(), FilesError> {
         let index = self.upload_index();
         for _ in 0..5 {
             let Some(mut now) = index.get_upload(&upload.owner, &upload.id).await? else {
@@ -154,9 +170,11 @@ impl FileService {
             if !self.holds(&now.value, fence) {
                 break;
             }
-            now.value.outcome = Some(outcome.clone());
             now.value.writer = None;
-            now.value.staged = staged.clone();
+            if let Some((outcome, staged)) = &ended {
+                now.value.outcome = Some(outcome.clone());
+                now.value.staged = staged.clone();
+            }
             match index.put_upload(&now.value, Some(now.version)).await {
                 Ok(_) => break,
                 Err(e) if e.is_retryable() => {}
@@ -166,7 +184,7 @@ impl FileService {
                 }
             }
         }
-        result
+        Ok(())
     }
 
     /// The commit's audit line (`upload` or `replace`, with the signature of a refusal).

@@ -313,6 +313,19 @@ impl FileService {
         }
     }
 
+    /// A completion that failed for a backend leaves the upload's key claimed, and its object
+    /// maybe finished, for its retry: neither outlives the upload, unless the switch made that
+    /// object the file (its outcome was then not recorded).
+    async fn release_claim(&self, upload: &ResumableUpload) -> Result<(), FilesError> {
+        let key = &upload.staged.key;
+        let (row, _) = self.read_row(&upload.owner, &upload.file_id).await?;
+        if !row.claimed(key) || row.current.as_ref().is_some_and(|c| &c.key == key) {
+            return Ok(());
+        }
+        self.store.delete(key).await?;
+        self.unclaim(&upload.owner, &upload.file_id, key).await
+    }
+
     /// Drops the upload's staged bytes, then its row, as the row reads now; true when it was
     /// open (neither complete nor expired).
     async fn remove_upload(&self, owner: &Owner, id: &UploadId) -> Result<bool, FilesError> {
@@ -325,6 +338,9 @@ impl FileService {
             let open = row.value.outcome.is_none() && row.value.expires_on > Utc::now();
             // The bytes go first: a row without its bytes would tell a client to resume them.
             self.store.drop_staged(&row.value.staged).await?;
+            if row.value.outcome != Some(UploadOutcome::Committed) {
+                self.release_claim(&row.value).await?;
+            }
             match index.delete_upload(owner, id, row.version).await {
                 Ok(()) => {
                     self.live.close(id.as_str());

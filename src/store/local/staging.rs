@@ -18,14 +18,7 @@ pub(super) fn path(dir: &Path, key: &ObjectKey) -> PathBuf {
 }
 
 pub(super) fn begin(key: &ObjectKey) -> Staged {
-    Staged {
-        key: key.clone(),
-        multipart: None,
-        part_size: 0,
-        parts: Vec::new(),
-        tail: 0,
-        fence: 0,
-    }
+    Staged::bare(key)
 }
 
 pub(super) async fn open(dir: &Path, staged: &Staged) -> Result<Box<dyn StageWriter>, StoreError> {

@@ -416,16 +416,27 @@ impl BlobStore for S3BlobStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| failed("ListObjectsV2 failed", e))?;
             for object in page.contents() {
-                let Some(name) = object.key() else { continue };
+                let Some(name) = object.key().and_then(|n| n.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                // A resumable upload's tail is named after the upload's key.
+                let (name, tail) = match name.split_once(".tail-") {
+                    Some((key, _)) => (key, true),
+                    None => (name, false),
+                };
                 // Objects this service did not write are not its to remove.
-                let Some(key) = name.strip_prefix(&prefix).and_then(ObjectKey::parse) else {
+                let Some(key) = ObjectKey::parse(name) else {
                     continue;
                 };
                 let modified = object
                     .last_modified()
                     .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
                     .unwrap_or_else(Utc::now);
-                out.push(ListedObject { key, modified });
+                out.push(ListedObject {
+                    key,
+                    modified,
+                    tail,
+                });
             }
         }
         Ok(out)

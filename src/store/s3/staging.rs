@@ -64,12 +64,9 @@ impl S3BlobStore {
             .upload_id()
             .ok_or_else(|| corrupt("CreateMultipartUpload gave no upload ID"))?;
         Ok(Staged {
-            key: key.clone(),
             multipart: Some(id.to_owned()),
             part_size,
-            parts: Vec::new(),
-            tail: 0,
-            fence: 0,
+            ..Staged::bare(key)
         })
     }
 
