@@ -240,19 +240,15 @@ pub async fn download(
             Body::empty()
         }
         Some(read) => {
-            audit(
-                &state,
-                &grant,
-                &request_id,
-                action,
-                (status.as_u16(), None),
-                length,
-            );
             state.metrics.bytes_out.inc_by(length);
+            // Audited once the body ends, with the bytes that went out.
             Body::from_stream(Served {
                 inner: read.body,
                 state: Arc::clone(&state),
-                owner: grant.owner.clone(),
+                grant: grant.clone(),
+                request_id: request_id.clone(),
+                status: status.as_u16(),
+                length,
                 unsent: length,
             })
         }
@@ -292,12 +288,20 @@ fn if_range_holds(headers: &HeaderMap, etag: &str) -> bool {
     }
 }
 
-/// A download's bytes on their way out; on drop, the part of the charge that was not served
-/// (the client left early) goes back to the participant's budget.
+/// The audit status of a download or upload that its client left before the end: nginx's
+/// "client closed request", as no HTTP status says it.
+pub(crate) const INTERRUPTED: u16 = 499;
+
+/// A download's bytes on their way out. On drop, the part of the charge that was not served
+/// (the client left early) goes back to the participant's budget, and the audit line records
+/// the bytes that went out ([`INTERRUPTED`] when not all of them did).
 struct Served {
     inner: futures::stream::BoxStream<'static, Result<bytes::Bytes, crate::store::StoreError>>,
     state: AppState,
-    owner: crate::model::Owner,
+    grant: Grant,
+    request_id: RequestId,
+    status: u16,
+    length: u64,
     unsent: u64,
 }
 
@@ -318,7 +322,22 @@ impl futures::Stream for Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        self.state.files.refund_download(&self.owner, self.unsent);
+        self.state
+            .files
+            .refund_download(&self.grant.owner, self.unsent);
+        let status = if self.unsent == 0 {
+            self.status
+        } else {
+            INTERRUPTED
+        };
+        audit(
+            &self.state,
+            &self.grant,
+            &self.request_id,
+            Action::Download,
+            (status, None),
+            self.length - self.unsent,
+        );
     }
 }
 

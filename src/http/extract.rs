@@ -39,6 +39,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The request ID that tower-http's request-id layer set or took over from the client.
+#[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
