@@ -17,7 +17,8 @@ pub struct Metrics {
     pub scan_verdicts: IntCounterVec,
     pub scan_seconds: Histogram,
     pub backend_errors: IntCounterVec,
-    /// 1 for each configured scanner that answered at the last scrape, else 0.
+    /// 1 for each configured scanner (by position) that answered its last background probe,
+    /// else 0.
     pub scanner_up: IntGaugeVec,
     /// Presigned uploads the settler took: settled (committed or refused) or deferred.
     pub arrivals: IntCounterVec,
@@ -78,7 +79,7 @@ impl Metrics {
         let scanner_up = IntGaugeVec::new(
             Opts::new(
                 "pf_scanner_up",
-                "Whether each configured scanner answered PING at this scrape",
+                "Whether each configured scanner, by position (scanner 1, ...), answered its last background PING",
             ),
             &["scanner"],
         )

@@ -1,5 +1,6 @@
 //! Several scanners (`PF_CLAMD` as a comma list): uploads go on while one is down, fail closed
-//! when all are, spread over the ones that answer, and `/ready` and `/metrics` show each.
+//! when all are, spread over the ones that answer, and `/ready` and `/metrics` show each (by
+//! position, as last probed in the background, never waiting on a scanner).
 
 mod common;
 
@@ -41,22 +42,11 @@ async fn uploads_go_on_while_one_scanner_is_down() {
     .await;
     let scanner = &ready["checks"]["scanner"];
     assert_eq!(scanner["status"], "ok", "{ready}");
-    let states: Vec<(String, String)> = scanner["scanners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["address"].as_str().unwrap().to_owned(),
-                s["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        states,
+        states(&ready),
         [
-            (down.clone(), "unavailable".to_owned()),
-            (clamd(), "ok".to_owned())
+            ("scanner 1".to_owned(), "unavailable".to_owned()),
+            ("scanner 2".to_owned(), "ok".to_owned())
         ]
     );
     let metrics = app
@@ -68,13 +58,120 @@ async fn uploads_go_on_while_one_scanner_is_down() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(&format!("pf_scanner_up{{scanner=\"{down}\"}} 0")),
+        metrics.contains("pf_scanner_up{scanner=\"scanner 1\"} 0"),
         "{metrics}"
     );
     assert!(
-        metrics.contains(&format!("pf_scanner_up{{scanner=\"{}\"}} 1", clamd())),
+        metrics.contains("pf_scanner_up{scanner=\"scanner 2\"} 1"),
         "{metrics}"
     );
+    for body in [ready.to_string(), metrics] {
+        assert!(!body.contains(&down) && !body.contains(&clamd()), "{body}");
+    }
+}
+
+/// Each scanner's name and status in a `/ready` body.
+fn states(ready: &serde_json::Value) -> Vec<(String, String)> {
+    ready["checks"]["scanner"]["scanners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A loopback port that accepts connections and never answers on them: a blackholed clamd.
+async fn blackhole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn a_blackholed_scanner_holds_back_neither_ready_nor_metrics() {
+    let (hole, _held) = blackhole().await;
+    let good = FakeClamd::start(Behaviour::Answers("stream: OK")).await;
+    let list = format!("{hole},{}", good.address);
+    // A scan may take a minute; `/ready` and `/metrics` must not wait that long for a PING.
+    let app = TestApp::start_with(&["--clamd", &list, "--scan-timeout", "60s"]).await;
+    let prompt = std::time::Duration::from_secs(5);
+    let ask = |path: &'static str| app.request(Method::GET, path).timeout(prompt).send();
+    let ready = json(
+        ask("/ready").await.expect("/ready answers at once"),
+        StatusCode::OK,
+    )
+    .await;
+    let body = ready.to_string();
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    let names: Vec<String> = states(&ready).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["scanner 1", "scanner 2"], "{ready}");
+    let metrics = ask("/metrics")
+        .await
+        .expect("/metrics answers at once")
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("127.0.0.1"), "{metrics}");
+    // The background probe gives up on the blackholed scanner after its own short timeout, far
+    // within the scan timeout; every answer meanwhile comes at once.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = json(
+            ask("/ready").await.expect("/ready answers at once"),
+            StatusCode::OK,
+        )
+        .await;
+        let now = states(&ready);
+        if now
+            == [
+                ("scanner 1".to_owned(), "unavailable".to_owned()),
+                ("scanner 2".to_owned(), "ok".to_owned()),
+            ]
+        {
+            assert_eq!(ready["checks"]["scanner"]["status"], "ok", "{ready}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the blackholed scanner was never reported: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = ask("/metrics")
+        .await
+        .expect("/metrics answers at once")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pf_scanner_up{scanner=\"scanner 1\"} 0")
+            && metrics.contains("pf_scanner_up{scanner=\"scanner 2\"} 1"),
+        "{metrics}"
+    );
+    // Uploads now go to the scanner that answers first, without waiting on the other's PING.
+    let t = app.token("alice", "study");
+    let res = app
+        .request(Method::PUT, "/v3/participants/self/files/f")
+        .bearer_auth(&t)
+        .header("content-type", "application/octet-stream")
+        .body(noise(3000, 1))
+        .timeout(std::time::Duration::from_secs(15))
+        .send()
+        .await
+        .expect("the upload is not held back by the blackholed scanner");
+    assert_eq!(json(res, StatusCode::CREATED).await["scanStatus"], "clean");
+    assert_eq!(good.sessions(), 1);
 }
 
 #[tokio::test]

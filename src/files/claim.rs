@@ -2,11 +2,26 @@
 //! before storing a byte, so that `reconcile` never deletes an object that is about to become a
 //! file, and a revoked claim stops the upload from committing.
 
+use std::time::Duration;
+
 use chrono::Utc;
 
 use super::{Backoff, FileService, FilesError};
+use crate::index::IndexError;
 use crate::keys::ObjectKey;
 use crate::model::{Claim, FileId, Owner};
+
+/// Deletes of a claimed object tried before the answer; after them it is retried in the
+/// background, at these pauses, its claim kept until it is gone.
+const DELETES_NOW: u32 = 3;
+const LATER_PAUSES: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_mins(1),
+];
 
 /// Takes an upload's claim away again, in the background, unless the upload committed (the
 /// switch takes it away in the same write that makes the object current).
@@ -22,6 +37,37 @@ impl ClaimGuard {
     /// The claim was taken away by the write that committed the upload.
     pub(super) fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// The claimed object is not to become the file: it is deleted now, and its claim taken
+    /// away after. When the store refuses, the claim stays as its record and the delete is
+    /// retried in the background; a claim still left after that is `reconcile`'s.
+    pub(super) async fn discard_object(mut self) {
+        for _ in 0..DELETES_NOW {
+            if self.service.store.delete(&self.key).await.is_ok() {
+                // Dropped armed: the claim goes in the background.
+                return;
+            }
+        }
+        self.armed = false;
+        let (service, owner, file_id, key) = (
+            self.service.clone(),
+            self.owner.clone(),
+            self.file_id.clone(),
+            self.key.clone(),
+        );
+        self.service.tasks.spawn(async move {
+            for pause in LATER_PAUSES {
+                tokio::time::sleep(pause).await;
+                if service.store.delete(&key).await.is_ok() {
+                    if let Err(e) = service.unclaim(&owner, &file_id, &key).await {
+                        tracing::warn!(error = %e, "could not take back the claim of a deleted object");
+                    }
+                    return;
+                }
+            }
+            tracing::warn!("could not delete an object that lost its switch; its claim stays for reconcile");
+        });
     }
 }
 
@@ -74,6 +120,7 @@ impl FileService {
             });
             match self.index.put(&row, version).await {
                 Ok(_) => return Ok(guard()),
+                Err(IndexError::Conflict) => tries.lost_race(),
                 Err(e) if !e.is_retryable() => return Err(e.into()),
                 // The next try reads the row and sees whether this write landed.
                 Err(_) => {}
@@ -100,6 +147,7 @@ impl FileService {
             row.value.claims.retain(|c| &c.key != key);
             match self.index.rewrite(&row.value, row.version).await {
                 Ok(()) => return Ok(()),
+                Err(IndexError::Conflict) => tries.lost_race(),
                 Err(e) if !e.is_retryable() => return Err(e.into()),
                 // A conflict, or an answer that got lost: read the row again.
                 Err(_) => {}

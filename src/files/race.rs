@@ -3,37 +3,65 @@
 
 use std::time::Duration;
 
-/// Tries before giving up: with the pauses below, about five seconds of contention, enough for
-/// 50 uploads of one file to DynamoDB at once to all land (`tests/consistency.rs`).
+use tokio::time::Instant;
+
+/// Tries before giving up: with the pauses below, about five seconds of failures (tries lost to
+/// other writers are counted only after [`CONTENDED_FOR`]).
 const TRIES: u32 = 100;
 
 /// The longest pause between two tries.
 const MAX_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long tries that lost to other writers go uncounted: each such loss is another writer's
+/// progress, so many writers of one row all land in time however slow the index is, while a
+/// row that never settles still ends.
+const CONTENDED_FOR: Duration = Duration::from_mins(1);
+
 /// Counts the tries of one conditional write.
 pub(super) struct Backoff {
+    /// Tries made: the pause grows with them.
     tries: u32,
+    /// Tries that count toward [`TRIES`].
+    spent: u32,
+    since: Instant,
+    max_pause: Duration,
 }
 
 impl Backoff {
     pub(super) fn new() -> Self {
-        Self { tries: 0 }
+        Self {
+            tries: 0,
+            spent: 0,
+            since: Instant::now(),
+            max_pause: MAX_PAUSE,
+        }
+    }
+
+    /// The last try lost to another writer (a conflict): it is not counted while the contention
+    /// has lasted less than [`CONTENDED_FOR`]. Only failures that are not somebody else's
+    /// success spend the tries.
+    pub(super) fn lost_race(&mut self) {
+        if self.since.elapsed() < CONTENDED_FOR {
+            self.spent = self.spent.saturating_sub(1);
+        }
     }
 
     /// Waits before every try but the first; `false` once the tries are spent. The pause is
     /// random within a bound that doubles each time, so writers that collided do not collide
     /// again in step.
     pub(super) async fn next(&mut self) -> bool {
-        if self.tries >= TRIES {
+        if self.spent >= TRIES {
             return false;
         }
         if self.tries > 0 {
-            let bound = (Duration::from_millis(1) * 2u32.saturating_pow(self.tries)).min(MAX_PAUSE);
+            let bound =
+                (Duration::from_millis(1) * 2u32.saturating_pow(self.tries)).min(self.max_pause);
             let fraction =
                 f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
             tokio::time::sleep(bound.mul_f64(fraction)).await;
         }
-        self.tries += 1;
+        self.tries = self.tries.saturating_add(1);
+        self.spent += 1;
         true
     }
 }
@@ -48,6 +76,34 @@ mod tests {
         let mut tries = 0;
         while backoff.next().await {
             tries += 1;
+        }
+        assert_eq!(tries, TRIES);
+    }
+
+    #[tokio::test]
+    async fn tries_lost_to_others_are_not_counted_for_a_while() {
+        let mut backoff = Backoff {
+            max_pause: Duration::ZERO,
+            ..Backoff::new()
+        };
+        let mut tries = 0;
+        while backoff.next().await {
+            tries += 1;
+            if tries <= 2 * TRIES {
+                backoff.lost_race();
+            }
+        }
+        assert_eq!(tries, 3 * TRIES);
+        // Past CONTENDED_FOR, a loss spends a try like any other failure.
+        let mut backoff = Backoff {
+            max_pause: Duration::ZERO,
+            since: Instant::now().checked_sub(CONTENDED_FOR).unwrap(),
+            ..Backoff::new()
+        };
+        let mut tries = 0;
+        while backoff.next().await {
+            tries += 1;
+            backoff.lost_race();
         }
         assert_eq!(tries, TRIES);
     }

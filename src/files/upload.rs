@@ -373,7 +373,9 @@ impl FileService {
     /// Makes a committed object the file's current version with a conditional write that also
     /// takes the upload's claim away, then deletes the object it replaced. The new object is
     /// deleted when it cannot become current. A write whose answer was lost is recognised by
-    /// the row naming the new object.
+    /// the row naming the new object. A switch that loses to a newer commit is superseded, not
+    /// retried: a replace under contention lands or is replaced by a newer one, and either way
+    /// it is committed (an upload that must consume an upload URL still has to land).
     async fn switch(
         &self,
         owner: &Owner,
@@ -385,6 +387,8 @@ impl FileService {
         let mut tries = Backoff::new();
         // What the previous try replaced, had it landed: its answer may have been lost.
         let mut replaced_by_last_try: Option<Option<StoredFile>> = None;
+        // The current object when the switch began.
+        let mut began_at: Option<Option<ObjectKey>> = None;
         while tries.next().await {
             let (mut row, version) = match self.read_row(owner, file_id).await {
                 Ok(r) => r,
@@ -423,9 +427,18 @@ impl FileService {
                     .await;
                 return Err(FilesError::ClaimRevoked);
             }
+            // Still claimed: no try of this switch landed.
+            let current = row.current.as_ref().map(|c| c.key.clone());
+            match &began_at {
+                None => began_at = Some(current),
+                Some(began) if *began != current && consumes.is_none() => {
+                    return Ok(superseded(file, began.is_some(), claim).await);
+                }
+                Some(_) => {}
+            }
             if let Some(upload) = consumes {
                 if row.pending.as_ref().is_none_or(|p| &p.upload_id != upload) {
-                    self.discard(&file.key).await;
+                    claim.discard_object().await;
                     self.discard_unnamed(&row, replaced_by_last_try.flatten())
                         .await;
                     return Err(FilesError::UploadConsumed);
@@ -447,11 +460,16 @@ impl FileService {
                     return Ok(self.switched(file, old).await);
                 }
                 Err(e) if !e.is_retryable() => {
-                    self.discard(&file.key).await;
+                    claim.discard_object().await;
                     return Err(e.into());
                 }
-                // A conflict, or an answer that got lost: the next try reads the row and sees
-                // whether this write landed.
+                // Another writer's progress: a newer commit supersedes this one (above).
+                Err(crate::index::IndexError::Conflict) => {
+                    tries.lost_race();
+                    replaced_by_last_try = Some(old);
+                }
+                // An answer that got lost: the next try reads the row and sees whether this
+                // write landed.
                 Err(_) => replaced_by_last_try = Some(old),
             }
         }
@@ -460,7 +478,12 @@ impl FileService {
             claim.disarm();
             return Ok(self.switched(file, replaced_by_last_try.flatten()).await);
         }
-        self.discard(&file.key).await;
+        if row.claimed(&file.key) {
+            claim.discard_object().await;
+        } else {
+            claim.disarm();
+            self.discard(&file.key).await;
+        }
         self.discard_unnamed(&row, replaced_by_last_try.flatten())
             .await;
         Err(FilesError::Contended)
@@ -493,5 +516,17 @@ impl FileService {
             replaced: old.is_some(),
             scan_time: None,
         }
+    }
+}
+
+/// A switch that lost to a newer commit made while it ran. The upload stands as committed and
+/// at once replaced by that newer one, which a reader could not tell apart from two switches in
+/// a row: it answers as committed. Its object was never current, and goes before the answer.
+async fn superseded(file: StoredFile, replaced: bool, claim: ClaimGuard) -> Committed {
+    claim.discard_object().await;
+    Committed {
+        file,
+        replaced,
+        scan_time: None,
     }
 }

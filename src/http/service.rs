@@ -14,8 +14,9 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when the index and the store answer, else 503 naming the one that failed. The scanner's
-/// state is reported but does not make the instance unready: uploads fail closed by themselves.
+/// 200 when the index and the store answer, else 503 naming the one that failed. The scanners'
+/// states (as last probed in the background) are reported but do not make the instance unready:
+/// uploads fail closed by themselves.
 #[utoipa::path(get, path = "/ready", tag = "service", operation_id = "ready",
     responses(
         (status = 200, description = "Index and store answer", body = serde_json::Value,
@@ -35,17 +36,24 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         tracing::warn!(error = %e, "readiness: store check failed");
         failed.push(format!("the {store_name} file store"));
     }
-    // Each scanner's state; the scanner as a whole is up while one of them answers.
+    // Each scanner's state as last probed; the scanner as a whole is up while one of them
+    // answers, and unknown only until the first probes end.
     let scanner = match &state.scanner {
         None => json!({"status": "not configured"}),
         Some(s) => {
-            let states = s.states().await;
-            let up = states.iter().any(|(_, up)| *up);
+            let probed = s.states().await;
+            let status = if probed.iter().any(|(_, up)| *up == Some(true)) {
+                "ok"
+            } else if probed.iter().any(|(_, up)| up.is_none()) {
+                "unknown"
+            } else {
+                "unavailable"
+            };
             json!({
-                "status": if up { "ok" } else { "unavailable" },
-                "scanners": states
+                "status": status,
+                "scanners": probed
                     .iter()
-                    .map(|(name, up)| json!({"address": name, "status": if *up { "ok" } else { "unavailable" }}))
+                    .map(|(name, up)| json!({"name": name, "status": probe_status(*up)}))
                     .collect::<Vec<_>>(),
             })
         }
@@ -73,18 +81,29 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
     }
 }
 
+fn probe_status(up: Option<bool>) -> &'static str {
+    match up {
+        Some(true) => "ok",
+        Some(false) => "unavailable",
+        None => "unknown",
+    }
+}
+
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "service", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String,
         example = "# TYPE pf_upload_bytes_total counter\npf_upload_bytes_total 16\n")))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     if let Some(scanner) = &state.scanner {
+        // A scanner not probed yet has no sample rather than a 0 that would look like an outage.
         for (name, up) in scanner.states().await {
-            state
-                .metrics
-                .scanner_up
-                .with_label_values(&[name.as_str()])
-                .set(i64::from(up));
+            if let Some(up) = up {
+                state
+                    .metrics
+                    .scanner_up
+                    .with_label_values(&[name.as_str()])
+                    .set(i64::from(up));
+            }
         }
     }
     (

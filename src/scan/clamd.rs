@@ -131,7 +131,14 @@ impl Scanner for ClamdScanner {
     }
 
     async fn check(&self) -> Result<(), ScanError> {
-        let reply = tokio::time::timeout(self.timeout, async {
+        self.ping(self.timeout).await
+    }
+}
+
+impl ClamdScanner {
+    /// PING, answered with PONG within `timeout`.
+    pub(super) async fn ping(&self, timeout: Duration) -> Result<(), ScanError> {
+        let reply = tokio::time::timeout(timeout, async {
             match &self.address {
                 ClamdAddress::Tcp(host) => {
                     clamav_client::tokio::ping(Tcp {

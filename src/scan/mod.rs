@@ -35,9 +35,10 @@ pub trait Scanner: Send + Sync {
     /// Answers when the scanner can be reached.
     async fn check(&self) -> Result<(), ScanError>;
 
-    /// Each scanner behind this one and whether it answers, for `/ready` and `/metrics`.
-    async fn states(&self) -> Vec<(String, bool)> {
-        vec![("scanner".to_owned(), self.check().await.is_ok())]
+    /// Each scanner behind this one, named by position, and whether it answered when last
+    /// asked (`None`: not asked yet), for `/ready` and `/metrics`.
+    async fn states(&self) -> Vec<(String, Option<bool>)> {
+        vec![("scanner 1".to_owned(), Some(self.check().await.is_ok()))]
     }
 
     /// Memory one session holds in its queues, which the pipeline reserves from the budget.
