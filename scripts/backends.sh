@@ -1,7 +1,7 @@
 # Sourced by scripts/test and scripts/bench: installs (when missing) and starts the test backends
 # on loopback, exports what the tests need to reach them, and stops them on exit.
 #   S3:       s3s-fs 0.14.1 (crates.io; verifies SigV4 and presigned signatures)
-#   DynamoDB: moto_server (PyPI)
+#   DynamoDB: moto (PyPI), served one request at a time (scripts/moto_serial.py)
 #   ClamAV:   Debian's clamd, with a signature database of our own (no internet for freshclam)
 #             that finds the EICAR test string anywhere in a stream
 
@@ -125,7 +125,8 @@ pf_start_backends() {
     --secret-key "$AWS_SECRET_ACCESS_KEY" "$PF_TEST_S3_DIR" >"$PF_BACKENDS_DIR/s3s-fs.log" 2>&1 &
   PF_S3S_PID=$!
   export PF_TEST_S3_PID=$PF_S3S_PID
-  moto_server -H 127.0.0.1 -p "$ddb_port" >"$PF_BACKENDS_DIR/moto.log" 2>&1 &
+  # One request at a time: moto's conditional writes are not atomic when requests overlap.
+  python3 scripts/moto_serial.py 127.0.0.1 "$ddb_port" >"$PF_BACKENDS_DIR/moto.log" 2>&1 &
   PF_MOTO_PID=$!
   trap pf_stop_backends EXIT
   pf_wait_for s3s-fs "$AWS_ENDPOINT_URL_S3/"

@@ -94,6 +94,17 @@ pub struct Appended {
     pub committed: Option<Committed>,
 }
 
+/// What becomes of the lease at a durable point.
+#[derive(Clone, Copy)]
+enum Then {
+    /// More bytes come in this request: renewed.
+    Append,
+    /// Every byte is in: the completion's, which every other request waits for.
+    Complete,
+    /// The request ends here: given back.
+    LetGo,
+}
+
 /// Why reading a body stopped before its end.
 #[derive(Clone, Copy)]
 enum Cut {
@@ -288,7 +299,7 @@ impl FileService {
                         row,
                         writer.sync().await?,
                         (before.value.offset + received, whole.as_ref()),
-                        false,
+                        Then::Append,
                     )
                     .await?;
                 unsynced = 0;
@@ -317,7 +328,12 @@ impl FileService {
         // still there: the lease says so in the same write that records the byte.
         let full = length == Some(offset);
         row = self
-            .record(row, staged, (offset, whole.as_ref()), full)
+            .record(
+                row,
+                staged,
+                (offset, whole.as_ref()),
+                if full { Then::Complete } else { Then::LetGo },
+            )
             .await?;
         drop(writer);
         if let Some(l) = live.as_mut() {
@@ -342,20 +358,23 @@ impl FileService {
     }
 
     /// Records a durable point: the staged state, the offset with the hash over the bytes
-    /// before it, renewing the lease; `complete`: every byte is in, and the lease becomes the
-    /// completion's.
+    /// before it, and what becomes of the lease.
     async fn record(
         &self,
         mut row: Versioned<ResumableUpload>,
         staged: crate::model::Staged,
         (offset, whole): (u64, Option<&sha2::Sha256>),
-        complete: bool,
+        then: Then,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
         row.value.staged = staged;
         row.value.offset = offset;
         row.value.hash = whole.map(hashing::save);
         let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
-        row.value.writer = Some(lease(&self.instance, fence, complete));
+        row.value.writer = match then {
+            Then::Append => Some(lease(&self.instance, fence, false)),
+            Then::Complete => Some(lease(&self.instance, fence, true)),
+            Then::LetGo => None,
+        };
         match self
             .upload_index()
             .put_upload(&row.value, Some(row.version))
