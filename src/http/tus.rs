@@ -17,7 +17,9 @@ use super::openapi::{
 };
 use crate::audit::Action;
 use crate::auth::Principal;
-use crate::files::resumable::{Append, Checksum, ChecksumAlgorithm, NewUpload, Requester};
+use crate::files::resumable::{
+    Append, Checksum, ChecksumAlgorithm, NewUpload, Progress, Requester,
+};
 use crate::keys::UploadId;
 use crate::model::{FileId, Issuer, ResumableUpload};
 
@@ -358,6 +360,7 @@ async fn append(
         actor: target.actor.id.clone(),
         role: target.actor.role,
     };
+    let mut progress = Progress::default();
     let result = state
         .files
         .append_upload(
@@ -366,21 +369,27 @@ async fn append(
             req,
             body.into_data_stream(),
             (describe, &requester),
+            &mut progress,
         )
-        .await
-        .map_err(ApiError::from);
-    let appended = result
-        .as_ref()
-        .map_or(0, |a| a.offset.saturating_sub(offset));
-    let file = result.as_ref().ok().map(|a| a.file_id.clone());
-    record(
-        state,
-        target,
-        request_id,
-        file.as_ref(),
-        Action::UploadAppend,
-        &result,
-        appended,
+        .await;
+    // A client that left mid-body is told nothing: its line says so, with what was kept.
+    let interrupted = matches!(result, Err(crate::files::FilesError::UploadCut));
+    let result = result.map_err(ApiError::from);
+    let (status, signature) = match &result {
+        _ if interrupted => (super::capability::INTERRUPTED, None),
+        Ok(_) => (success(Action::UploadAppend), None),
+        Err(e) => (e.status.as_u16(), e.signature.as_deref()),
+    };
+    state.audit.record(
+        &target
+            .audit(
+                request_id,
+                progress.file_id.as_ref(),
+                Action::UploadAppend,
+                status,
+                progress.kept,
+            )
+            .with_signature(signature),
     );
     // The commit's own line is written by the completion, which outlives the request.
     Ok(result?.offset)
@@ -667,7 +676,7 @@ async fn terminate(
             state,
             &target,
             request_id,
-            None,
+            result.as_ref().ok(),
             Action::UploadTerminate,
             &result,
             0,

@@ -94,6 +94,15 @@ pub struct Appended {
     pub committed: Option<Committed>,
 }
 
+/// What one appending request did, also when it failed: for its audit line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The file the upload becomes, once the upload was found.
+    pub file_id: Option<FileId>,
+    /// Bytes of this request that are durable (kept, whatever the answer).
+    pub kept: u64,
+}
+
 /// What becomes of the lease at a durable point.
 #[derive(Clone, Copy)]
 enum Then {
@@ -135,6 +144,7 @@ impl FileService {
         req: Append,
         mut body: S,
         (describe, requester): (Describe, &Requester),
+        progress: &mut Progress,
     ) -> Result<Appended, FilesError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -145,6 +155,7 @@ impl FileService {
         let turn = self.writers.take(id.as_str()).await;
         let index = self.upload_index();
         let mut row = self.read_idle(owner, id).await?;
+        progress.file_id = Some(row.value.file_id.clone());
         // The session that saw the bytes so far, if this instance wrote them last.
         let mut live = self.live.take(id.as_str(), row.value.offset, row.version);
         if req.offset != row.value.offset {
@@ -302,6 +313,7 @@ impl FileService {
                         Then::Append,
                     )
                     .await?;
+                progress.kept = received;
                 unsynced = 0;
                 last_sync = Instant::now();
             }
@@ -316,6 +328,7 @@ impl FileService {
             let mut undo = before.value.clone();
             undo.writer = None;
             index.put_upload(&undo, Some(row.version)).await?;
+            progress.kept = 0;
             return Err(match (over, cut) {
                 (Some(e), _) => e,
                 (None, Some(cut)) => cut.into(),
@@ -335,6 +348,7 @@ impl FileService {
                 if full { Then::Complete } else { Then::LetGo },
             )
             .await?;
+        progress.kept = received;
         drop(writer);
         if let Some(l) = live.as_mut() {
             l.offset = offset;

@@ -21,7 +21,7 @@ use crate::model::{
 };
 use crate::sniff;
 
-pub use append::{Append, Appended, Checksum, ChecksumAlgorithm};
+pub use append::{Append, Appended, Checksum, ChecksumAlgorithm, Progress};
 pub use live::LiveScans;
 pub use writers::Writers;
 
@@ -238,7 +238,11 @@ impl FileService {
     /// Removes the upload and every byte of it; a request appending to it here stops first.
     /// An upload whose file was committed is not terminated (its file stays), and one being
     /// completed is not either (423, until its outcome is known).
-    pub async fn terminate_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
+    pub async fn terminate_upload(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<FileId, FilesError> {
         self.read_idle(owner, id).await?;
         let _turn = self.writers.take(id.as_str()).await;
         let mut row = self.read_idle(owner, id).await?;
@@ -266,7 +270,8 @@ impl FileService {
                     e.into()
                 }
             })?;
-        self.remove_upload(owner, id).await.map(|_| ())
+        self.remove_upload(owner, id).await?;
+        Ok(row.value.file_id)
     }
 
     /// Removes an upload whose creation request was refused after it was made (its first
