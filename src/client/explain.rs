@@ -55,7 +55,14 @@ pub fn refusal(e: ClientError, token: &str, size: Option<u64>) -> ClientError {
         415 => "the service does not take files of this type (its PF_ALLOWED_TYPES); give \
                 another --mime-type only if the file really is of that type"
             .to_owned(),
+        410 => {
+            "the upload expired at the service; run the same command again to start over".to_owned()
+        }
+        422 => "the service's scanner found the file infected; it was not stored".to_owned(),
         429 => "wait a while, then run the same command again".to_owned(),
+        460 => "the file's bytes changed while they were read: run the same command again once \
+                nothing writes to it"
+            .to_owned(),
         _ => advice,
     };
     ClientError::Refused {
