@@ -58,12 +58,17 @@ where
     F: FnOnce(participant_files::client::Connection) -> Fut,
     Fut: std::future::Future<Output = Result<(), participant_files::client::ClientError>>,
 {
-    let result = participant_files::client::Connection::new(&args.url, &args.user, &args.token)
-        .map(|conn| {
-            tokio::runtime::Runtime::new()
-                .expect("tokio runtime starts")
-                .block_on(run(conn))
-        });
+    let result = participant_files::client::Connection::new(
+        &args.url,
+        &args.user,
+        &args.token,
+        args.retry_for,
+    )
+    .map(|conn| {
+        tokio::runtime::Runtime::new()
+            .expect("tokio runtime starts")
+            .block_on(run(conn))
+    });
     match result.and_then(|r| r) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -145,12 +150,15 @@ fn token(args: &TokenArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let secret = match secrets::load_or_create(
+    let secret = match secrets::locate(
         args.secrets.jwt_secret.as_deref(),
         &args.secrets.data_dir,
         "jwt-secret",
     ) {
-        Ok(s) => s,
+        Ok((secret, origin)) => {
+            eprintln!("{}", secret_origin(&origin));
+            secret
+        }
         Err(e) => {
             eprintln!(
                 "error: cannot read or create the JWT secret in {}: {e}",
@@ -172,6 +180,30 @@ fn token(args: &TokenArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot sign the token: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Which secret signed a token: one from another folder than the service's is refused by it.
+fn secret_origin(origin: &secrets::Origin) -> String {
+    match origin {
+        secrets::Origin::Configured => "signed with the secret in PF_JWT_SECRET".to_owned(),
+        secrets::Origin::File { path, created } => {
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            if *created {
+                format!(
+                    "warning: there was no JWT secret, so a new one was created in {}; the \
+                     service accepts this token only if it uses that secret: run `token` in the \
+                     service's folder, or give it the service's PF_DATA_DIR or PF_JWT_SECRET",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "signed with the secret in {} (the service must use the same data folder, \
+                     PF_DATA_DIR, and no PF_JWT_SECRET)",
+                    path.display()
+                )
+            }
         }
     }
 }

@@ -2,10 +2,21 @@
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Length of a generated secret, in bytes (before hex encoding).
 const SECRET_BYTES: usize = 32;
+
+/// Where a secret came from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Origin {
+    Configured,
+    /// The file under the data dir; `created` when this call made it.
+    File {
+        path: PathBuf,
+        created: bool,
+    },
+}
 
 /// The configured secret, else the one in `data_dir/secrets/<name>`, created when missing.
 pub fn load_or_create(
@@ -13,8 +24,17 @@ pub fn load_or_create(
     data_dir: &Path,
     name: &str,
 ) -> std::io::Result<Vec<u8>> {
+    locate(configured, data_dir, name).map(|(secret, _)| secret)
+}
+
+/// Like [`load_or_create`], and says where the secret came from.
+pub fn locate(
+    configured: Option<&str>,
+    data_dir: &Path,
+    name: &str,
+) -> std::io::Result<(Vec<u8>, Origin)> {
     if let Some(s) = configured {
-        return Ok(s.as_bytes().to_vec());
+        return Ok((s.as_bytes().to_vec(), Origin::Configured));
     }
     let dir = data_dir.join("secrets");
     std::fs::create_dir_all(&dir)?;
@@ -33,7 +53,13 @@ pub fn load_or_create(
         Ok(mut f) => {
             f.write_all(fresh.as_bytes())?;
             f.sync_all()?;
-            Ok(fresh.into_bytes())
+            Ok((
+                fresh.into_bytes(),
+                Origin::File {
+                    path,
+                    created: true,
+                },
+            ))
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             let existing = std::fs::read_to_string(&path)?;
@@ -44,7 +70,14 @@ pub fn load_or_create(
                     path.display()
                 )));
             }
-            Ok(existing.as_bytes().to_vec())
+            let existing = existing.as_bytes().to_vec();
+            Ok((
+                existing,
+                Origin::File {
+                    path,
+                    created: false,
+                },
+            ))
         }
         Err(e) => Err(e),
     }

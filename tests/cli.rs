@@ -1,5 +1,12 @@
 //! The binary as a user runs it: configuration errors, the embedded default with no
-//! configuration, `token`, what the diagnostic log may hold, and SIGTERM.
+//! configuration, `token`, what the diagnostic log may hold, and SIGTERM; and the command-line
+//! client (`upload`, `download`) in `cli/client.rs`.
+
+#[path = "cli/client.rs"]
+mod client;
+mod common;
+#[path = "cli/fake_server.rs"]
+mod fake_server;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -84,6 +91,42 @@ fn token_needs_a_user_and_an_app() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn token_says_which_secret_it_used_and_warns_when_it_made_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = |envs: &[(&str, &str)]| {
+        let out = command(dir.path())
+            .args(["token", "--user", "alice", "--app", "study"])
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let path = dir.path().join("data/secrets/jwt-secret");
+    let made = token(&[]);
+    assert!(
+        made.starts_with("warning: ")
+            && made.contains("created")
+            && made.contains(&path.display().to_string()),
+        "{made}"
+    );
+    assert!(
+        made.contains("PF_DATA_DIR") && made.contains("PF_JWT_SECRET"),
+        "{made}"
+    );
+    let reused = token(&[]);
+    assert!(
+        !reused.contains("warning") && reused.contains(&path.display().to_string()),
+        "{reused}"
+    );
+    let configured = token(&[("PF_JWT_SECRET", "a-configured-secret-0123456789abcdef")]);
+    assert!(
+        configured.contains("PF_JWT_SECRET") && !configured.contains("jwt-secret"),
+        "{configured}"
+    );
 }
 
 #[tokio::test]

@@ -32,8 +32,10 @@ pub async fn download(
     let part = PathBuf::from(format!("{}.part", out.display()));
     let unwritable =
         |e: std::io::Error| ClientError::Usage(format!("cannot write {}: {e}", part.display()));
-    let mut retries = Retries::new();
+    let mut retries = Retries::new(conn.retry_for);
     let mut progress: Option<Progress> = None;
+    let partial = |part: &Path| std::fs::metadata(part).map_or(0, |m| m.len());
+    let mut had = partial(&part);
     let described = loop {
         let attempt = async {
             let described = describe(conn, file_id).await?;
@@ -43,8 +45,12 @@ pub async fn download(
         };
         match attempt.await {
             Ok(d) => break d,
-            Err(Attempt::Refused(e)) => return Err(e),
+            Err(Attempt::Refused(e)) => return Err(conn.explain(e, None)),
             Err(Attempt::Retry(why)) => {
+                if partial(&part) > had {
+                    had = partial(&part);
+                    retries.reset();
+                }
                 let quiet = Progress::new(0, "downloaded");
                 retries
                     .pause(why, progress.as_ref().unwrap_or(&quiet))
@@ -61,12 +67,11 @@ pub async fn download(
         if &got != expected {
             // A partial file that was not this file's beginning: nothing of it is kept.
             let _ = tokio::fs::remove_file(&part).await;
-            return Err(ClientError::Refused {
-                status: 0,
-                message: "the downloaded bytes are not the stored file's (SHA-256 differs); \
-                          the partial file was removed"
+            return Err(ClientError::Failed(
+                "the downloaded bytes are not the stored file's (SHA-256 differs); the partial \
+                 file was removed: run the same command again to download it whole"
                     .to_owned(),
-            });
+            ));
         }
     }
     tokio::fs::rename(&part, &out).await.map_err(unwritable)?;
@@ -110,7 +115,7 @@ async fn fetch(
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let res = req.send().await?;
+    let res = conn.send(req).await?;
     let append = match res.status() {
         reqwest::StatusCode::PARTIAL_CONTENT => true,
         reqwest::StatusCode::OK => false,
@@ -132,7 +137,15 @@ async fn fetch(
     progress.set(have);
     let mut body = res.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
+        let chunk = chunk.map_err(|e| {
+            Attempt::Retry(super::explain::network(
+                e,
+                &reqwest::Url::parse(&described.url).map_or_else(
+                    |_| "the download URL".to_owned(),
+                    |u| u.origin().ascii_serialization(),
+                ),
+            ))
+        })?;
         file.write_all(&chunk).await.map_err(io)?;
         have += chunk.len() as u64;
         progress.set(have);

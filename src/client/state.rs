@@ -1,7 +1,10 @@
 //! Where an interrupted upload stands between runs: its tus URL, kept under the user's state
 //! folder by the file's path, size and modification time (a changed file starts over) and the
-//! service, participant and file ID it goes to.
+//! service, participant and file ID it goes to. Only its user may read it: the folder is 0700
+//! and each file 0600.
 
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -43,11 +46,32 @@ pub fn load(key: &Key) -> Option<String> {
 
 /// Remembers the upload URL; a failure only costs the resumption.
 pub fn save(key: &Key, url: &str) {
-    let Some(file) = key.file() else { return };
-    if let Some(dir) = file.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    if let Some(file) = key.file() {
+        let _ = write_private(&file, url);
     }
-    let _ = std::fs::write(file, url);
+}
+
+/// Writes `text` to `file` through a temporary file and a rename, so that a run killed
+/// mid-write leaves the old state or the new one, never half of one.
+fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+    let dir = file.parent().ok_or(std::io::ErrorKind::NotFound)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // A folder an earlier version made with the default permissions.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, file)
 }
 
 pub fn forget(key: &Key) {

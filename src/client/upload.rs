@@ -14,6 +14,10 @@ use super::{Attempt, ClientError, Connection, Retries, refusal, state};
 
 const TUS: &str = "1.0.0";
 
+/// Answers in a row that take a chunk without moving the upload's offset, before the client
+/// stops: a service that works moves it every time (or says where it stands, once).
+const MAX_STALLS: u32 = 3;
+
 /// What to upload.
 pub struct Upload<'a> {
     pub file: &'a Path,
@@ -28,6 +32,33 @@ pub struct Upload<'a> {
 /// # Errors
 /// [`ClientError`]: refused by the service, given up after the retries, or a bad file.
 pub async fn upload(conn: &Connection, up: Upload<'_>) -> Result<serde_json::Value, ClientError> {
+    let size = tokio::fs::metadata(up.file).await.ok().map(|m| m.len());
+    upload_file(conn, &up).await.map_err(|e| {
+        let e = conn.explain(e, size);
+        match e {
+            // The service's rule for IDs refused the one the client made from the file's name.
+            ClientError::Refused {
+                status: 400,
+                message,
+                advice,
+            } if up.file_id.is_none() && message.contains("fileId") => ClientError::Refused {
+                status: 400,
+                message,
+                advice: format!(
+                    "the fileId was taken from the file's name; give one with --file-id{}",
+                    if advice.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {advice}")
+                    }
+                ),
+            },
+            e => e,
+        }
+    })
+}
+
+async fn upload_file(conn: &Connection, up: &Upload<'_>) -> Result<serde_json::Value, ClientError> {
     let unreadable =
         |e: std::io::Error| ClientError::Usage(format!("cannot read {}: {e}", up.file.display()));
     let meta = tokio::fs::metadata(up.file).await.map_err(unreadable)?;
@@ -56,21 +87,55 @@ pub async fn upload(conn: &Connection, up: Upload<'_>) -> Result<serde_json::Val
     );
     let mut file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
     let progress = Progress::new(size, "uploaded");
-    let mut retries = Retries::new();
+    let mut retries = Retries::new(conn.retry_for);
 
-    // The service checks the whole file against this at completion.
-    let sha256 = super::sha256_of(&mut file).await.map_err(unreadable)?;
-    let mut location = state::load(&key);
+    // The service checks the whole file against this at completion; a resumed upload has
+    // sent it already.
+    let mut sha256 = None;
+    let mut location = state::load(&key).and_then(|saved| {
+        let url = reqwest::Url::parse(&saved)
+            .ok()
+            .filter(|u| conn.same_origin(u));
+        if url.is_none() {
+            // Not --url's origin: the token goes nowhere else, so the upload starts over.
+            progress.note("the saved upload is not at --url's origin; starting a new upload");
+            state::forget(&key);
+        }
+        url.map(String::from)
+    });
+    if location.is_none() {
+        // A wrong --url is told now, not after hashing a large file.
+        discover(conn).await?;
+    }
     let mut offset = None;
+    let mut stalls = 0;
     loop {
+        if stalls >= MAX_STALLS {
+            progress.finish();
+            return Err(ClientError::Failed(format!(
+                "the service took the chunk{} {MAX_STALLS} times without moving the upload's \
+                 offset, so sending it again would not help; check that --url is the service \
+                 (not a proxy that drops request bodies), then run the same command again",
+                offset.map_or_else(String::new, |at| format!(" at byte {at}"))
+            )));
+        }
         let step = match (location.clone(), offset) {
-            (None, _) => create(conn, &file_id, size, &sha256, up.mime_type)
-                .await
-                .map(|loc| {
-                    state::save(&key, &loc);
-                    location = Some(loc);
-                    offset = Some(0);
-                }),
+            (None, _) => {
+                if sha256.is_none() {
+                    file.seek(std::io::SeekFrom::Start(0))
+                        .await
+                        .map_err(unreadable)?;
+                    sha256 = Some(super::sha256_of(&mut file).await.map_err(unreadable)?);
+                }
+                let sha256 = sha256.as_deref().unwrap_or_default();
+                create(conn, &file_id, size, sha256, up.mime_type)
+                    .await
+                    .map(|loc| {
+                        state::save(&key, &loc);
+                        location = Some(loc);
+                        offset = Some(0);
+                    })
+            }
             (Some(loc), None) => match head(conn, &loc).await {
                 Ok(at) => {
                     if at > 0 {
@@ -93,14 +158,21 @@ pub async fn upload(conn: &Connection, up: Upload<'_>) -> Result<serde_json::Val
                 let length = up.chunk_size.min(size - at);
                 let chunk = read_at(&mut file, at, length).await.map_err(unreadable)?;
                 match patch(conn, &loc, at, chunk).await {
-                    Ok(next) => {
+                    Ok(next) if next > at => {
                         offset = Some(next);
                         progress.step(next);
                         retries.reset();
+                        stalls = 0;
+                        Ok(())
+                    }
+                    Ok(_) => {
+                        stalls += 1;
+                        offset = Some(at);
                         Ok(())
                     }
                     // Out of step (an earlier answer got lost): ask where it stands.
                     Err(Attempt::Refused(ClientError::Refused { status: 409, .. })) => {
+                        stalls += 1;
                         offset = None;
                         Ok(())
                     }
@@ -150,6 +222,19 @@ fn metadata(pairs: &[(&str, &str)]) -> String {
         .join(",")
 }
 
+/// tus discovery (OPTIONS, no token): whatever the answer, the service is reachable; a
+/// connection refused or a name not found ends the run here.
+async fn discover(conn: &Connection) -> Result<(), ClientError> {
+    let url = format!("{}/v3/participants/{}/uploads", conn.base, conn.user);
+    match conn
+        .send(conn.http.request(reqwest::Method::OPTIONS, url))
+        .await
+    {
+        Err(Attempt::Refused(e)) => Err(e),
+        Ok(_) | Err(Attempt::Retry(_)) => Ok(()),
+    }
+}
+
 /// Creates the upload; its URL.
 async fn create(
     conn: &Connection,
@@ -163,35 +248,49 @@ async fn create(
         pairs.push(("mimeType", t));
     }
     let res = conn
-        .http
-        .post(format!(
-            "{}/v3/participants/{}/uploads",
-            conn.base, conn.user
-        ))
-        .bearer_auth(&conn.token)
-        .header("tus-resumable", TUS)
-        .header("upload-length", size)
-        .header("upload-metadata", metadata(&pairs))
-        .send()
+        .send(
+            conn.http
+                .post(format!(
+                    "{}/v3/participants/{}/uploads",
+                    conn.base, conn.user
+                ))
+                .bearer_auth(&conn.token)
+                .header("tus-resumable", TUS)
+                .header("upload-length", size)
+                .header("upload-metadata", metadata(&pairs)),
+        )
         .await?;
     if res.status() != reqwest::StatusCode::CREATED {
         return Err(refusal(res).await);
     }
-    res.headers()
+    // tus allows a Location relative to the request's URL.
+    let location = res
+        .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|l| l.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| Attempt::Retry("the creation's answer had no Location".to_owned()))
+        .and_then(|l| res.url().join(l).ok())
+        .ok_or_else(|| Attempt::Retry("the creation's answer had no Location".to_owned()))?;
+    if !conn.same_origin(&location) {
+        return Err(Attempt::Refused(ClientError::Failed(format!(
+            "the service named an upload URL at {}, not at --url's origin {}; the token and \
+             the file go only to --url's origin. If the service is reached at that address \
+             (its PF_PUBLIC_URL), give it as --url",
+            location.origin().ascii_serialization(),
+            conn.base
+        ))));
+    }
+    Ok(location.into())
 }
 
 /// The upload's offset; HEAD also completes an upload whose completion failed before.
 async fn head(conn: &Connection, location: &str) -> Result<u64, Attempt> {
     let res = conn
-        .http
-        .head(location)
-        .bearer_auth(&conn.token)
-        .header("tus-resumable", TUS)
-        .send()
+        .send(
+            conn.http
+                .head(location)
+                .bearer_auth(&conn.token)
+                .header("tus-resumable", TUS),
+        )
         .await?;
     if res.status() != reqwest::StatusCode::OK {
         return Err(refusal(res).await);
@@ -203,18 +302,19 @@ async fn head(conn: &Connection, location: &str) -> Result<u64, Attempt> {
 async fn patch(conn: &Connection, location: &str, at: u64, chunk: Bytes) -> Result<u64, Attempt> {
     let checksum = format!("sha256 {}", STANDARD.encode(Sha256::digest(&chunk)));
     let res = conn
-        .http
-        .patch(location)
-        .bearer_auth(&conn.token)
-        .header("tus-resumable", TUS)
-        .header("upload-offset", at)
-        .header("upload-checksum", checksum)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/offset+octet-stream",
+        .send(
+            conn.http
+                .patch(location)
+                .bearer_auth(&conn.token)
+                .header("tus-resumable", TUS)
+                .header("upload-offset", at)
+                .header("upload-checksum", checksum)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/offset+octet-stream",
+                )
+                .body(chunk),
         )
-        .body(chunk)
-        .send()
         .await?;
     if res.status() != reqwest::StatusCode::NO_CONTENT {
         return Err(refusal(res).await);
