@@ -212,3 +212,60 @@ async fn if_range_serves_the_whole_file_unless_the_etag_matches() {
         StatusCode::RANGE_NOT_SATISFIABLE
     );
 }
+
+/// A download its client leaves is audited with the bytes that went out, not the file's size,
+/// and a status that says it was interrupted (499); a whole one with its size and 200.
+#[tokio::test]
+async fn a_download_left_early_is_audited_with_the_bytes_that_went_out() {
+    use futures::StreamExt;
+    let app = TestApp::start().await;
+    let size = 32 << 20;
+    let (url, _) = stored(&app, noise(size, 2)).await;
+    let downloads = |app: &TestApp| -> Vec<serde_json::Value> {
+        app.audit()
+            .into_iter()
+            .filter(|l| l["action"] == "download")
+            .collect()
+    };
+    let res = app.client.get(&url).send().await.unwrap();
+    let mut body = res.bytes_stream();
+    let mut got = 0;
+    while got < 1 << 20 {
+        got += body.next().await.unwrap().unwrap().len();
+    }
+    drop(body);
+    let started = std::time::Instant::now();
+    while downloads(&app).is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_mins(1));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let line = &downloads(&app)[0];
+    assert_eq!(line["status"], 499, "{line}");
+    let sent = line["bytes"].as_u64().unwrap();
+    assert!(
+        sent >= got as u64 && sent < size as u64,
+        "{line}, read {got}"
+    );
+
+    assert_eq!(
+        app.client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len(),
+        size
+    );
+    while downloads(&app).len() < 2 {
+        assert!(started.elapsed() < std::time::Duration::from_mins(1));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let whole = &downloads(&app)[1];
+    assert_eq!(
+        (whole["status"].as_u64(), whole["bytes"].as_u64()),
+        (Some(200), Some(size as u64))
+    );
+}

@@ -370,9 +370,24 @@ async fn a_patch_cut_mid_body_keeps_what_arrived_and_the_upload_resumes() {
         .await
         .unwrap();
     tokio::io::AsyncWriteExt::flush(&mut stream).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     drop(stream);
-    // HEAD waits for the cut request to make what it got durable.
+    // The cut request's audit line says it was interrupted, and what it kept.
+    let started = std::time::Instant::now();
+    let line = loop {
+        let appends: Vec<_> = app
+            .audit()
+            .into_iter()
+            .filter(|l| l["action"] == "upload_append")
+            .collect();
+        if let Some(line) = appends.into_iter().next() {
+            break line;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_mins(1));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["bytes"], 3 << 20, "{line}");
+    assert_eq!(line["fileId"], "cut.bin", "{line}");
     let at = offset_of(&app, &t, &path).await;
     assert_eq!(at, 3 << 20, "what arrived before the cut is kept");
     let res = patch(
