@@ -298,3 +298,57 @@ async fn bytes_sent_to_the_url_again_during_the_scan_are_scanned_before_they_cou
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_new_upload_url_settles_the_arrival_whose_slot_it_takes() {
+    // The settler would come in an hour: the new POST must not wait for it, nor drop the
+    // arrival unseen.
+    let app = TestApp::start_presigned(&[
+        "--clamd",
+        &clamd(),
+        "--upload-mode",
+        "presigned",
+        "--settle-interval",
+        "1h",
+    ])
+    .await;
+    let t = app.token("nora", "study");
+    let v1 = noise(4000, 5);
+    presigned_put(&app, &t, "first.bin", v1.clone()).await;
+    let mut infected = noise(3000, 6);
+    infected.extend(eicar());
+    presigned_put(&app, &t, "bad.bin", infected).await;
+    for file in ["first.bin", "bad.bin"] {
+        let res = app
+            .post_file(
+                &t,
+                "self",
+                file,
+                &json!({"mimeType": "application/octet-stream"}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    // The clean arrival became the file; the infected one was refused, and both are audited.
+    assert_eq!(app.download(&t, "self", "first.bin").await, v1);
+    assert!(app.listed(&t, "self", "bad.bin").await.is_none());
+    let settled: Vec<(String, u64)> = app
+        .audit()
+        .into_iter()
+        .filter(|l| l["action"] == "upload")
+        .map(|l| {
+            (
+                l["fileId"].as_str().unwrap().to_owned(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        settled.contains(&("first.bin".to_owned(), 201)),
+        "{settled:?}"
+    );
+    assert!(
+        settled.contains(&("bad.bin".to_owned(), 422)),
+        "{settled:?}"
+    );
+}

@@ -103,7 +103,7 @@ impl FileService {
 
     /// Takes the lease on the row's upload if it arrived and nobody holds it; drops an expired
     /// upload that never arrived. Returns the leased row.
-    async fn lease_arrival(
+    pub(super) async fn lease_arrival(
         &self,
         row: Versioned<FileRow>,
         holder: &str,
@@ -142,7 +142,7 @@ impl FileService {
 
     /// Streams a leased arrival through the pipeline, renewing the lease meanwhile. A failure
     /// that is not the upload's fault gives the lease back, so that the next pass tries again.
-    async fn settle_leased(
+    pub(super) async fn settle_leased(
         &self,
         row: Versioned<FileRow>,
         holder: &str,

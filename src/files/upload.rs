@@ -62,6 +62,12 @@ impl FileService {
                 // A try whose answer was lost did land.
                 return self.issue_upload_url(owner, file_id, pending, actor).await;
             }
+            if let Some(version) = version
+                && self.settle_first(&row, version).await?
+            {
+                // The row changed: read it again.
+                continue;
+            }
             self.check_new_upload_url(&row, declared.size).await?;
             row.pending = Some(pending.clone());
             match self.index.put(&row, version).await {
@@ -72,6 +78,37 @@ impl FileService {
             }
         }
         Err(FilesError::Contended)
+    }
+
+    /// With a scanner, requests leave arrivals to the settler; but an arrival whose slot a new
+    /// upload URL is about to take is settled first (scanned, then committed or refused, and
+    /// audited), never dropped unseen. True when it was: the row changed. An arrival that
+    /// another instance is checking, or that cannot be checked now, is 503 (try again).
+    async fn settle_first(
+        &self,
+        row: &crate::model::FileRow,
+        version: u64,
+    ) -> Result<bool, FilesError> {
+        let Some(p) = row.pending.as_ref().filter(|_| self.settler_only()) else {
+            return Ok(false);
+        };
+        if self.store.size(&p.key).await?.is_none() {
+            return Ok(false);
+        }
+        let row = crate::model::Versioned {
+            value: row.clone(),
+            version,
+        };
+        let Some(leased) = self.lease_arrival(row, &self.instance).await? else {
+            return Err(FilesError::Contended);
+        };
+        match self
+            .settle_leased(leased, &self.instance, &self.cancel)
+            .await
+        {
+            super::settler::ArrivalOutcome::Settled => Ok(true),
+            super::settler::ArrivalOutcome::Deferred => Err(FilesError::Contended),
+        }
     }
 
     /// Quotas and the bound on open upload URLs, for a new upload URL of `row`'s file.
@@ -96,7 +133,9 @@ impl FileService {
             return Err(FilesError::Quota("files"));
         }
         if let (Some(max), Some(size)) = (settings.max_bytes_per_participant, size) {
-            let others = usage.bytes - row.current.as_ref().map_or(0, |c| c.size);
+            let others = usage
+                .bytes
+                .saturating_sub(row.current.as_ref().map_or(0, |c| c.size));
             if others + size > max {
                 return Err(FilesError::Quota("storage"));
             }
