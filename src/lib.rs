@@ -19,6 +19,7 @@ pub mod budget;
 pub mod capability;
 pub mod client;
 pub mod config;
+pub mod detached;
 pub mod files;
 pub mod http;
 pub mod index;

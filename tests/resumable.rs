@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::tus::{
     OFFSET_STREAM, bytes_of, create, head, meta, new_offset, offset_of, patch, patch_with,
-    slow_patch,
+    slow_patch, spawn_patch,
 };
 use common::{TestApp, noise};
 use reqwest::{Method, StatusCode};
@@ -792,22 +792,7 @@ async fn a_completion_longer_than_the_lease_keeps_it_and_another_instance_waits(
     let bytes = noise(2 << 20, 11);
     let path = create(&a, &t, "long.bin", Some(bytes.len() as u64)).await;
     relay.hold(true);
-    let completing = {
-        let (url, t, bytes) = (a.url(&path), t.clone(), bytes.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .patch(url)
-                .bearer_auth(t)
-                .header("tus-resumable", "1.0.0")
-                .header("content-type", OFFSET_STREAM)
-                .header("upload-offset", 0)
-                .body(bytes)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let completing = spawn_patch(&a, &t, &path, bytes.clone());
     // Past the 15 s lease: a renews it while clamd keeps it waiting, so b does not complete the
     // upload a second time; it answers 423 at once.
     tokio::time::sleep(std::time::Duration::from_secs(20)).await;

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use auth::Role;
 use common::relay::Relay;
-use common::tus::{OFFSET_STREAM, bytes_of, create, head, meta, offset_of, patch, patch_with};
+use common::tus::{
+    OFFSET_STREAM, bytes_of, create, head, meta, offset_of, patch, patch_with, spawn_patch,
+};
 use common::{TestApp, noise};
+use futures::StreamExt;
 use participant_files::auth;
 use participant_files::keys::UploadId;
 use participant_files::model::{AppId, Owner, UserId};
@@ -85,22 +88,7 @@ async fn a_completion_runs_once_and_other_requests_wait_for_its_outcome() {
     let bytes = noise(1 << 20, 21);
     let path = create(&app, &t, "once.bin", Some(bytes.len() as u64)).await;
     relay.hold(true);
-    let completing = {
-        let (app_url, t, bytes) = (app.url(&path), t.clone(), bytes.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .patch(app_url)
-                .bearer_auth(t)
-                .header("tus-resumable", "1.0.0")
-                .header("content-type", OFFSET_STREAM)
-                .header("upload-offset", 0)
-                .body(bytes)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let completing = spawn_patch(&app, &t, &path, bytes.clone());
     until_completing(&app, "anna", &path).await;
     // While clamd holds the verdict back, nobody starts a second completion or ends this one.
     assert_locked(&head(&app, &t, &path).await, "HEAD");
@@ -336,7 +324,6 @@ async fn requests_for_uploads_not_the_callers_leave_no_trace_and_stop_nothing() 
             .header("tus-resumable", "1.0.0")
             .send()
     });
-    use futures::StreamExt;
     let statuses: Vec<_> = requests.buffer_unordered(16).collect().await;
     assert!(
         statuses

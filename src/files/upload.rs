@@ -304,7 +304,7 @@ impl FileService {
             file_id.clone(),
             consumes.cloned(),
         );
-        let finishing = self.tasks.spawn(async move {
+        let finishing = async move {
             let _slot = slot;
             let ingested = match &arrived {
                 None => received.finish().await.map_err(quota_error)?,
@@ -329,12 +329,8 @@ impl FileService {
             };
             this.commit_ingested(&owner, &file_id, key, ingested, consumes.as_ref(), claim)
                 .await
-        });
-        match finishing.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(PipelineError::ShuttingDown.into()),
-        }
+        };
+        crate::detached::run(&self.tasks, finishing).await?
     }
 
     /// The rules for a new version of `file_id`: the file quota checked now, and the byte

@@ -70,7 +70,7 @@ pub async fn upload(
     let grant = state.files.verify_upload_grant(&token)?;
     // On a task of its own, like an upload through the API: a client that leaves after its last
     // byte stops neither the commit nor its audit line.
-    let task = state.cleanup.spawn({
+    let task = {
         let state = std::sync::Arc::clone(&state);
         async move {
             let result = upload_granted(&state, &grant, &headers, body).await;
@@ -86,8 +86,10 @@ pub async fn upload(
             audit(&state, &grant, &request_id, action, status, bytes);
             result.map(|c| ParticipantFile::stored(&grant.owner, &grant.file_id, &c.file))
         }
-    });
-    let body = super::detached(task).await?;
+    };
+    let body = crate::detached::run(&state.cleanup, task)
+        .await
+        .map_err(crate::files::FilesError::from)??;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

@@ -625,7 +625,7 @@ async fn put_file(
     let file = file.expect("asked for with the path's fileId");
     // The upload and its audit line run on a task of their own: a client that leaves after its
     // last byte stops neither the commit nor the audit line that records it.
-    let task = state.cleanup.spawn({
+    let body = crate::detached::run(&state.cleanup, {
         let (state, request_id, headers) = (
             Arc::clone(state),
             RequestId(request_id.0.clone()),
@@ -640,8 +640,9 @@ async fn put_file(
             audited(&state, &target, &request_id, Some(&file), action, result)
                 .map(|committed| ParticipantFile::stored(&target.owner, &file, &committed.file))
         }
-    });
-    let body = super::detached(task).await?;
+    })
+    .await
+    .map_err(crate::files::FilesError::from)??;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

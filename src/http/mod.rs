@@ -117,16 +117,6 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 pub type AppState = Arc<App>;
 
-/// Awaits work that a handler started on a task of its own (so that it runs to its end even
-/// when the client goes away); a panic in it is a panic here.
-pub(crate) async fn detached<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match task.await {
-        Ok(out) => out,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("an upload task was cancelled: {e}"),
-    }
-}
-
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The route table. Every route is registered with its documentation, so the OpenAPI document

@@ -131,3 +131,27 @@ pub async fn slow_patch(
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     stream
 }
+
+/// Sends a PATCH of `bytes` from offset 0 on a task of its own (a client waiting for its
+/// answer while the test goes on); the task gives the answer's status.
+pub fn spawn_patch(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    bytes: Vec<u8>,
+) -> tokio::task::JoinHandle<StatusCode> {
+    let (url, token) = (app.url(path), token.to_owned());
+    tokio::spawn(async move {
+        reqwest::Client::new()
+            .patch(url)
+            .bearer_auth(token)
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", OFFSET_STREAM)
+            .header("upload-offset", 0)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    })
+}

@@ -210,23 +210,9 @@ impl FileService {
         {
             return Err(past(row.value.offset.saturating_add(n)));
         }
-        // The lease: another instance that appends now is refused; this one's every write
-        // names the version its lease wrote, so a writer that lost it cannot move the offset.
-        let now = Utc::now();
-        if let Some(w) = &row.value.writer
-            && w.live(now)
-            && w.holder != self.instance
-        {
-            return Err(FilesError::UploadLocked);
-        }
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
         row.value.length = length;
-        row.value.writer = Some(lease(&self.instance, fence, row.value.is_full()));
-        row.version = match index.put_upload(&row.value, Some(row.version)).await {
-            Ok(v) => v,
-            Err(e) if e.is_retryable() => return Err(FilesError::UploadLocked),
-            Err(e) => return Err(e.into()),
-        };
+        let completing = row.value.is_full();
+        let fence = self.take_lease(&mut row, completing).await?;
         if row.value.is_full() {
             // Complete but not committed: a completion that failed for a backend, again, under
             // this request's lease.

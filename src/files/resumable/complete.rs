@@ -30,7 +30,7 @@ impl FileService {
         requester: &Requester,
     ) -> Result<Appended, FilesError> {
         let (this, requester) = (self.clone(), requester.clone());
-        let running = self.tasks.spawn(async move {
+        let running = async move {
             let (offset, file_id) = (row.value.offset, row.value.file_id.clone());
             let committed = this
                 .complete_leased(row, live, describe, &requester)
@@ -40,12 +40,8 @@ impl FileService {
                 file_id,
                 committed: Some(committed),
             })
-        });
-        match running.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(PipelineError::ShuttingDown.into()),
-        }
+        };
+        crate::detached::run(&self.tasks, running).await?
     }
 
     /// Completes the upload while renewing its lease: the scan of a large file takes longer
@@ -243,7 +239,7 @@ impl FileService {
         let hashed =
             hashing::resume(upload.hash.as_deref(), upload.offset).map(|h| hashing::digest(&h));
         let (this, upload) = (self.clone(), upload.clone());
-        let finishing = self.tasks.spawn(async move {
+        let finishing = async move {
             let _slot = slot;
             let ingested = match this
                 .check_staged(&key, &declared, &rules, hashed, live)
@@ -264,12 +260,8 @@ impl FileService {
             this.still_holds(&upload, fence).await?;
             this.commit_ingested(&upload.owner, &upload.file_id, key, ingested, None, claim)
                 .await
-        });
-        match finishing.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(PipelineError::ShuttingDown.into()),
-        }
+        };
+        crate::detached::run(&self.tasks, finishing).await?
     }
 
     /// The pipeline's checks and verdict on the finished object under `key`: from what the

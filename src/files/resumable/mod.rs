@@ -249,27 +249,8 @@ impl FileService {
         if row.value.outcome == Some(UploadOutcome::Committed) {
             return Err(FilesError::UploadCompleted);
         }
-        let now = Utc::now();
-        if let Some(w) = &row.value.writer
-            && w.live(now)
-            && w.holder != self.instance
-        {
-            return Err(FilesError::UploadLocked);
-        }
         // The lease first: no instance starts a completion of what is being removed.
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
-        row.value.writer = Some(append::lease(&self.instance, fence, false));
-        row.version = self
-            .upload_index()
-            .put_upload(&row.value, Some(row.version))
-            .await
-            .map_err(|e| {
-                if e.is_retryable() {
-                    FilesError::UploadLocked
-                } else {
-                    e.into()
-                }
-            })?;
+        self.take_lease(&mut row, false).await?;
         self.remove_upload(owner, id).await?;
         Ok(row.value.file_id)
     }
@@ -285,6 +266,36 @@ impl FileService {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Takes the upload's lease for a request of this instance (`completing`: for the
+    /// completion) with a fence one above the last, in a write conditional on the version
+    /// read; returns the fence. Every later write of the request names the version this one
+    /// made, so a request whose lease is taken over changes nothing more. Another instance's
+    /// live lease: 423 (on this instance, the older request was stopped by taking its turn).
+    async fn take_lease(
+        &self,
+        row: &mut Versioned<ResumableUpload>,
+        completing: bool,
+    ) -> Result<u64, FilesError> {
+        if let Some(w) = &row.value.writer
+            && w.live(Utc::now())
+            && w.holder != self.instance
+        {
+            return Err(FilesError::UploadLocked);
+        }
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
+        row.value.writer = Some(append::lease(&self.instance, fence, completing));
+        row.version = match self
+            .upload_index()
+            .put_upload(&row.value, Some(row.version))
+            .await
+        {
+            Ok(version) => version,
+            Err(e) if e.is_retryable() => return Err(FilesError::UploadLocked),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(fence)
     }
 
     /// Terminates every upload of `owner` (only those that would become `file_id`, when

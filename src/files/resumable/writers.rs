@@ -35,14 +35,14 @@ impl Writers {
     pub async fn take(&self, upload: &str) -> Turn {
         let slot = {
             let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            match slots.get(upload).and_then(Weak::upgrade) {
-                Some(slot) => slot,
-                None => {
+            slots
+                .get(upload)
+                .and_then(Weak::upgrade)
+                .unwrap_or_else(|| {
                     let slot = Arc::new(Slot::default());
                     slots.insert(upload.to_owned(), Arc::downgrade(&slot));
                     slot
-                }
-            }
+                })
         };
         slot.stop
             .lock()
