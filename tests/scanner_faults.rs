@@ -144,8 +144,10 @@ async fn a_file_too_large_to_scan_whole_is_refused_as_infected() {
 
 #[tokio::test]
 async fn a_client_that_leaves_after_its_last_byte_still_gets_its_file_stored() {
-    let clamd = FakeClamd::start(Behaviour::AnswersAfter(
-        Duration::from_millis(1500),
+    // clamd answers once the test lets it: after the client has gone.
+    let verdict = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let clamd = FakeClamd::start(Behaviour::AnswersTogether(
+        std::sync::Arc::clone(&verdict),
         "stream: OK",
     ))
     .await;
@@ -161,8 +163,17 @@ async fn a_client_that_leaves_after_its_last_byte_still_gets_its_file_stored() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // clamd has the whole stream and is deciding: the client goes, then clamd answers.
+    let started = std::time::Instant::now();
+    while clamd.streams_read() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_mins(1),
+            "clamd never got the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(stream);
+    verdict.wait().await;
     // The commit runs to its end: the file appears, whole, with nothing else kept.
     let mut found = None;
     for _ in 0..100 {

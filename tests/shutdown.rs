@@ -34,7 +34,24 @@ async fn sigterm_mid_upload(env: Vec<(&'static str, String)>) -> Process {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&noise(7_000_000, 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upload is under way before the service is told to stop.
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", service.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("pf_uploads_in_flight 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_mins(1),
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &service.child.id().to_string()])
         .status()

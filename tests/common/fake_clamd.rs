@@ -29,6 +29,8 @@ pub enum Behaviour {
 pub struct FakeClamd {
     pub address: String,
     sessions: Arc<AtomicUsize>,
+    /// INSTREAM sessions whose stream this fake read to its end marker.
+    read: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,18 +39,24 @@ impl FakeClamd {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("tcp://{}", listener.local_addr().unwrap());
         let sessions = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&sessions);
+        let read = Arc::new(AtomicUsize::new(0));
+        let counted = (Arc::clone(&sessions), Arc::clone(&read));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve(socket, behaviour.clone(), Arc::clone(&counted)));
+                tokio::spawn(serve(
+                    socket,
+                    behaviour.clone(),
+                    (Arc::clone(&counted.0), Arc::clone(&counted.1)),
+                ));
             }
         });
         Self {
             address,
             sessions,
+            read,
             task,
         }
     }
@@ -56,6 +64,11 @@ impl FakeClamd {
     /// INSTREAM sessions seen so far (PING and VERSION not counted).
     pub fn sessions(&self) -> usize {
         self.sessions.load(Ordering::SeqCst)
+    }
+
+    /// Streams read to their end marker so far.
+    pub fn streams_read(&self) -> usize {
+        self.read.load(Ordering::SeqCst)
     }
 }
 
@@ -85,7 +98,11 @@ async fn read_chunks(socket: &mut TcpStream, limit: Option<usize>) -> std::io::R
     }
 }
 
-async fn serve(mut socket: TcpStream, behaviour: Behaviour, sessions: Arc<AtomicUsize>) {
+async fn serve(
+    mut socket: TcpStream,
+    behaviour: Behaviour,
+    (sessions, read): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+) {
     let mut command = Vec::new();
     loop {
         let mut b = [0u8; 1];
@@ -118,8 +135,12 @@ async fn serve(mut socket: TcpStream, behaviour: Behaviour, sessions: Arc<Atomic
         Behaviour::EndsEarlyAfter(n) => Some(n),
         _ => None,
     };
-    if read_chunks(&mut socket, limit).await.is_err() {
-        return;
+    match read_chunks(&mut socket, limit).await {
+        Err(_) => return,
+        Ok(true) => {
+            read.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(false) => {}
     }
     match behaviour {
         Behaviour::NeverAnswers => {
