@@ -118,3 +118,49 @@ pub async fn warn_at_start(store: &S3BlobStore, ttl: Duration) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn abort_rule(id: &str, prefix: &str, days: i32, enabled: bool) -> LifecycleRule {
+        LifecycleRule::builder()
+            .id(id)
+            .status(if enabled {
+                ExpirationStatus::Enabled
+            } else {
+                ExpirationStatus::Disabled
+            })
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(days)
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    /// Only enabled rules that reach the service's keys and abort sooner than the TTL count.
+    #[test]
+    fn a_rule_counts_when_enabled_over_the_keys_and_shorter_than_the_ttl() {
+        let ttl = Duration::from_secs(3 * DAY);
+        let rules = [
+            abort_rule("all", "", 1, true),
+            abort_rule("some-of-ours", "files/study/", 2, true),
+            abort_rule("above-ours", "fil", 1, true),
+            abort_rule("elsewhere", "logs/", 1, true),
+            abort_rule("disabled", "", 1, false),
+            abort_rule("long-enough", "", 3, true),
+        ];
+        let found = too_short(&rules, "files/", ttl);
+        let named: Vec<&str> = ["all", "some-of-ours", "above-ours"]
+            .into_iter()
+            .filter(|id| found.iter().any(|f| f.contains(&format!("rule {id} "))))
+            .collect();
+        assert_eq!(named, ["all", "some-of-ours", "above-ours"], "{found:#?}");
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(abort_after_days(Duration::from_secs(DAY)), 2);
+        assert_eq!(abort_after_days(Duration::from_secs(DAY + 1)), 3);
+    }
+}
