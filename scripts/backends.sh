@@ -46,6 +46,12 @@ pf_install_backends() {
     echo "installing tuspy..." >&2
     python3 -m pip install --quiet 'tuspy==1.1.0'
   fi
+  # tests/durability.rs reads the service's system calls (fsync before each answer) with strace.
+  if ! command -v strace >/dev/null; then
+    echo "installing strace..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null
+  fi
   if ! command -v clamd >/dev/null || ! command -v sigtool >/dev/null || ! command -v curl >/dev/null; then
     echo "installing clamd (Debian's clamav-daemon)..." >&2
     apt-get update -qq

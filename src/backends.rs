@@ -103,6 +103,9 @@ async fn open_as(config: &Config, serving: bool) -> anyhow::Result<Backends> {
                 budget.clone(),
                 cleanup.clone(),
             ));
+            if serving {
+                crate::lifecycle::warn_at_start(&store, config.resumable.ttl).await;
+            }
             (Arc::clone(&store) as Arc<dyn BlobStore>, Some(store))
         }
     };

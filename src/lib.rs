@@ -24,6 +24,7 @@ pub mod files;
 pub mod http;
 pub mod index;
 pub mod keys;
+pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => run_serve(args),
         Some(Command::Setup(args)) => maintain(args, |config| async move {
             let backends = backends::open(&config).await?;
-            setup::run(&backends).await
+            setup::run(&backends, config.resumable.ttl).await
         }),
         Some(Command::Reconcile(args)) => {
             let min_age = args.min_age;

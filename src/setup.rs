@@ -1,19 +1,22 @@
 //! `participant-files setup`: creates the bucket (private, encrypted, aborting stale multipart
 //! uploads) and the table when missing; leaves existing ones as they are.
 
+use std::time::Duration;
+
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
-    CreateBucketConfiguration, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
+    BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration,
     PublicAccessBlockConfiguration, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
 };
 
 use crate::backends::Backends;
 use crate::index::TableSetup;
+use crate::lifecycle;
 use crate::store::{Encryption, S3BlobStore};
 
-/// Runs setup and returns one line per thing it created, found or could not do.
-pub async fn run(backends: &Backends) -> anyhow::Result<Vec<String>> {
+/// Runs setup and returns one line per thing it created, found or could not do;
+/// `resumable_ttl` is how long a resumable upload (and its multipart upload) may live.
+pub async fn run(backends: &Backends, resumable_ttl: Duration) -> anyhow::Result<Vec<String>> {
     let mut report = Vec::new();
     match &backends.dynamo {
         Some(index) => {
@@ -45,7 +48,7 @@ pub async fn run(backends: &Backends) -> anyhow::Result<Vec<String>> {
         None => report.push("the SQLite index is ready in the data dir".to_owned()),
     }
     match &backends.s3 {
-        Some(store) => setup_bucket(store, &mut report).await?,
+        Some(store) => setup_bucket(store, resumable_ttl, &mut report).await?,
         None => report.push("the local store is ready in the data dir".to_owned()),
     }
     Ok(report)
@@ -56,13 +59,24 @@ fn not_implemented<E>(e: &aws_sdk_s3::error::SdkError<E>) -> bool {
     e.raw_response().is_some_and(|r| r.status().as_u16() == 501)
 }
 
-async fn setup_bucket(store: &S3BlobStore, report: &mut Vec<String>) -> anyhow::Result<()> {
+async fn setup_bucket(
+    store: &S3BlobStore,
+    ttl: Duration,
+    report: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let client = store.client();
     let bucket = &store.settings().bucket;
     if client.head_bucket().bucket(bucket).send().await.is_ok() {
         report.push(format!(
             "bucket {bucket} exists; its settings are left as they are"
         ));
+        // Left as they are, but a rule that cuts resumable uploads short is worth saying.
+        match lifecycle::check(store, ttl).await {
+            Ok(problems) => report.extend(problems.into_iter().map(|p| format!("WARNING: {p}"))),
+            Err(e) => report.push(format!(
+                "WARNING: cannot read the bucket's lifecycle rules to check them: {e:#}"
+            )),
+        }
         return Ok(());
     }
     let mut create = client.create_bucket().bucket(bucket);
@@ -130,32 +144,24 @@ async fn setup_bucket(store: &S3BlobStore, report: &mut Vec<String>) -> anyhow::
             .map_err(|e| (not_implemented(&e), e.into())),
     )?;
 
-    let lifecycle = client
+    let rule = client
         .put_bucket_lifecycle_configuration()
         .bucket(bucket)
         .lifecycle_configuration(
             BucketLifecycleConfiguration::builder()
-                .rules(
-                    LifecycleRule::builder()
-                        .id("abort-incomplete-multipart-uploads")
-                        .status(ExpirationStatus::Enabled)
-                        .filter(LifecycleRuleFilter::builder().prefix("").build())
-                        .abort_incomplete_multipart_upload(
-                            AbortIncompleteMultipartUpload::builder()
-                                .days_after_initiation(1)
-                                .build(),
-                        )
-                        .build()?,
-                )
+                .rules(lifecycle::rule(ttl)?)
                 .build()?,
         )
         .send()
         .await;
     note(
         report,
-        "added a lifecycle rule that aborts multipart uploads after a day",
-        lifecycle
-            .map(|_| ())
+        &format!(
+            "added a lifecycle rule that aborts multipart uploads after {} days \
+             (PF_RESUMABLE_TTL plus a day)",
+            lifecycle::abort_after_days(ttl)
+        ),
+        rule.map(|_| ())
             .map_err(|e| (not_implemented(&e), e.into())),
     )
 }

@@ -1,10 +1,14 @@
 //! Writes of the embedded index are durable before they are answered, also when they are
-//! committed together: the service is killed with SIGKILL while 32 clients POST upload URLs,
-//! and after a restart every POST that was answered 201 is there (its upload URL still takes
-//! the upload).
+//! committed together. 32 clients POST upload URLs to the service running under strace, which
+//! is then killed with SIGKILL. Every 201 must have left the socket after the index's WAL was
+//! written and then synced, both after its request arrived: a SIGKILL alone cannot show a
+//! missing fsync, since the kernel keeps the written pages. After a restart, every POST that was
+//! answered 201 is there (its upload URL still takes the upload).
 
 mod common;
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,9 +16,244 @@ use common::{JWT_SECRET, Process, URL_SECRET, closed_port, participant_token};
 
 const CLIENTS: usize = 32;
 
+/// The system calls the check reads: the index's files opened, written and synced, and the
+/// HTTP requests and answers on the sockets.
+const TRACED: &str = "openat,close,accept4,read,recvfrom,readv,recvmsg,write,writev,sendto,\
+                      sendmsg,pwrite64,pwritev,fsync,fdatasync";
+
+/// The service under `strace -f`, writing its log of system calls to `trace`.
+struct Traced {
+    strace: std::process::Child,
+    /// The service's own process, a child of strace.
+    pid: u32,
+}
+
+async fn spawn_traced(port: u16, env: &[(&str, String)], trace: &Path) -> Traced {
+    let pid_file = trace.with_extension("pid");
+    let mut cmd = std::process::Command::new("strace");
+    // Only the traced calls stop the service (seccomp-bpf); -s 16 shows the first bytes of
+    // each buffer, enough to tell a POST and a 201 and too few for a token or an upload URL.
+    cmd.args(["-f", "--seccomp-bpf", "-ttt", "-T", "-s", "16", "-e"])
+        .arg(format!("trace={TRACED}"))
+        .arg("-o")
+        .arg(trace)
+        .args(["--", "sh", "-c", "echo $$ > \"$0\" && exec \"$1\""])
+        .arg(&pid_file)
+        .arg(env!("CARGO_BIN_EXE_participant-files"))
+        .env("PF_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let strace = cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot run strace ({e}): scripts/backends.sh (pf_install_backends) installs it")
+    });
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not come up under strace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Traced { strace, pid }
+}
+
+/// One system call from strace's log, joined from its `<unfinished ...>` and
+/// `<... resumed>` halves when another thread's call came between them; a call the kill cut
+/// short has no end and returned `i64::MIN`.
+struct Call {
+    start: f64,
+    end: f64,
+    name: String,
+    args: String,
+    ret: i64,
+}
+
+impl Call {
+    fn fd(&self) -> Option<i64> {
+        self.args.split([',', ')']).next()?.trim().parse().ok()
+    }
+
+    /// The first string argument: a path, or the first bytes of a buffer (escaped).
+    fn text(&self) -> &str {
+        self.args
+            .split_once('"')
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map_or("", |(text, _)| text)
+    }
+}
+
+/// The calls of an `strace -f -ttt -T` log, in the order they started.
+fn calls(log: &str) -> Vec<Call> {
+    let mut unfinished: HashMap<&str, (f64, &str, &str)> = HashMap::new();
+    let mut calls = Vec::new();
+    for line in log.lines() {
+        // `PID TIME CALL`, the PID padded with spaces to a common width.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(time) = time.parse::<f64>() else {
+            continue;
+        };
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            if let Some((name, args)) = head.split_once('(') {
+                unfinished.insert(pid, (time, name, args));
+            }
+            continue;
+        }
+        let (start, name, args, tail) = if let Some(resumed) = rest.strip_prefix("<... ") {
+            let Some((_, tail)) = resumed.split_once(" resumed>") else {
+                continue;
+            };
+            let Some((start, name, args)) = unfinished.remove(pid) else {
+                continue;
+            };
+            (start, name, format!("{args}{tail}"), tail)
+        } else {
+            let Some((name, tail)) = rest.split_once('(') else {
+                continue; // `+++ killed by SIGKILL +++` and signals
+            };
+            (time, name, tail.to_owned(), tail)
+        };
+        let Some((result, duration)) = tail.rsplit_once(" <") else {
+            continue;
+        };
+        // strace pads short calls to align their results: `fsync(11)       = 0`.
+        let Some((_, returned)) = result.rsplit_once(" = ") else {
+            continue;
+        };
+        let (Ok(duration), Some(Ok(value))) = (
+            duration.trim_end_matches('>').parse::<f64>(),
+            returned.split_whitespace().next().map(str::parse::<i64>),
+        ) else {
+            continue;
+        };
+        calls.push(Call {
+            start,
+            end: start + duration,
+            name: name.to_owned(),
+            args,
+            ret: value,
+        });
+    }
+    // Calls the SIGKILL cut short: a write's bytes may have left already, a sync did not end.
+    for (start, name, args) in unfinished.into_values() {
+        calls.push(Call {
+            start,
+            end: f64::INFINITY,
+            name: name.to_owned(),
+            args: args.to_owned(),
+            ret: i64::MIN,
+        });
+    }
+    calls.sort_by(|a, b| a.start.total_cmp(&b.start));
+    calls
+}
+
+/// What the check found: the 201 answers, and those that left before an index write made
+/// after their request arrived had been synced.
+struct Findings {
+    answers: usize,
+    early: Vec<String>,
+}
+
+/// For every 201 answer in `log`: between the arrival of its POST and the answer, the service
+/// wrote one of the index's files (`index`, the database and its WAL) and then synced that
+/// file, the sync ending before the answer started. The commit of the POST is such a write;
+/// with `synchronous=OFF` there is no sync at all, with `NORMAL` only at checkpoints.
+fn check(log: &str, index: &Path) -> Findings {
+    let index_files = [
+        format!("{}", index.display()),
+        format!("{}-wal", index.display()),
+    ];
+    let mut is_index: HashMap<i64, bool> = HashMap::new();
+    let mut last_write: HashMap<i64, f64> = HashMap::new();
+    // Each sync of an index file: when it ended, and when the last write before it started.
+    let mut syncs: Vec<(f64, f64)> = Vec::new();
+    let mut post_arrived: HashMap<i64, f64> = HashMap::new();
+    let mut answers: Vec<(f64, f64)> = Vec::new();
+    for call in calls(log) {
+        let fd = call.fd();
+        match call.name.as_str() {
+            "openat" if call.ret >= 0 => {
+                is_index.insert(call.ret, index_files.iter().any(|f| f == call.text()));
+            }
+            "accept4" if call.ret >= 0 => {
+                is_index.insert(call.ret, false);
+            }
+            "close" => {
+                if let Some(fd) = fd {
+                    is_index.remove(&fd);
+                }
+            }
+            "pwrite64" | "pwritev" | "write" | "writev" | "sendto" | "sendmsg" => {
+                let Some(fd) = fd else { continue };
+                if is_index.get(&fd) == Some(&true) {
+                    last_write.insert(fd, call.start);
+                } else if call.text().starts_with("HTTP/1.1 201") {
+                    let arrived = post_arrived.get(&fd).copied().unwrap_or(f64::INFINITY);
+                    answers.push((arrived, call.start));
+                }
+            }
+            "read" | "recvfrom" | "readv" | "recvmsg" if call.ret > 0 => {
+                if let Some(fd) = fd
+                    && call.text().starts_with("POST ")
+                {
+                    post_arrived.insert(fd, call.start);
+                }
+            }
+            "fsync" | "fdatasync" if call.ret == 0 => {
+                let Some(fd) = fd else { continue };
+                if is_index.get(&fd) == Some(&true) {
+                    syncs.push((call.end, last_write.get(&fd).copied().unwrap_or(f64::MIN)));
+                }
+            }
+            _ => {}
+        }
+    }
+    syncs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // The latest write covered by any sync that ended by then.
+    let mut covered = Vec::with_capacity(syncs.len());
+    let mut latest = f64::MIN;
+    for &(_, written) in &syncs {
+        latest = latest.max(written);
+        covered.push(latest);
+    }
+    let early = answers
+        .iter()
+        .filter(|&&(arrived, answered)| {
+            let ended = syncs.partition_point(|&(end, _)| end < answered);
+            ended == 0 || covered[ended - 1] <= arrived
+        })
+        .map(|(arrived, answered)| format!("POST at {arrived:.6} answered at {answered:.6}"))
+        .collect();
+    Findings {
+        answers: answers.len(),
+        early,
+    }
+}
+
 #[tokio::test]
-async fn every_acknowledged_post_outlives_a_sigkill_during_a_burst() {
+async fn every_acknowledged_post_is_synced_before_its_answer_and_outlives_a_sigkill() {
     let data = tempfile::tempdir().unwrap();
+    let traces = tempfile::tempdir().unwrap();
+    let trace = traces.path().join("service.strace");
     let env = vec![
         ("PF_JWT_SECRET", JWT_SECRET.to_owned()),
         ("PF_URL_SECRET", URL_SECRET.to_owned()),
@@ -22,8 +261,8 @@ async fn every_acknowledged_post_outlives_a_sigkill_during_a_burst() {
         ("PF_MAX_PENDING_PER_PARTICIPANT", "100000".to_owned()),
     ];
     let port = closed_port();
-    let mut service = Process::spawn_on(port, &env, &[]).await;
-    let base = service.base.clone();
+    let mut service = spawn_traced(port, &env, &trace).await;
+    let base = format!("http://127.0.0.1:{port}");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
@@ -53,17 +292,38 @@ async fn every_acknowledged_post_outlives_a_sigkill_during_a_burst() {
     while acked.lock().unwrap().len() < 2000 && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    service.child.kill().unwrap();
-    service.child.wait().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &service.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    service.strace.wait().unwrap();
     for client in clients {
         client.await.unwrap();
     }
-    drop(service);
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(
         acked.len() >= 500,
         "only {} POSTs before the kill",
         acked.len()
+    );
+
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let found = check(&log, &data.path().join("index.sqlite"));
+    // Every answer a client read is in the log, or the check looked at the wrong calls.
+    assert!(
+        found.answers >= acked.len(),
+        "the trace shows {} answers 201, the clients read {}",
+        found.answers,
+        acked.len()
+    );
+    assert!(
+        found.early.is_empty(),
+        "{} of {} answers 201 left before the index was synced after their POST arrived; \
+         the first: {:?}",
+        found.early.len(),
+        found.answers,
+        &found.early[..found.early.len().min(3)]
     );
 
     let _service = Process::spawn_on(port, &env, &[]).await;

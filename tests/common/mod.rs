@@ -227,7 +227,7 @@ impl TestApp {
             let backends = participant_files::backends::open(&config)
                 .await
                 .expect("AWS backends open");
-            participant_files::setup::run(&backends)
+            participant_files::setup::run(&backends, config.resumable.ttl)
                 .await
                 .expect("setup creates the bucket and table");
         }
@@ -700,7 +700,7 @@ pub async fn open_backends(flags: &[&str]) -> (TempDir, participant_files::backe
     let backends = participant_files::backends::open(&config)
         .await
         .expect("backends open");
-    participant_files::setup::run(&backends)
+    participant_files::setup::run(&backends, config.resumable.ttl)
         .await
         .expect("setup");
     (data, backends)

@@ -13,6 +13,10 @@ use crate::index::IndexError;
 /// Writes committed together at most; more wait for the next commit.
 const MAX_BATCH: usize = 1024;
 
+/// Why the writes of a transaction that SQLite rolled back by itself did not commit.
+const ROLLED_BACK: &str = "SQLite rolled the transaction back after an error (disk full, I/O error, \
+     out of memory or busy)";
+
 /// Sends a write's answer once its transaction ended: `None` committed, else why not.
 type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 
@@ -56,27 +60,37 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| match conn {
-            Err(why) => {
-                let _ = tx.send(Err(failed(why)));
-                None
-            }
-            Ok(conn) => {
-                let out = f(conn);
-                let keep = out.is_ok();
-                let deliver: Deliver = Box::new(move |uncommitted| {
-                    let _ = tx.send(match uncommitted {
-                        None => out,
-                        Some(why) => Err(failed(why)),
-                    });
-                });
-                Some((keep, deliver))
-            }
-        });
+        let (job, answer) = job(f);
         self.jobs.send(job).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        answer.await.map_err(|_| stopped())?
     }
+}
+
+/// Wraps `f` as a job, and gives the receiver of its answer.
+fn job<T, F>(f: F) -> (Job, tokio::sync::oneshot::Receiver<Result<T, IndexError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |conn| match conn {
+        Err(why) => {
+            let _ = tx.send(Err(failed(why)));
+            None
+        }
+        Ok(conn) => {
+            let out = f(conn);
+            let keep = out.is_ok();
+            let deliver: Deliver = Box::new(move |uncommitted| {
+                let _ = tx.send(match uncommitted {
+                    None => out,
+                    Some(why) => Err(failed(why)),
+                });
+            });
+            Some((keep, deliver))
+        }
+    });
+    (job, rx)
 }
 
 fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
@@ -93,19 +107,34 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
 }
 
 fn commit(conn: &Connection, batch: Vec<Job>) {
+    let mut jobs = batch.into_iter();
+    while jobs.len() > 0 {
+        transaction(conn, &mut jobs);
+    }
+}
+
+/// Runs jobs from `jobs` in one transaction and commits them. On `SQLITE_FULL`, `SQLITE_IOERR`,
+/// `SQLITE_NOMEM` or `SQLITE_BUSY`, SQLite may roll the whole transaction back by itself; the
+/// connection is then in autocommit mode, where each later write would commit alone and the
+/// final COMMIT would fail. So the transaction stops there: the writes it held and the one that
+/// hit the error answer with an error, and the jobs left go on in a fresh transaction.
+fn transaction(conn: &Connection, jobs: &mut std::vec::IntoIter<Job>) {
     // IMMEDIATE takes the write lock at BEGIN: another process (`reconcile`) writing makes it
     // wait for the busy timeout instead of failing a deferred transaction's upgrade.
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let why = e.to_string();
-        for job in batch {
+        for job in jobs {
             job(Err(&why));
         }
         return;
     }
-    let mut answers = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut answers = Vec::new();
+    for job in jobs.by_ref() {
         if let Err(e) = run_cached(conn, "SAVEPOINT write") {
             job(Err(&e.to_string()));
+            if lost(conn, &mut answers) {
+                return;
+            }
             continue;
         }
         // A write that panics answers nobody (its caller sees the writer's error) and keeps
@@ -117,11 +146,19 @@ fn commit(conn: &Connection, batch: Vec<Job>) {
         } else {
             run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write"))
         };
-        if let Ok(Some((_, deliver))) = ran {
+        let deliver = match ran {
+            Ok(Some((_, deliver))) => Some(deliver),
+            _ => None,
+        };
+        if let Some(deliver) = deliver {
             match ended {
-                Ok(()) => answers.push(deliver),
-                Err(e) => deliver(Some(&e.to_string())),
+                Err(e) if !conn.is_autocommit() => deliver(Some(&e.to_string())),
+                // After a rollback by SQLite the savepoint is gone too; `lost` answers why.
+                _ => answers.push(deliver),
             }
+        }
+        if lost(conn, &mut answers) {
+            return;
         }
     }
     match run_cached(conn, "COMMIT") {
@@ -138,6 +175,18 @@ fn commit(conn: &Connection, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// Whether SQLite rolled the transaction back by itself; then the writes it held did not
+/// happen, and they answer so.
+fn lost(conn: &Connection, answers: &mut Vec<Deliver>) -> bool {
+    if !conn.is_autocommit() {
+        return false;
+    }
+    for deliver in answers.drain(..) {
+        deliver(Some(ROLLED_BACK));
+    }
+    true
 }
 
 /// Runs a statement prepared once: these run for every write, and parsing them each time
@@ -196,5 +245,74 @@ mod tests {
             )
             .unwrap();
         assert_eq!((count, odd), (200, 0));
+    }
+
+    /// `SQLITE_FULL` (here from `max_page_count`) on a one-row insert makes SQLite roll the whole
+    /// transaction back by itself. No write of that transaction answers success, and the
+    /// writes after it neither run in autocommit mode (each committing alone) nor answer an
+    /// error: they commit together in a fresh transaction.
+    #[test]
+    fn writes_of_a_transaction_sqlite_rolled_back_answer_errors_and_the_rest_commit_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)",
+        )
+        .unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let limit = format!("PRAGMA max_page_count = {}", pages + 4);
+        conn.query_row(&limit, [], |_| Ok(())).unwrap();
+        // Keys another connection saw committed while each write ran: none may be committed
+        // before the batch's commit.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i64, Vec<i64>)>::new()));
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for (k, size) in [(0, 1), (1, 1), (2, 100_000), (3, 1), (4, 1)] {
+            let (seen, path) = (std::sync::Arc::clone(&seen), path.clone());
+            let (job, answer) = job(move |c| {
+                let outside = Connection::open(&path)
+                    .unwrap()
+                    .prepare("SELECT k FROM t ORDER BY k")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<Vec<i64>, _>>()
+                    .unwrap();
+                seen.lock().unwrap().push((k, outside));
+                c.execute("INSERT INTO t (k, v) VALUES (?1, zeroblob(?2))", [k, size])
+                    .map_err(|e| backend("insert", e))?;
+                Ok(())
+            });
+            batch.push(job);
+            answers.push((k, answer));
+        }
+        commit(&conn, batch);
+        let kept: Vec<i64> = conn
+            .prepare("SELECT k FROM t ORDER BY k")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let answered: Vec<i64> = answers
+            .into_iter()
+            .filter_map(|(k, a)| a.blocking_recv().unwrap().is_ok().then_some(k))
+            .collect();
+        let early: Vec<_> = std::mem::take(&mut *seen.lock().unwrap())
+            .into_iter()
+            .filter(|(_, outside)| !outside.is_empty())
+            .collect();
+        assert!(
+            early.is_empty(),
+            "writes committed before the batch's commit (write, keys seen): {early:?}"
+        );
+        assert_eq!(
+            answered, kept,
+            "the writes answered success are not those kept"
+        );
+        assert_eq!(kept, [3, 4]);
     }
 }
