@@ -400,3 +400,45 @@ async fn a_terminated_upload_whose_completion_failed_leaves_no_claim_and_no_obje
     assert!(row.is_none(), "the claim outlived its upload: {row:?}");
     assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
 }
+
+#[tokio::test]
+async fn patches_take_upload_slots_and_lengths_never_wrap() {
+    let app = TestApp::start_with(&["--max-uploads", "1"]).await;
+    let t = app.token("jana", "study");
+    let len: usize = 4 << 20;
+    let (a, b) = (
+        create(&app, &t, "a.bin", Some(len as u64)).await,
+        create(&app, &t, "b.bin", Some(len as u64)).await,
+    );
+    // A PATCH that is still receiving holds the one upload slot...
+    let receiving = common::tus::slow_patch(&app, &t, &a, &noise(1 << 20, 33), len).await;
+    until("the first PATCH to take its lease", async || {
+        let row = app
+            .files
+            .index()
+            .uploads()
+            .get_upload(&owner("jana"), &id_of(&a))
+            .await;
+        row.unwrap().is_some_and(|r| r.value.writer.is_some())
+    })
+    .await;
+    // ...so another upload's PATCH waits for a free one, as a streaming upload would.
+    let res = patch(&app, &t, &b, 0, noise(1000, 34)).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    drop(receiving);
+    until("the slot to come back", async || {
+        patch(&app, &t, &b, 0, noise(1000, 34)).await.status() == StatusCode::NO_CONTENT
+    })
+    .await;
+
+    // An offset and a length whose sum passes 2^64 are past any length: 413 before a byte.
+    let (status, _) = app
+        .raw(&format!(
+            "PATCH {b} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nTus-Resumable: 1.0.0\r\nContent-Type: {OFFSET_STREAM}\r\nUpload-Offset: 1000\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            u64::MAX - 10
+        ))
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(offset_of(&app, &t, &b).await, 1000);
+}
