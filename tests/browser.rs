@@ -143,6 +143,8 @@ async fn a_page_on_another_origin_discovers_uploads_and_resumes_a_download() {
     }))
     .await;
 
+    eprintln!("what the page did: {report}");
+
     // Discovery: the page reads the tus headers of the route's own OPTIONS.
     let d = &report["discover"];
     assert_eq!(d["status"], 204, "{report:#}");
