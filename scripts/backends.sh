@@ -4,6 +4,8 @@
 #   DynamoDB: moto (PyPI), served one request at a time (scripts/moto_serial.py)
 #   ClamAV:   Debian's clamd, with a signature database of our own (no internet for freshclam)
 #             that finds the EICAR test string anywhere in a stream
+# and the clients the tests drive: tus-js-client and puppeteer-core (npm), tuspy (PyPI), and
+# Debian's chromium for the browser tests.
 
 PF_S3S_VERSION=0.14.1
 
@@ -40,8 +42,9 @@ pf_install_backends() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
-  [ -d tests/clients/node_modules ] ||
-    (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+  # puppeteer-core drives Debian's chromium (below) and never downloads a browser of its own.
+  [ -d tests/clients/node_modules/puppeteer-core ] ||
+    (cd tests/clients && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
   if ! python3 -c 'import tusclient' 2>/dev/null; then
     echo "installing tuspy..." >&2
     python3 -m pip install --quiet 'tuspy==1.1.0'
@@ -51,6 +54,12 @@ pf_install_backends() {
     echo "installing strace..." >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null
+  fi
+  # The browser the browser tests (tests/browser.rs) drive: Debian's chromium, headless.
+  if ! command -v chromium >/dev/null; then
+    echo "installing Chromium (Debian's chromium)..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
   fi
   if ! command -v clamd >/dev/null || ! command -v sigtool >/dev/null || ! command -v curl >/dev/null; then
     echo "installing clamd (Debian's clamav-daemon)..." >&2

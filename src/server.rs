@@ -11,6 +11,11 @@
 //!
 //! At most `max_connections` are held at once; beyond that a connection is answered 503 and
 //! closed, so that the process never runs out of file descriptors and `accept` keeps working.
+//!
+//! A request with both `Content-Length` and `Transfer-Encoding` is answered 400 and its
+//! connection closed ([`framing`]).
+
+mod framing;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -138,16 +143,23 @@ async fn serve_connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::new());
+    let verdicts = Arc::new(framing::Verdicts::default());
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
+        framing: framing::Framing::new(Arc::clone(&verdicts)),
     });
     let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let router = router.clone();
         let busy = Busy::start(&requests);
+        let ambiguous = verdicts.next_is_ambiguous();
         async move {
-            let response = tower::ServiceExt::oneshot(router, req).await;
+            let response = if ambiguous {
+                Ok(framing::refuse(req).await)
+            } else {
+                tower::ServiceExt::oneshot(router, req).await
+            };
             // The request counts as in flight until its response body has gone out (or the
             // connection with it): hyper drops the body once it is written.
             response.map(|r| {
@@ -281,10 +293,11 @@ impl Drop for Busy {
     }
 }
 
-/// The socket, noting when bytes arrive.
+/// The socket, noting when bytes arrive, and following the requests' framing.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    framing: framing::Framing,
 }
 
 impl AsyncRead for Watched {
@@ -297,6 +310,7 @@ impl AsyncRead for Watched {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.received();
+            self.framing.feed(&buf.filled()[before..]);
         }
         polled
     }

@@ -1,6 +1,7 @@
 //! The HTTP edge: every route in one table, and the middleware around them.
 
 mod capability;
+mod cors;
 pub mod error;
 mod extract;
 mod files;
@@ -191,65 +192,35 @@ async fn fallback(
     ApiError::no_route()
 }
 
-/// CORS for browser clients (Uppy, tus-js-client in a web app): the origins configured, the
-/// headers tus sends, and the answers' headers it must read.
-fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
-    use axum::http::Method;
-    if origins.is_empty() {
-        return None;
+/// A method the path does not take: 405, which on a tus path names the protocol version as
+/// every tus answer does.
+async fn method_not_allowed(path: Option<MatchedPath>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut res = ApiError::method_not_allowed().into_response();
+    let tus_path = path.is_some_and(|p| {
+        let p = p.as_str();
+        p.starts_with("/v3/participants/") && p.contains("/uploads")
+    });
+    if tus_path {
+        res.headers_mut().insert(
+            HeaderName::from_static("tus-resumable"),
+            HeaderValue::from_static(tus::VERSION),
+        );
     }
-    let name = |n: &'static str| HeaderName::from_static(n);
-    Some(
-        tower_http::cors::CorsLayer::new()
-            .allow_origin(
-                origins
-                    .iter()
-                    .filter_map(|o| HeaderValue::from_str(o).ok())
-                    .collect::<Vec<_>>(),
-            )
-            .allow_methods([
-                Method::GET,
-                Method::HEAD,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-                Method::OPTIONS,
-            ])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                name("bridge-session"),
-                name("tus-resumable"),
-                name("upload-length"),
-                name("upload-defer-length"),
-                name("upload-offset"),
-                name("upload-metadata"),
-                name("upload-checksum"),
-                name("x-request-id"),
-                name("x-http-method-override"),
-            ])
-            .expose_headers([
-                header::LOCATION,
-                name("upload-offset"),
-                name("upload-length"),
-                name("upload-expires"),
-                name("tus-resumable"),
-                name("tus-version"),
-                name("tus-extension"),
-                name("tus-max-size"),
-            ])
-            .max_age(Duration::from_hours(1)),
-    )
+    res
 }
 
 /// The service: routes, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
-    let cors = cors(&state.cors_origins);
     let (router, _) = routes().split_for_parts();
-    let router = router
+    let mut router = router
         .fallback(fallback)
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .method_not_allowed_fallback(method_not_allowed);
+    // Inside `track`, so that a preflight is counted with the status it got.
+    if let Some(cors) = cors::Cors::new(&state.cors_origins) {
+        router = router.layer(axum::middleware::from_fn_with_state(cors, cors::middleware));
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             track,
@@ -301,11 +272,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::map_request(drop_odd_request_id));
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+        .layer(axum::middleware::map_request(drop_odd_request_id))
 }
 
 /// A client's `X-Request-Id` is kept when it is a plain token (up to 128 of `A-Z a-z 0-9 . _ -`),

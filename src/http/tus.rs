@@ -23,7 +23,7 @@ use crate::files::resumable::{
 use crate::keys::UploadId;
 use crate::model::{FileId, Issuer, ResumableUpload};
 
-const VERSION: &str = "1.0.0";
+pub(super) const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,expiration,termination,checksum";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
