@@ -228,8 +228,9 @@ async fn progress_until(
     }
 }
 
-/// Waits for the client's end; its exit code, stdout and every stderr line left.
-fn finished(
+/// Waits for the client's end; its exit code, stdout and every stderr line left (read to the
+/// end of stderr: the reader thread may still be passing lines on when the process is gone).
+async fn finished(
     mut child: std::process::Child,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> (i32, String, Vec<String>) {
@@ -237,7 +238,10 @@ fn finished(
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
     let code = child.wait().unwrap().code().unwrap_or(-1);
     let mut err = Vec::new();
-    while let Ok(line) = rx.try_recv() {
+    while let Some(line) = tokio::time::timeout(Duration::from_mins(2), rx.recv())
+        .await
+        .expect("stderr did not end with the client")
+    {
         err.push(line);
     }
     (code, out, err)
@@ -300,7 +304,7 @@ async fn cli_with(kill_service: bool, kill_client: bool) {
         // The same command again goes on from the service's offset.
         (child, rx) = cli_upload(&base, &file, &file_id, &state);
     }
-    let (code, out, err) = finished(child, rx);
+    let (code, out, err) = finished(child, rx).await;
     assert_eq!(code, 0, "the upload failed: {err:?}");
     if kill_client {
         let resumed: u64 = err
@@ -361,7 +365,7 @@ async fn the_command_line_client_tells_refusals_and_keeps_no_wrong_bytes() {
     let pdf = data.path().join("scan.pdf");
     std::fs::write(&pdf, common::pdf(3 << 20)).unwrap();
     let (child, rx) = cli_upload(&service.base, &pdf, "scan.pdf", &state);
-    let (code, out, err) = finished(child, rx);
+    let (code, out, err) = finished(child, rx).await;
     assert_eq!(code, 1, "{err:?}");
     assert!(out.is_empty());
     let last = err.last().unwrap();
@@ -384,7 +388,7 @@ async fn the_command_line_client_tells_refusals_and_keeps_no_wrong_bytes() {
     let file = data.path().join("photo.bin");
     std::fs::write(&file, &bytes).unwrap();
     let (child, rx) = cli_upload(&service.base, &file, "photo.bin", &state);
-    assert_eq!(finished(child, rx).0, 0);
+    assert_eq!(finished(child, rx).await.0, 0);
     let got = data.path().join("got.bin");
     let part = data.path().join("got.bin.part");
     std::fs::write(&part, vec![0u8; 1 << 20]).unwrap();
