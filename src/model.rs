@@ -6,8 +6,11 @@ use chrono::{DateTime, Utc};
 
 use crate::keys::{ObjectKey, UploadId};
 
+pub mod disposition;
+pub mod name;
 mod resumable;
 
+pub use name::{FileName, NameError};
 pub use resumable::{Refusal, ResumableUpload, Staged, StagedPart, UploadOutcome, WriterLease};
 
 /// Why a string is not an identifier; the message is safe to show to a client.
@@ -147,6 +150,8 @@ pub struct StoredFile {
     pub created_on: DateTime<Utc>,
     /// When and by which engine and signature version the bytes were called clean.
     pub scan: Option<ScanEvidence>,
+    /// The name the client sent with these bytes ([`FileName`]), if it sent one.
+    pub file_name: Option<String>,
 }
 
 /// What the last verdict on the bytes rests on, kept as evidence.
@@ -207,6 +212,9 @@ pub struct PendingUpload {
     pub issuer: Option<Issuer>,
     /// The instance settling the arrived upload, while it scans it.
     pub lease: Option<Lease>,
+    /// The name the client sent with the request for the URL ([`FileName`]); the file takes it
+    /// when the upload arrives.
+    pub file_name: Option<String>,
 }
 
 /// Who an upload URL was issued to.

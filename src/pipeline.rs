@@ -30,6 +30,8 @@ pub struct Declared {
     pub length: Option<u64>,
     /// Standard padded base64 of the SHA-256.
     pub sha256: Option<String>,
+    /// The file's name as the client sent it (NFC, no path part), kept with the bytes.
+    pub file_name: Option<String>,
 }
 
 /// The limits an upload is held to.
@@ -52,6 +54,8 @@ pub struct Ingested {
     pub scan_time: Option<std::time::Duration>,
     /// When and with what a clean verdict was given.
     pub scan: Option<ScanEvidence>,
+    /// The name declared with the bytes.
+    pub file_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,7 @@ pub struct Received {
     mime_type: String,
     size: u64,
     sha256: String,
+    file_name: Option<String>,
     /// The memory the upload holds outside the store's own reservations.
     _memory: Reservation,
 }
@@ -153,6 +158,7 @@ impl Received {
             scan_status,
             scan_time,
             scan,
+            file_name: self.file_name,
         })
     }
 }
@@ -341,6 +347,7 @@ where
         mime_type,
         size,
         sha256,
+        file_name: declared.file_name.clone(),
         _memory: memory,
     })
 }
@@ -397,6 +404,7 @@ pub fn resume(
         mime_type,
         size: resumed.size,
         sha256: resumed.sha256,
+        file_name: declared.file_name.clone(),
         _memory: resumed.memory,
     })
 }

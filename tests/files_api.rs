@@ -78,7 +78,7 @@ async fn put_list_get_download_delete() {
     assert_eq!(h["accept-ranges"], "bytes");
     assert_eq!(
         h["content-disposition"],
-        "attachment; filename=\"photo-1.jpg\""
+        "attachment; filename=\"photo-1.jpg\"; filename*=UTF-8''photo-1.jpg"
     );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["cache-control"], "no-store");

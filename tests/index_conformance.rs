@@ -65,8 +65,12 @@ fn stored(owner: &Owner, size: u64) -> StoredFile {
             engine: "ClamAV 1.4.6/27480/Tue Dec  1 09:00:00 2026".into(),
             signature: None,
         }),
+        file_name: Some(NAMED.into()),
     }
 }
+
+/// A name as clients send them: accents, quotes, an emoji, spaces.
+const NAMED: &str = "R\u{f6}ntgen \"Befund\" 2026 \u{1f600}.pdf";
 
 fn row(owner: &Owner, file: &str, size: u64) -> FileRow {
     FileRow {
@@ -117,6 +121,7 @@ async fn conditional_put_get_and_delete() {
                 holder: "0123456789abcdef0123456789abcdef".into(),
                 until: ms(1_795_000_060_000),
             }),
+            file_name: Some("my notes (1).txt".into()),
         });
         r2.claims = (0..2)
             .map(|i| Claim {
@@ -148,6 +153,87 @@ async fn conditional_put_get_and_delete() {
         );
         ix.check().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn file_names_are_kept_with_the_file_and_its_upload_url() {
+    for s in subjects().await {
+        let ix = s.index.as_ref();
+        let o = owner("app", "names");
+        let f = FileId::parse("Rontgen-1a2b3c4d.pdf").unwrap();
+        let long = format!("{}a", "\u{e9}".repeat(127));
+        let mut r = row(&o, f.as_str(), 3);
+        r.current.as_mut().unwrap().file_name = Some(long.clone());
+        let key = ObjectKey::new(&o, &UploadId::generate());
+        r.pending = Some(PendingUpload {
+            upload_id: key.upload_id(),
+            key,
+            mime_type: "application/pdf".into(),
+            size: None,
+            sha256: None,
+            created_on: ms(1_795_000_000_001),
+            expires_on: ms(1_795_003_600_000),
+            issuer: None,
+            lease: None,
+            file_name: Some(NAMED.into()),
+        });
+        ix.put(&r, None).await.unwrap();
+        let got = ix.get(&o, &f).await.unwrap().unwrap().value;
+        let names = |r: &FileRow| {
+            (
+                r.current.as_ref().and_then(|c| c.file_name.clone()),
+                r.pending.as_ref().and_then(|p| p.file_name.clone()),
+            )
+        };
+        assert_eq!(names(&got), (Some(long), Some(NAMED.into())), "{}", s.name);
+        let listed = ix.list(&o, None, 10).await.unwrap();
+        assert_eq!(listed[0].value, r, "{}", s.name);
+        // A version sent without a name has none: the earlier version's name does not stay.
+        let mut unnamed = r.clone();
+        unnamed.current.as_mut().unwrap().file_name = None;
+        unnamed.pending = None;
+        ix.put(&unnamed, Some(1)).await.unwrap();
+        let got = ix.get(&o, &f).await.unwrap().unwrap().value;
+        assert_eq!(names(&got), (None, None), "{}", s.name);
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_file_from_before_names_gains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.sqlite");
+    let o = owner("old", "u1");
+    let key = ObjectKey::new(&o, &UploadId::generate());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE files (app TEXT NOT NULL, participant TEXT NOT NULL, \
+             file_id TEXT NOT NULL, version INTEGER NOT NULL, object_key TEXT, mime_type TEXT, \
+             size INTEGER, sha256 TEXT, scan_status TEXT, created_on INTEGER, pending_key TEXT, \
+             pending_mime_type TEXT, pending_size INTEGER, pending_sha256 TEXT, \
+             pending_created_on INTEGER, pending_expires_on INTEGER, pending_issuer TEXT, \
+             claims TEXT, scanned_on INTEGER, scan_engine TEXT, scan_signature TEXT, \
+             pending_lease TEXT, PRIMARY KEY (app, participant, file_id)) WITHOUT ROWID;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO files (app, participant, file_id, version, object_key, mime_type, size, \
+             scan_status, created_on) VALUES ('old', 'u1', 'a.txt', 1, ?1, 'text/plain', 3, \
+             'clean', ?2)",
+            rusqlite::params![key.as_str(), T0],
+        )
+        .unwrap();
+    }
+    let ix = participant_files::index::SqliteFileIndex::open(&path)
+        .await
+        .unwrap();
+    let f = FileId::parse("a.txt").unwrap();
+    let old = ix.get(&o, &f).await.unwrap().unwrap();
+    let mut named = old.value.clone();
+    assert_eq!(named.current.as_ref().unwrap().file_name, None);
+    named.current.as_mut().unwrap().file_name = Some(NAMED.into());
+    ix.put(&named, Some(old.version)).await.unwrap();
+    assert_eq!(ix.get(&o, &f).await.unwrap().unwrap().value, named);
 }
 
 #[tokio::test]
@@ -323,6 +409,7 @@ async fn usage_counts_files_bytes_and_open_upload_urls() {
             expires_on,
             issuer: None,
             lease: None,
+            file_name: None,
         };
         let now = ms(1_795_000_500_000);
         // A replacement of "b" with a live URL, a new file with a live URL, and an expired one.
@@ -392,6 +479,7 @@ async fn pending_rows_page_through_every_upload_url_and_nothing_else() {
                         holder: "instance-a".into(),
                         until: ms(1_795_000_060_000),
                     }),
+                    file_name: None,
                 });
                 ix.put(&r, None).await.unwrap();
                 want.push(r);
@@ -931,6 +1019,7 @@ async fn app_listing_by_time_range_and_file_id() {
             expires_on: ms(T0 + 3_600_000),
             issuer: None,
             lease: None,
+            file_name: Some("notes \u{2013} v2.txt".into()),
         });
         let key = replacing.pending.as_ref().unwrap().key.clone();
         replacing.pending.as_mut().unwrap().upload_id = key.upload_id();
@@ -1449,6 +1538,7 @@ fn resumable(owner: &Owner, file: &str, expires_on: DateTime<Utc>) -> ResumableU
         file_id: FileId::parse(file).unwrap(),
         issuer: "alice:participant".into(),
         mime_type: Some("image/jpeg".into()),
+        file_name: Some("IMG 0001 (1).jpg".into()),
         sha256: None,
         length: Some(12 << 20),
         offset: 0,

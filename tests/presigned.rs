@@ -81,7 +81,7 @@ async fn upload_and_download_go_straight_to_s3() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         res.headers()["content-disposition"],
-        "attachment; filename=\"s.bin\""
+        "attachment; filename=\"s.bin\"; filename*=UTF-8''s.bin"
     );
     assert_eq!(res.bytes().await.unwrap().to_vec(), bytes);
 

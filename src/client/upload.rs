@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::progress::Progress;
 use super::{Attempt, ClientError, Connection, Retries, refusal, state};
+use crate::model::FileName;
 
 const TUS: &str = "1.0.0";
 
@@ -68,15 +69,31 @@ async fn upload_file(conn: &Connection, up: &Upload<'_>) -> Result<serde_json::V
             up.file.display()
         )));
     }
-    let file_id = match up.file_id {
-        Some(id) => id.to_owned(),
-        None => up
-            .file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| ClientError::Usage("give the file's ID with --file-id".to_owned()))?
-            .to_owned(),
+    // The name goes as tus `filename`; without --file-id the service derives the fileId from
+    // it by the rule this crate shares with it, so the fileId is known here too.
+    let parsed = up
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(FileName::parse);
+    let file_id = match (up.file_id, &parsed) {
+        (Some(id), _) => id.to_owned(),
+        (None, Some(Ok(name))) => name.file_id().to_string(),
+        (None, Some(Err(e))) => {
+            return Err(ClientError::Usage(format!(
+                "the file's name {e}: give the file's ID with --file-id"
+            )));
+        }
+        (None, None) => {
+            return Err(ClientError::Usage(
+                "the file's name is not UTF-8: give the file's ID with --file-id".to_owned(),
+            ));
+        }
     };
+    let name = parsed
+        .as_ref()
+        .and_then(|p| p.as_ref().ok())
+        .map(FileName::as_str);
     let size = meta.len();
     let path = tokio::fs::canonicalize(up.file).await.map_err(unreadable)?;
     let key = state::Key::new(
@@ -128,7 +145,7 @@ async fn upload_file(conn: &Connection, up: &Upload<'_>) -> Result<serde_json::V
                     sha256 = Some(super::sha256_of(&mut file).await.map_err(unreadable)?);
                 }
                 let sha256 = sha256.as_deref().unwrap_or_default();
-                create(conn, &file_id, size, sha256, up.mime_type)
+                create(conn, (up.file_id, name), size, sha256, up.mime_type)
                     .await
                     .map(|loc| {
                         state::save(&key, &loc);
@@ -235,15 +252,21 @@ async fn discover(conn: &Connection) -> Result<(), ClientError> {
     }
 }
 
-/// Creates the upload; its URL.
+/// Creates the upload of the file named `ids.1`, as `ids.0` when given; its URL.
 async fn create(
     conn: &Connection,
-    file_id: &str,
+    ids: (Option<&str>, Option<&str>),
     size: u64,
     sha256: &str,
     mime_type: Option<&str>,
 ) -> Result<String, Attempt> {
-    let mut pairs = vec![("fileId", file_id), ("sha256", sha256)];
+    let mut pairs = vec![("sha256", sha256)];
+    if let Some(id) = ids.0 {
+        pairs.push(("fileId", id));
+    }
+    if let Some(name) = ids.1 {
+        pairs.push(("filename", name));
+    }
     if let Some(t) = mime_type {
         pairs.push(("mimeType", t));
     }

@@ -406,7 +406,12 @@ impl FileService {
             self.charge_download(owner, file.size)?;
             let url = self
                 .presigner()
-                .presign_get(&file.key, &file.mime_type, file_id.as_str(), self.url_ttl)
+                .presign_get(
+                    &file.key,
+                    &file.mime_type,
+                    file.file_name.as_deref().unwrap_or(file_id.as_str()),
+                    self.url_ttl,
+                )
                 .await?;
             return Ok((file, IssuedUrl { url, expires_on }));
         }

@@ -99,6 +99,8 @@ impl FileService {
                 size: pending.size,
                 length: Some(read.object_size),
                 sha256: pending.sha256.clone(),
+                // The switch that consumes the pending upload gives the file its name.
+                file_name: None,
             };
             let result = self
                 .check_and_commit(

@@ -46,6 +46,7 @@ impl FileService {
                 role: actor.role,
             }),
             lease: None,
+            file_name: declared.file_name.clone(),
         };
         let mut tries = Backoff::new();
         while tries.next().await {
@@ -239,6 +240,8 @@ impl FileService {
             size: grant.size,
             length,
             sha256: grant.sha256.clone(),
+            // The pending upload's name: the switch that consumes it gives it to the file.
+            file_name: None,
         };
         let consumes = grant.key.upload_id();
         self.ingest_and_commit(
@@ -399,6 +402,7 @@ impl FileService {
             scan_status: ingested.scan_status,
             created_on: Utc::now(),
             scan: ingested.scan,
+            file_name: ingested.file_name,
         };
         let mut committed = self.switch(owner, file_id, file, consumes, claim).await?;
         committed.scan_time = ingested.scan_time;
@@ -415,7 +419,7 @@ impl FileService {
         &self,
         owner: &Owner,
         file_id: &FileId,
-        file: StoredFile,
+        mut file: StoredFile,
         consumes: Option<&UploadId>,
         mut claim: ClaimGuard,
     ) -> Result<Committed, FilesError> {
@@ -472,13 +476,14 @@ impl FileService {
                 Some(_) => {}
             }
             if let Some(upload) = consumes {
-                if row.pending.as_ref().is_none_or(|p| &p.upload_id != upload) {
+                let Some(pending) = row.pending.take().filter(|p| &p.upload_id == upload) else {
                     claim.discard_object().await;
                     self.discard_unnamed(&row, replaced_by_last_try.flatten())
                         .await;
                     return Err(FilesError::UploadConsumed);
-                }
-                row.pending = None;
+                };
+                // An upload URL's bytes carry the name given when the URL was asked for.
+                file.file_name = file.file_name.or(pending.file_name);
             }
             if row
                 .pending

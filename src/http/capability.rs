@@ -147,7 +147,7 @@ fn requested_range(
     responses(
         (status = 200, description = "The whole file, with its stored media type as Content-Type", content_type = "*/*", body = inline(Binary),
             headers(("Content-Length" = u64), ("ETag" = String, description = "The upload's ID"), ("Accept-Ranges" = String, description = "`bytes`"),
-                ("Content-Disposition" = String, description = "`attachment; filename=\"{fileId}\"`")), example = "Hello from alice"),
+                ("Content-Disposition" = String, description = "`attachment; filename=\"{ASCII fallback}\"; filename*=UTF-8''{percent-encoded UTF-8}` (RFC 6266) with the file's `fileName`, or its fileId when it has none")), example = "Hello from alice"),
         (status = 206, description = "The range, with the stored media type as Content-Type", content_type = "*/*", body = inline(Binary),
             headers(("Content-Range" = String, description = "`bytes start-end/size`"), ("Content-Length" = u64), ("ETag" = String), ("Accept-Ranges" = String),
                 ("Content-Disposition" = String)), example = "Hello"),
@@ -264,11 +264,11 @@ pub async fn download(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
-    // File IDs are plain ASCII without quotes, so they need no escaping here.
+    let name = file.file_name.as_deref().unwrap_or(grant.file_id.as_str());
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", grant.file_id))
-            .expect("file IDs are header-safe"),
+        HeaderValue::from_str(&crate::model::disposition::attachment(name))
+            .expect("an attachment header is visible ASCII"),
     );
     if let Some(r) = range {
         h.insert(

@@ -22,7 +22,7 @@ use super::{AppState, observe_upload};
 use crate::audit::Action;
 use crate::auth::Principal;
 use crate::metrics::InFlight;
-use crate::model::FileId;
+use crate::model::{FileId, FileName, disposition};
 use crate::pipeline::Declared;
 use crate::sniff;
 
@@ -280,6 +280,7 @@ struct UploadRequest {
     mime_type: Option<serde_json::Value>,
     size: Option<serde_json::Value>,
     sha256: Option<serde_json::Value>,
+    file_name: Option<serde_json::Value>,
 }
 
 /// Checks a declared SHA-256: standard padded base64 of 32 bytes, as S3 checksums are written.
@@ -388,11 +389,21 @@ fn parse_upload_request(body: &[u8]) -> Result<Declared, ApiError> {
             ));
         }
     };
+    let file_name = match req.file_name {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(
+            FileName::parse(&s)
+                .map_err(|e| ApiError::invalid_entity(format!("fileName {e}.")))?
+                .into_string(),
+        ),
+        Some(_) => return Err(ApiError::invalid_entity("fileName must be a string.")),
+    };
     Ok(Declared {
         mime_type: Some(mime_type),
         size,
         length: None,
         sha256,
+        file_name,
     })
 }
 
@@ -525,6 +536,18 @@ pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             Ok(Some(s.to_owned()))
         }
     }
+}
+
+/// The name a PUT gives its file in `Content-Disposition` (`filename*`, else `filename`).
+fn declared_name(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(header) = headers.get(header::CONTENT_DISPOSITION) else {
+        return Ok(None);
+    };
+    let name = disposition::file_name(header.as_bytes())
+        .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+    name.map(|n| FileName::parse(&n).map(FileName::into_string))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("Content-Disposition: the filename {e}.")))
 }
 
 /// Uploads the body through the service's pipeline (sniffed, counted, hashed, scanned) as a new
@@ -667,6 +690,7 @@ async fn upload_body(
         size: None,
         length: body_length(&body),
         sha256,
+        file_name: declared_name(headers)?,
     };
     let _in_flight = InFlight::start(&state.metrics.uploads_in_flight);
     let committed = state
@@ -924,6 +948,11 @@ mod tests {
         // JSON Schema's `integer` takes 3.0; so does the service (schemathesis found the 400).
         let float = parse_upload_request(br#"{"mimeType":"text/plain","size":13187.0}"#).unwrap();
         assert_eq!(float.size, Some(13187));
+        let named = parse_upload_request(
+            r#"{"mimeType":"text/plain","fileName":"a/Ro\u0308ntgen.pdf"}"#.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(named.file_name.as_deref(), Some("R\u{f6}ntgen.pdf"));
         for bad in [
             &b""[..],
             b"[]",
@@ -940,6 +969,9 @@ mod tests {
             br#"{"mimeType":"image/jpeg","size":-1.0}"#,
             br#"{"mimeType":"image/jpeg","size":1e30}"#,
             br#"{"mimeType":"image/jpeg","sha256":"abc"}"#,
+            br#"{"mimeType":"image/jpeg","fileName":"a\u0007.txt"}"#,
+            br#"{"mimeType":"image/jpeg","fileName":""}"#,
+            br#"{"mimeType":"image/jpeg","fileName":5}"#,
             format!(r#"{{"mimeType":"image/jpeg; x={}"}}"#, "a".repeat(3000)).as_bytes(),
         ] {
             let err = parse_upload_request(bad).unwrap_err();

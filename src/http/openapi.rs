@@ -220,6 +220,36 @@ pub fn size_schema() -> Object {
     or_null(schema, Type::Integer)
 }
 
+/// A character of a file name: no control character (Unicode Cc), no path separator; no lone
+/// surrogate, which no JSON text can carry.
+const NAME_CHAR: &str = "[^\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff/\\\\]";
+
+/// The pattern of a `fileName` as sent (`model::FileName::parse`): any path part, then 1 to
+/// 255 characters that are not `.` or `..`.
+pub fn file_name_pattern() -> String {
+    let first = NAME_CHAR.replacen("[^", "[^.", 1);
+    format!(
+        "^(?:[^\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff]*[/\\\\])?\
+         (?:{first}{NAME_CHAR}{{0,254}}|\\.{first}{NAME_CHAR}{{0,253}}|\\.\\.{NAME_CHAR}{{1,253}})$"
+    )
+}
+
+/// The optional `fileName` of an upload request.
+pub fn file_name_schema() -> Object {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(file_name_pattern()))
+        .description(Some(
+            "The file's name (our addition), kept as the file's `fileName` once the upload \
+             arrives: normalized to NFC, without any path part (up to the last `/` or `\\`). \
+             A control character, a name longer than 255 characters, or one that names no file \
+             (empty, `.`, `..`) is 400. It names the download; the fileId stays the path's.",
+        ))
+        .examples(["R\u{f6}ntgen Befund (1).pdf"])
+        .build();
+    or_null(schema, Type::String)
+}
+
 /// The capability token of an upload or download URL.
 pub fn token_schema() -> Object {
     ObjectBuilder::new()
@@ -296,6 +326,8 @@ pub struct UploadRequestDoc {
     size: Option<u64>,
     #[schema(schema_with = optional_sha256_schema)]
     sha256: Option<String>,
+    #[schema(schema_with = file_name_schema)]
+    file_name: Option<String>,
 }
 
 /// `{userId}` of the researcher and worker routes.
@@ -348,10 +380,14 @@ fn metadata_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(
-            "tus metadata: `key base64value` pairs, comma separated. `fileId` (or `filename`) is \
-             required and must be an identifier; `mimeType` (or `filetype`, `contentType`) and \
-             `sha256` (standard base64 of the whole file's SHA-256) are optional. Anything else \
-             is 400.",
+            "tus metadata: `key base64value` pairs, comma separated. `fileId` (an identifier) or \
+             `filename` (the file's name, as tus-js-client and Uppy send it) is required. \
+             `filename` becomes the file's `fileName` (NFC, path part dropped; a control \
+             character or more than 255 characters is 400); without `fileId`, the fileId is \
+             derived from it by the naming rule (the name itself when it is a valid fileId, else \
+             a slug of it and 8 hex digits of its SHA-256), so the same name replaces the same \
+             file. `mimeType` (or `filetype`, `contentType`) and `sha256` (standard base64 of \
+             the whole file's SHA-256) are optional.",
         ))
         .examples(["fileId bm90ZXMudHh0,mimeType dGV4dC9wbGFpbg=="])
         .build()
@@ -489,7 +525,7 @@ pub struct AppListQuery {
     page_size: Option<u32>,
 }
 
-/// The checksum header of a PUT through the service.
+/// The headers of a PUT through the service that say what the body is: its checksum, its name.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct ChecksumHeader {
@@ -498,6 +534,17 @@ pub struct ChecksumHeader {
     #[param(rename = "x-amz-checksum-sha256", schema_with = sha256_schema)]
     #[allow(dead_code, reason = "documentation only")]
     checksum: Option<String>,
+    /// The file's name, kept as its `fileName` (RFC 6266): `attachment; filename*=UTF-8''` and
+    /// the percent-encoded UTF-8 name, or `attachment; filename="name"`; `filename*` wins when
+    /// both come. The name is taken as `fileName` is (NFC, path part dropped); one that cannot
+    /// be read, holds a control character, names no file or is longer than 255 characters is
+    /// 400. The fileId stays the path's.
+    #[param(
+        rename = "Content-Disposition",
+        example = "attachment; filename*=UTF-8''R%C3%B6ntgen%20Befund.pdf"
+    )]
+    #[allow(dead_code, reason = "documentation only")]
+    disposition: Option<String>,
 }
 
 #[derive(IntoParams)]

@@ -17,6 +17,9 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantFile {
     pub file_id: String,
+    /// The name the client sent with the file (NFC, without any path part), if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
     pub user_id: String,
     pub app_id: String,
     pub created_on: String,
@@ -48,6 +51,7 @@ impl ParticipantFile {
     pub fn stored(owner: &Owner, file_id: &FileId, file: &StoredFile) -> Self {
         Self {
             file_id: file_id.to_string(),
+            file_name: file.file_name.clone(),
             user_id: owner.participant.to_string(),
             app_id: owner.app.to_string(),
             created_on: timestamp(file.created_on),
@@ -76,6 +80,7 @@ impl ParticipantFile {
     pub fn pending(owner: &Owner, file_id: &FileId, p: &PendingUpload, url: IssuedUrl) -> Self {
         Self {
             file_id: file_id.to_string(),
+            file_name: p.file_name.clone(),
             user_id: owner.participant.to_string(),
             app_id: owner.app.to_string(),
             created_on: timestamp(p.created_on),

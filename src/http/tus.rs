@@ -21,7 +21,7 @@ use crate::files::resumable::{
     Append, Checksum, ChecksumAlgorithm, NewUpload, Progress, Requester,
 };
 use crate::keys::UploadId;
-use crate::model::{FileId, Issuer, ResumableUpload};
+use crate::model::{FileId, FileName, Issuer, ResumableUpload};
 
 pub(super) const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str =
@@ -141,17 +141,31 @@ fn target(
     .map(|(t, _)| t)
 }
 
-/// The file an upload becomes: `fileId`, else `filename` (what Uppy and tus-js-client send).
+/// The file an upload becomes: `fileId`, else the one `filename` (what Uppy and tus-js-client
+/// send) gives by the naming rule ([`FileName::file_id`]); `filename` is the file's name.
 fn new_upload(headers: &HeaderMap) -> Result<NewUpload, ApiError> {
     let meta = metadata(headers)?;
     let get = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| meta.iter().find(|(m, _)| m == k).map(|(_, v)| v.clone()))
     };
-    let raw_file = get(&["fileId", "filename"])
-        .ok_or_else(|| ApiError::bad_request("Upload-Metadata must name the fileId."))?;
-    let file_id =
-        FileId::parse(&raw_file).map_err(|e| ApiError::bad_request(format!("fileId {e}.")))?;
+    // An empty `filename` (a key without a value) names nothing.
+    let file_name = get(&["filename"])
+        .filter(|n| !n.is_empty())
+        .map(|n| FileName::parse(&n))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("filename {e}.")))?;
+    let file_id = match (get(&["fileId"]), &file_name) {
+        (Some(raw), _) => {
+            FileId::parse(&raw).map_err(|e| ApiError::bad_request(format!("fileId {e}.")))?
+        }
+        (None, Some(name)) => name.file_id(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "Upload-Metadata must name the fileId or the filename.",
+            ));
+        }
+    };
     let sha256 = get(&["sha256"]);
     if sha256
         .as_deref()
@@ -174,6 +188,7 @@ fn new_upload(headers: &HeaderMap) -> Result<NewUpload, ApiError> {
     }
     Ok(NewUpload {
         file_id,
+        file_name: file_name.map(FileName::into_string),
         mime_type: get(&["mimeType", "filetype", "contentType"]),
         sha256,
         length,

@@ -10,7 +10,8 @@
 //! that are writing the file, which `reconcile` must not touch), `pendingLease`
 //! (`instance@millis`: the instance scanning an arrived upload, until when), and for a scanned
 //! file `scannedOn` (ISO 8601), `scanEngine` (the scanner's version string) and, for a file a
-//! rescan found infected, `scanSignature`.
+//! rescan found infected, `scanSignature`; `fileName` and `pendingFileName`, the names clients
+//! sent with the file and with its upload URL.
 //!
 //! The app-wide listing reads two global secondary indexes, both `KEYS_ONLY` and sparse: only
 //! rows with committed bytes carry their keys, so rows holding only an upload URL or claims are
@@ -211,6 +212,9 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         }
         item.insert("scanStatus".into(), s(c.scan_status.as_str()));
         item.insert("createdOn".into(), time(c.created_on));
+        if let Some(name) = &c.file_name {
+            item.insert("fileName".into(), s(name));
+        }
         if let Some(scan) = &c.scan {
             item.insert("scannedOn".into(), time(scan.scanned_on));
             item.insert("scanEngine".into(), s(&scan.engine));
@@ -238,6 +242,9 @@ fn to_item(row: &FileRow, version: u64) -> Item {
         }
         if let Some(lease) = &p.lease {
             item.insert("pendingLease".into(), s(&lease.encode()));
+        }
+        if let Some(name) = &p.file_name {
+            item.insert("pendingFileName".into(), s(name));
         }
     }
     if let Some(claims) = Claim::encode_all(&row.claims) {
@@ -300,6 +307,7 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
                 }),
                 None => None,
             },
+            file_name: get_s(item, "fileName").map(str::to_owned),
         }),
     };
     let pending = match get_s(item, "pendingKey") {
@@ -318,6 +326,7 @@ fn from_item(item: &Item) -> Result<Versioned<FileRow>, IndexError> {
                 expires_on: get_time(item, "pendingExpiresOn")?,
                 issuer: get_s(item, "pendingIssuer").and_then(Issuer::decode),
                 lease: get_s(item, "pendingLease").and_then(Lease::decode),
+                file_name: get_s(item, "pendingFileName").map(str::to_owned),
             })
         }
     };

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS files (
     scan_engine TEXT,
     scan_signature TEXT,
     pending_lease TEXT,
+    file_name TEXT,
+    pending_file_name TEXT,
     PRIMARY KEY (app, participant, file_id)
 ) WITHOUT ROWID;
 ";
@@ -111,12 +113,14 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("scan_engine", "TEXT"),
     ("scan_signature", "TEXT"),
     ("pending_lease", "TEXT"),
+    ("file_name", "TEXT"),
+    ("pending_file_name", "TEXT"),
 ];
 
 const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type, size, sha256, \
     scan_status, created_on, pending_key, pending_mime_type, pending_size, pending_sha256, \
     pending_created_on, pending_expires_on, pending_issuer, claims, scanned_on, scan_engine, \
-    scan_signature, pending_lease";
+    scan_signature, pending_lease, file_name, pending_file_name";
 
 fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
     // A failed statement rolls its transaction back: nothing was written.
@@ -361,6 +365,8 @@ struct RawRow {
     scan_engine: Option<String>,
     scan_signature: Option<String>,
     pending_lease: Option<String>,
+    file_name: Option<String>,
+    pending_file_name: Option<String>,
 }
 
 impl RawRow {
@@ -388,6 +394,8 @@ impl RawRow {
             scan_engine: r.get(19)?,
             scan_signature: r.get(20)?,
             pending_lease: r.get(21)?,
+            file_name: r.get(22)?,
+            pending_file_name: r.get(23)?,
         })
     }
 
@@ -418,6 +426,7 @@ impl RawRow {
                     }),
                     _ => None,
                 },
+                file_name: self.file_name,
             }),
         };
         let pending = match self.pending_key {
@@ -442,6 +451,7 @@ impl RawRow {
                     )?,
                     issuer: self.pending_issuer.as_deref().and_then(Issuer::decode),
                     lease: self.pending_lease.as_deref().and_then(Lease::decode),
+                    file_name: self.pending_file_name,
                 })
             }
         };
@@ -613,7 +623,7 @@ impl FileIndex for SqliteFileIndex {
             );
             tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO files ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
             ))
             .and_then(|mut s| s.execute(params![
                     row.owner.app.as_str(),
@@ -639,6 +649,8 @@ impl FileIndex for SqliteFileIndex {
                     c.and_then(|c| c.scan.as_ref())
                         .and_then(|s| s.signature.as_deref()),
                     p.and_then(|p| p.lease.as_ref()).map(Lease::encode),
+                    c.and_then(|c| c.file_name.as_deref()),
+                    p.and_then(|p| p.file_name.as_deref()),
                 ]))
             .map_err(|e| backend("put failed", e))?;
             Ok(version)

@@ -17,6 +17,9 @@ pub struct ResumableUpload {
     /// Who created it (`actor:role`), for the audit lines of later requests.
     pub issuer: String,
     pub mime_type: Option<String>,
+    /// The name the client sent ([`super::FileName`]), which the file takes once committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
     /// Standard base64 of the whole file's SHA-256, when the client declared it.
     pub sha256: Option<String>,
     /// `None` while the length is deferred.

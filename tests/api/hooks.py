@@ -95,6 +95,9 @@ def before_call(context, case, kwargs):
             if name.lower() == "x-amz-checksum-sha256":
                 data = _body_bytes(case)
                 case.headers[name] = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            if name.lower() == "content-disposition":
+                # RFC 6266's grammar, percent-encoded UTF-8 inside, is more than a schema says.
+                case.headers[name] = "attachment; filename*=UTF-8''R%C3%B6ntgen%20%22Befund%22.pdf"
     if op in ("tusCreateSelf", "tusCreate"):
         # A tus creation names its file in base64 metadata and sends its length or defers it,
         # not both: rules of the headers' contents that a schema cannot state.

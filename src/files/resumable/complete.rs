@@ -235,6 +235,7 @@ impl FileService {
             size: upload.length,
             length: Some(upload.offset),
             sha256: upload.sha256.clone(),
+            file_name: upload.file_name.clone(),
         };
         let hashed =
             hashing::resume(upload.hash.as_deref(), upload.offset).map(|h| hashing::digest(&h));

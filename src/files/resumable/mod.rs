@@ -41,6 +41,8 @@ pub struct ResumableSettings {
 pub struct NewUpload {
     pub file_id: FileId,
     pub mime_type: Option<String>,
+    /// The name the client sent ([`crate::model::FileName`]).
+    pub file_name: Option<String>,
     /// Standard base64 of the whole file's SHA-256.
     pub sha256: Option<String>,
     /// `None`: deferred to a later request.
@@ -123,6 +125,7 @@ impl FileService {
             file_id: new.file_id,
             issuer: issuer.encode(),
             mime_type: new.mime_type,
+            file_name: new.file_name,
             sha256: new.sha256,
             length: new.length,
             offset: 0,

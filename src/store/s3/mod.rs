@@ -503,7 +503,7 @@ impl Presigner for S3BlobStore {
             .bucket(&self.settings.bucket)
             .key(self.key(key))
             .response_content_type(content_type)
-            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .response_content_disposition(crate::model::disposition::attachment(filename))
             .response_cache_control("no-store")
             .presigned(config)
             .await
