@@ -376,17 +376,16 @@ async fn append(
         role: target.actor.role,
     };
     let mut progress = Progress::default();
-    let result = state
-        .files
-        .append_upload(
-            &target.owner,
-            id,
-            req,
-            body.into_data_stream(),
-            (describe, &requester),
-            &mut progress,
-        )
-        .await;
+    // Boxed: the append's state machine is large, and every tus route awaits it.
+    let result = Box::pin(state.files.append_upload(
+        &target.owner,
+        id,
+        req,
+        body.into_data_stream(),
+        (describe, &requester),
+        &mut progress,
+    ))
+    .await;
     // A client that left mid-body is told nothing: its line says so, with what was kept.
     let interrupted = matches!(result, Err(crate::files::FilesError::UploadCut));
     let result = result.map_err(ApiError::from);
