@@ -131,30 +131,26 @@ impl UploadIndex for DynamoFileIndex {
         after: Option<&UploadId>,
         limit: usize,
     ) -> Result<Vec<Versioned<ResumableUpload>>, IndexError> {
-        let mut found = Vec::new();
-        let mut start = after.map(|a| key(owner, a));
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&upload_pk(owner)))
-                .limit(i32::try_from(limit - found.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| failed("Query failed", e))?;
-            for item in out.items() {
-                found.push(decode(item)?);
-            }
-            // A page may end early (DynamoDB's 1 MB page): go on until `limit` or the end.
-            match out.last_evaluated_key {
-                Some(k) if found.len() < limit => start = Some(k),
-                _ => return Ok(found),
-            }
+        // The SDK's paginator goes on past a page that ended early (DynamoDB's 1 MB page).
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&upload_pk(owner)))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(after.map(|a| key(owner, a)))
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::with_capacity(limit);
+        while found.len() < limit
+            && let Some(item) = items.next().await
+        {
+            found.push(decode(&item.map_err(|e| failed("Query failed", e))?)?);
         }
+        Ok(found)
     }
 
     async fn open_uploads(&self, owner: &Owner, now: DateTime<Utc>) -> Result<u64, IndexError> {
