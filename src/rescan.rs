@@ -10,15 +10,19 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Action, AuditEvent, AuditLog};
 use crate::auth::Role;
 use crate::backends::Backends;
+use crate::budget::MemoryBudget;
 use crate::config::Quarantine;
 use crate::index::{FileIndex, IndexError};
 use crate::keys::ObjectKey;
 use crate::model::{FileId, FileRow, Owner, ScanEvidence, ScanStatus, StoredFile, UserId};
-use crate::scan::{ScanError, Scanner, Verdict};
+use crate::pipeline::{self, Declared, Dest, PipelineError, Rules, Sinks};
+use crate::scan::{ScanError, Scanner};
+use crate::sniff::{AllowedTypes, SNIFF_LEN};
 use crate::store::{BlobStore, StoreError};
 
 /// How a run is asked to go.
@@ -44,6 +48,8 @@ pub struct Tally {
     pub infected: AtomicU64,
     /// Files that could not be scanned (their bytes could not be read, or the row changed).
     pub skipped: AtomicU64,
+    /// Files whose stored bytes no longer match the size or SHA-256 in their row.
+    pub changed: AtomicU64,
     pub bytes: AtomicU64,
 }
 
@@ -61,6 +67,9 @@ const METRICS_FILE: &str = "rescan.prom";
 /// Rows read from the index at a time.
 const PAGE: usize = 100;
 
+/// How long a read from the store may deliver nothing before the file is given up for this run.
+const STORE_STALL: Duration = Duration::from_mins(5);
+
 /// Rescans every due file of every participant and returns the report lines.
 pub async fn run(
     backends: &Backends,
@@ -74,11 +83,18 @@ pub async fn run(
     let engine = current_engine(scanner.as_ref()).await?;
     let signatures = ScanEvidence::signature_version(&engine);
     let tally = Tally::default();
+    // What the files in flight may hold beside the scanner's queues: the sniff head each.
+    let budget = MemoryBudget::new(
+        (options.concurrency as u64 + 1) * (SNIFF_LEN as u64 + scanner.buffer_memory() as u64),
+        Duration::from_mins(1),
+    );
     let bar = options.progress.then(progress_bar);
     let run = Run {
         index: backends.index.as_ref(),
         store: backends.store.as_ref(),
-        scanner: scanner.as_ref(),
+        scanner: &scanner,
+        budget: &budget,
+        cancel: CancellationToken::new(),
         audit,
         quarantine: options.quarantine,
         cutoff,
@@ -111,12 +127,13 @@ pub async fn run(
     write_metrics(&options.data_dir.join(METRICS_FILE), &tally, started)?;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(vec![format!(
-        "rescanned {} files ({} bytes) with {engine}: {} clean, {} infected, {} skipped",
+        "rescanned {} files ({} bytes) with {engine}: {} clean, {} infected, {} skipped, {} changed in the store",
         n(&tally.checked),
         n(&tally.bytes),
         n(&tally.clean),
         n(&tally.infected),
         n(&tally.skipped),
+        n(&tally.changed),
     )])
 }
 
@@ -169,7 +186,10 @@ fn progress_bar() -> indicatif::ProgressBar {
 struct Run<'a> {
     index: &'a dyn FileIndex,
     store: &'a dyn BlobStore,
-    scanner: &'a dyn Scanner,
+    scanner: &'a Arc<dyn Scanner>,
+    budget: &'a MemoryBudget,
+    /// Never cancelled: a run is stopped by stopping the process, and starts again where it was.
+    cancel: CancellationToken,
     audit: &'a AuditLog,
     quarantine: Quarantine,
     cutoff: DateTime<Utc>,
@@ -217,7 +237,20 @@ impl Run<'_> {
             Err(Failure::Scan(e)) => {
                 return Err(anyhow::Error::new(e).context("the scanner failed; run again later"));
             }
+            Err(Failure::Changed) => {
+                // Not scanned as clean, not marked infected: what is stored is not what was
+                // committed, and an operator must look (a restore from backup, or tampering).
+                tracing::error!(
+                    app = %row.owner.app,
+                    participant = %row.owner.participant,
+                    file_id = %row.file_id,
+                    "rescan: the stored bytes are not the ones the index recorded (size or SHA-256); the file is left as it is"
+                );
+                self.tally.changed.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             Err(Failure::Store(e)) => return Err(e.into()),
+            Err(Failure::Other(e)) => return Err(e),
         };
         self.tally.checked.fetch_add(1, Ordering::Relaxed);
         self.tally.bytes.fetch_add(file.size, Ordering::Relaxed);
@@ -257,37 +290,59 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Streams the object to the scanner: the verdict as evidence, and the status it gives.
+    /// Streams the object through the upload pipeline, as an arrival is checked: counted and
+    /// hashed against the row (so that bytes changed in the store are found, not passed as
+    /// clean) and scanned. The verdict as evidence, and the status it gives.
     async fn scan(&self, file: &StoredFile) -> Result<(ScanEvidence, ScanStatus), Failure> {
         let read = match self.store.read(&file.key, None).await {
             Ok(r) => r,
             Err(StoreError::NotFound) => return Err(Failure::Gone),
             Err(e) => return Err(Failure::Store(e)),
         };
-        let mut session = self.scanner.session().await.map_err(Failure::Scan)?;
-        let mut body = read.body;
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(StoreError::NotFound) => return Err(Failure::Gone),
-                Err(e) => return Err(Failure::Store(e)),
-            };
-            session.feed(chunk).await.map_err(Failure::Scan)?;
-        }
-        let verdict = session.finish().await.map_err(Failure::Scan)?;
-        let engine = session.version().await.map_err(Failure::Scan)?;
-        let (status, signature) = match verdict {
-            Verdict::Clean => (ScanStatus::Clean, None),
-            Verdict::Infected(sig) => (ScanStatus::Infected, Some(sig)),
+        // The type was decided when the file came in; a rescan neither sniffs it again nor
+        // holds it to today's allowed types.
+        let declared = Declared {
+            size: Some(file.size),
+            length: Some(file.size),
+            sha256: file.sha256.clone(),
+            ..Declared::default()
         };
-        Ok((
-            ScanEvidence {
-                scanned_on: Utc::now(),
-                engine,
-                signature,
-            },
-            status,
-        ))
+        let rules = Rules {
+            max_size: file.size,
+            allowed: AllowedTypes::any(),
+            client_timeout: STORE_STALL,
+        };
+        let sinks = Sinks {
+            scanner: Some(self.scanner),
+            store: self.store,
+            budget: self.budget,
+            cancel: &self.cancel,
+        };
+        let checked =
+            match pipeline::receive(read.body, &declared, &rules, sinks, Dest::Checked).await {
+                Ok(received) => received.finish().await,
+                Err(e) => Err(e),
+            };
+        match checked {
+            Ok(ingested) => Ok((
+                ingested.scan.ok_or_else(|| {
+                    Failure::Other(anyhow::anyhow!("a clean verdict without evidence"))
+                })?,
+                ScanStatus::Clean,
+            )),
+            Err(PipelineError::Infected(signature)) => {
+                let engine = current_engine(self.scanner.as_ref())
+                    .await
+                    .map_err(Failure::Other)?;
+                let evidence = ScanEvidence {
+                    scanned_on: Utc::now(),
+                    engine,
+                    signature: Some(signature),
+                };
+                Ok((evidence, ScanStatus::Infected))
+            }
+            Err(e) => Err(Failure::from(e)),
+        }
     }
 
     /// Writes the verdict into the row if it still holds the scanned object; `false` when it
@@ -411,8 +466,36 @@ impl Run<'_> {
 enum Failure {
     /// The object went (the file was replaced or deleted while it was read).
     Gone,
+    /// The stored bytes are not the ones the row recorded: another size or SHA-256.
+    Changed,
     Scan(ScanError),
     Store(StoreError),
+    Other(anyhow::Error),
+}
+
+impl From<PipelineError> for Failure {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::SizeMismatch { .. }
+            | PipelineError::ChecksumMismatch
+            | PipelineError::TooLarge { .. } => Self::Changed,
+            PipelineError::Store(StoreError::NotFound) => Self::Gone,
+            PipelineError::Store(e) => Self::Store(e),
+            PipelineError::Body(e) => match e.downcast::<StoreError>() {
+                Ok(e) if matches!(*e, StoreError::NotFound) => Self::Gone,
+                Ok(e) => Self::Store(*e),
+                Err(e) => Self::Other(anyhow::anyhow!(e)),
+            },
+            PipelineError::Scan(e) => Self::Scan(e),
+            // Neither can happen to a body read from the store with the run's own budget and
+            // no type rule; they are reported, not guessed at.
+            e @ (PipelineError::Type(_)
+            | PipelineError::ClientTooSlow
+            | PipelineError::ShuttingDown
+            | PipelineError::Busy(_)
+            | PipelineError::Infected(_)) => Self::Other(e.into()),
+        }
+    }
 }
 
 /// The run's findings in the Prometheus text format, for a textfile collector (node
@@ -423,7 +506,7 @@ fn write_metrics(path: &Path, tally: &Tally, started: DateTime<Utc>) -> anyhow::
     let files = IntGaugeVec::new(
         Opts::new(
             "pf_rescan_files",
-            "Files the last rescan run checked, by what it found: clean, infected or skipped",
+            "Files the last rescan run checked, by what it found: clean, infected, skipped, or changed (the stored bytes are not the recorded ones)",
         ),
         &["result"],
     )?;
@@ -433,6 +516,7 @@ fn write_metrics(path: &Path, tally: &Tally, started: DateTime<Utc>) -> anyhow::
         .with_label_values(&["infected"])
         .set(n(&tally.infected));
     files.with_label_values(&["skipped"]).set(n(&tally.skipped));
+    files.with_label_values(&["changed"]).set(n(&tally.changed));
     let bytes = IntGauge::new("pf_rescan_bytes", "Bytes the last rescan run scanned")?;
     bytes.set(n(&tally.bytes));
     let finished = IntGauge::new(

@@ -257,3 +257,36 @@ async fn a_stopped_rescan_goes_on_where_it_was() {
         "{third}"
     );
 }
+
+/// Rescan reads a file through the upload pipeline, so bytes changed in the store since their
+/// commit (bit rot, a restore of another version, tampering) are found and reported, never
+/// marked clean as if they were the file that was scanned.
+#[tokio::test]
+async fn bytes_changed_in_the_store_are_reported_not_marked_clean() {
+    let (clamd, _) = rescan_clamd();
+    let app = TestApp::start_with(&["--clamd", &clamd]).await;
+    let alice = app.token("alice", "study");
+    let before = put(&app, &alice, "kept.bin", noise(100_000, 7)).await;
+    put(&app, &alice, "other.bin", noise(50_000, 8)).await;
+    let stored = app.stored_files();
+    let object = stored
+        .iter()
+        .find(|p| std::fs::read(p).unwrap() == noise(100_000, 7))
+        .expect("kept.bin's object is stored");
+    // The same size, other bytes: only the hash tells.
+    std::fs::write(object, noise(100_000, 9)).unwrap();
+
+    let out = rescan(&app, &[]);
+    assert!(out.contains("1 changed in the store"), "{out}");
+    assert!(out.contains("1 clean"), "{out}");
+    let kept = item(&app, &alice, "kept.bin").await;
+    assert_eq!(
+        kept["scannedOn"], before["scannedOn"],
+        "the changed file was marked as scanned: {kept}"
+    );
+    let metrics = std::fs::read_to_string(app.data.path().join("data/rescan.prom")).unwrap();
+    assert!(
+        metrics.contains("pf_rescan_files{result=\"changed\"} 1"),
+        "{metrics}"
+    );
+}
