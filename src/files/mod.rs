@@ -59,6 +59,10 @@ pub enum FilesError {
     Store(#[from] StoreError),
     #[error("too many concurrent writes to one file")]
     Contended,
+    /// Work done under a lease that another holder took over meanwhile: it changed nothing,
+    /// and the new holder does it.
+    #[error("the lease was taken over")]
+    LeaseLost,
     #[error("every upload slot is taken")]
     Busy,
     #[error("the upload was stopped: the file was erased, or the upload was left too long")]

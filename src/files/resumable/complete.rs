@@ -54,7 +54,7 @@ impl FileService {
         requester: &Requester,
     ) -> Result<Committed, FilesError> {
         let (owner, id) = (row.value.owner.clone(), row.value.id.clone());
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.epoch);
         let renew = async {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
@@ -86,7 +86,7 @@ impl FileService {
             && upload
                 .writer
                 .as_ref()
-                .is_some_and(|w| w.holder == self.instance && w.fence == fence && w.completing)
+                .is_some_and(|w| w.holder == self.instance && w.epoch == fence && w.work.completing)
     }
 
     /// Whether the upload's row still names this completion: a completion whose lease was
@@ -114,7 +114,7 @@ impl FileService {
         requester: &Requester,
     ) -> Result<Committed, FilesError> {
         let upload = &row.value;
-        let fence = upload.writer.as_ref().map_or(0, |w| w.fence);
+        let fence = upload.writer.as_ref().map_or(0, |w| w.epoch);
         let result = self.commit_staged(upload, fence, live).await;
         let (outcome, result) = match result {
             Ok(c) => (UploadOutcome::Committed, Ok(c)),

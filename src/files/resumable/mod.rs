@@ -281,14 +281,16 @@ impl FileService {
         row: &mut Versioned<ResumableUpload>,
         completing: bool,
     ) -> Result<u64, FilesError> {
-        if let Some(w) = &row.value.writer
-            && w.live(Utc::now())
-            && w.holder != self.instance
-        {
-            return Err(FilesError::UploadLocked);
-        }
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
-        row.value.writer = Some(append::lease(&self.instance, fence, completing));
+        let lease = crate::lease::Lease::take(
+            row.value.writer.as_ref(),
+            &self.instance,
+            append::LEASE,
+            crate::model::Writing { completing },
+            false,
+        )
+        .map_err(|_| FilesError::UploadLocked)?;
+        let fence = lease.epoch;
+        row.value.writer = Some(lease);
         row.version = match self
             .upload_index()
             .put_upload(&row.value, Some(row.version))
