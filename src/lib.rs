@@ -34,6 +34,7 @@ pub mod model;
 pub mod pipeline;
 pub mod reconcile;
 pub mod rescan;
+pub mod retry;
 pub mod scan;
 pub mod secrets;
 pub mod server;

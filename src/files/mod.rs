@@ -1,12 +1,12 @@
 //! The participant-file operations, over an index, a store and a scanner: what every route does
-//! once the caller and the target participant are known. Reads live here; uploads, the settling
-//! of presigned uploads and deletes have modules of their own.
+//! once the caller and the target participant are known. Reads live here; uploads, arrived
+//! presigned uploads (`arrival`), the settler that polls for them, and deletes have modules of
+//! their own.
 
+mod arrival;
 mod claim;
 mod delete;
-mod race;
 pub mod resumable;
-mod settle;
 pub mod settler;
 mod upload;
 
@@ -31,7 +31,7 @@ use crate::scan::Scanner;
 use crate::sniff::TypeError;
 use crate::store::{BlobRead, BlobStore, StoreError};
 
-use race::Backoff;
+use crate::retry::Backoff;
 
 /// How many upload URLs one list request looks for in the store (a `HeadObject` each); the
 /// others are settled by a later request. Keeps the work of one list bounded.

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
 
+use super::arrival::Consumes;
 use super::claim::ClaimGuard;
-use super::settle::Consumes;
 use super::{Actor, Backoff, Committed, FileService, FilesError, IssuedUrl};
 use crate::capability::{Grant, Purpose};
 use crate::config::Mode;

@@ -118,7 +118,7 @@ impl FileService {
         let result = self.commit_staged(upload, fence, live).await;
         let (outcome, result) = match result {
             Ok(c) => (UploadOutcome::Committed, Ok(c)),
-            Err(e) if crate::files::settle::refusal_status(&e).is_some() => {
+            Err(e) if crate::files::arrival::refusal_status(&e).is_some() => {
                 let refusal = describe(e);
                 (
                     UploadOutcome::Refused(refusal.clone()),
@@ -249,7 +249,7 @@ impl FileService {
                 Ok(ingested) => ingested,
                 Err(e) => {
                     let e = quota_error(e);
-                    if crate::files::settle::refusal_status(&e).is_some() {
+                    if crate::files::arrival::refusal_status(&e).is_some() {
                         this.discard(&key).await;
                     } else {
                         // The object stays claimed for the retry, which finds it finished.

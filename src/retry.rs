@@ -1,5 +1,5 @@
-//! Retries of conditional writes that lost a race: a short, jittered pause between tries, and
-//! a bound after which the request is answered 503.
+//! The service's retry policy: a short, jittered pause between tries of work that lost a race
+//! or met a passing backend failure, and a bound after which the request is answered 503.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ const MAX_PAUSE: Duration = Duration::from_millis(100);
 const CONTENDED_FOR: Duration = Duration::from_mins(1);
 
 /// Counts the tries of one conditional write.
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     /// Tries made: the pause grows with them.
     tries: u32,
     /// Tries that count toward [`TRIES`].
@@ -28,7 +28,7 @@ pub(super) struct Backoff {
 }
 
 impl Backoff {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             tries: 0,
             spent: 0,
@@ -40,7 +40,7 @@ impl Backoff {
     /// The last try lost to another writer (a conflict): it is not counted while the contention
     /// has lasted less than [`CONTENDED_FOR`]. Only failures that are not somebody else's
     /// success spend the tries.
-    pub(super) fn lost_race(&mut self) {
+    pub(crate) fn lost_race(&mut self) {
         if self.since.elapsed() < CONTENDED_FOR {
             self.spent = self.spent.saturating_sub(1);
         }
@@ -49,7 +49,7 @@ impl Backoff {
     /// Waits before every try but the first; `false` once the tries are spent. The pause is
     /// random within a bound that doubles each time, so writers that collided do not collide
     /// again in step.
-    pub(super) async fn next(&mut self) -> bool {
+    pub(crate) async fn next(&mut self) -> bool {
         if self.spent >= TRIES {
             return false;
         }

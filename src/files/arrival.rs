@@ -1,8 +1,10 @@
-//! Settling a pending upload: a presigned upload that arrived is streamed from its object through
-//! the upload pipeline's checks and copied, as the very version that was checked, into a fresh
-//! object (while clamd decides), which becomes the file once the verdict is clean; one that fails
-//! a check, or expired without arriving, is dropped. The URL's own object never becomes the file,
-//! so nothing sent to the URL later changes what is served.
+//! An arrived presigned upload, settled: checked, then committed or refused.
+//!
+//! It is streamed from its object through the upload pipeline's checks and copied, as the very
+//! version that was checked, into a fresh object (while clamd decides), which becomes the file
+//! once the verdict is clean; one that fails a check, or expired without arriving, is dropped.
+//! The URL's own object never becomes the file, so nothing sent to the URL later changes what
+//! is served.
 
 use chrono::Utc;
 
