@@ -21,8 +21,9 @@ const CONTENDED_FOR: Duration = Duration::from_mins(1);
 pub(crate) struct Backoff {
     /// Tries made: the pause grows with them.
     tries: u32,
-    /// Tries that count toward [`TRIES`].
+    /// Tries that count toward `limit`.
     spent: u32,
+    limit: u32,
     since: Instant,
     max_pause: Duration,
 }
@@ -32,8 +33,19 @@ impl Backoff {
         Self {
             tries: 0,
             spent: 0,
+            limit: TRIES,
             since: Instant::now(),
             max_pause: MAX_PAUSE,
+        }
+    }
+
+    /// At most `n` tries, with the same pauses: for best-effort work (deleting an object no row
+    /// names, recording an outcome a later request can also record) that soon leaves the rest
+    /// to a later pass or to `reconcile`.
+    pub(crate) fn at_most(n: u32) -> Self {
+        Self {
+            limit: n,
+            ..Self::new()
         }
     }
 
@@ -50,7 +62,7 @@ impl Backoff {
     /// random within a bound that doubles each time, so writers that collided do not collide
     /// again in step.
     pub(crate) async fn next(&mut self) -> bool {
-        if self.spent >= TRIES {
+        if self.spent >= self.limit {
             return false;
         }
         if self.tries > 0 {
@@ -78,6 +90,19 @@ mod tests {
             tries += 1;
         }
         assert_eq!(tries, TRIES);
+    }
+
+    #[tokio::test]
+    async fn best_effort_work_tries_a_few_times() {
+        let mut backoff = Backoff {
+            max_pause: Duration::ZERO,
+            ..Backoff::at_most(4)
+        };
+        let mut tries = 0;
+        while backoff.next().await {
+            tries += 1;
+        }
+        assert_eq!(tries, 4);
     }
 
     #[tokio::test]

@@ -462,12 +462,9 @@ impl FileService {
     /// A store under load can refuse a request now and then; an object nobody names is tried a
     /// few times before it is left to `reconcile`.
     async fn discard(&self, key: &ObjectKey) {
-        let mut tries = Backoff::new();
+        let mut tries = Backoff::at_most(4);
         let mut last = None;
-        for _ in 0..4 {
-            if !tries.next().await {
-                break;
-            }
+        while tries.next().await {
             match self.store.delete(key).await {
                 Ok(()) => return,
                 Err(e) => last = Some(e),

@@ -159,7 +159,8 @@ impl FileService {
         ended: Option<(UploadOutcome, Staged)>,
     ) -> Result<(), FilesError> {
         let index = self.upload_index();
-        for _ in 0..5 {
+        let mut tries = crate::retry::Backoff::at_most(5);
+        while tries.next().await {
             let Some(mut now) = index.get_upload(&upload.owner, &upload.id).await? else {
                 break;
             };
