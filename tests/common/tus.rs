@@ -145,7 +145,7 @@ pub async fn slow_patch(
 /// Whether every byte the loopback connection from `client_port` sent has been read by the
 /// service: nothing queued to send at the client's end, nothing unread at the server's (the
 /// kernel's own counts, in /proc/net/tcp and tcp6).
-fn drained(client_port: u16) -> bool {
+pub fn drained(client_port: u16) -> bool {
     let port = format!(":{client_port:04X}");
     let (mut client_sending, mut server_unread) = (None, None);
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
