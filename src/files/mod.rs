@@ -202,8 +202,9 @@ pub struct FileService {
     tasks: TaskTracker,
     audit: Arc<AuditLog>,
     resumable: resumable::ResumableSettings,
-    /// The resumable uploads this instance appends to now.
-    writers: Arc<resumable::Writers>,
+    /// The resumable uploads this instance appends to now: one request's turn each (the
+    /// lease in the row is what keeps other instances out).
+    turns: Arc<resumable::Turns>,
     /// Scan sessions kept between the requests of resumable uploads.
     live: Arc<resumable::LiveScans>,
     /// This instance, as the holder of a resumable upload's lease.
@@ -246,7 +247,7 @@ impl FileService {
             tasks,
             audit,
             resumable: settings.resumable,
-            writers: Arc::default(),
+            turns: Arc::default(),
             live: Arc::new(resumable::LiveScans::new(settings.resumable.scan_sessions)),
             instance: crate::keys::UploadId::generate().as_str().to_owned(),
         }

@@ -154,7 +154,7 @@ impl FileService {
     {
         // Whose upload it is comes first: nobody stops a request of an upload not theirs.
         self.read_idle(owner, id).await?;
-        let turn = self.writers.take(id.as_str()).await;
+        let turn = self.turns.take(id.as_str()).await;
         let index = self.upload_index();
         let mut row = self.read_idle(owner, id).await?;
         progress.file_id = Some(row.value.file_id.clone());
