@@ -4,7 +4,8 @@
 //! Where things live:
 //! - [`config`]: the command line and `PF_*` variables; [`secrets`]: generated secrets.
 //! - [`auth`]: bearer JWTs; [`capability`]: sealed upload and download URLs.
-//! - [`model`]: identifiers and rows; [`keys`]: object keys, built only there.
+//! - [`model`]: identifiers and rows; [`keys`]: object keys, built only there; [`lease`]: the
+//!   one lease (with a fencing token) for work one instance at a time may do.
 //! - [`files`]: what each route does, over the [`index`], the [`store`] and the [`scan`]ner.
 //! - [`pipeline`]: the one pass over an upload body; [`sniff`]: content types.
 //! - [`backends`]: opens the configured index and store; [`setup`] and [`reconcile`]: the
@@ -24,6 +25,7 @@ pub mod files;
 pub mod http;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;
@@ -32,6 +34,7 @@ pub mod model;
 pub mod pipeline;
 pub mod reconcile;
 pub mod rescan;
+pub mod retry;
 pub mod scan;
 pub mod secrets;
 pub mod server;
@@ -140,6 +143,7 @@ pub async fn serve(
                 let label = match outcome {
                     files::settler::ArrivalOutcome::Settled => "settled",
                     files::settler::ArrivalOutcome::Deferred => "deferred",
+                    files::settler::ArrivalOutcome::Lost => "lost",
                 };
                 metrics.arrivals.with_label_values(&[label]).inc();
             })

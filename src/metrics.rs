@@ -96,7 +96,8 @@ impl Metrics {
             Opts::new(
                 "pf_arrivals_total",
                 "Arrived presigned uploads this instance's settler took, by outcome: settled \
-                 (committed or refused) or deferred (a backend or the scanner failed)",
+                 (committed or refused), deferred (a backend or the scanner failed) or lost \
+                 (settled elsewhere, or taken over by another instance while this one stalled)",
             ),
             &["outcome"],
         )

@@ -11,7 +11,9 @@ pub mod name;
 mod resumable;
 
 pub use name::{FileName, NameError};
-pub use resumable::{Refusal, ResumableUpload, Staged, StagedPart, UploadOutcome, WriterLease};
+pub use resumable::{
+    Refusal, ResumableUpload, Staged, StagedPart, UploadOutcome, WriterLease, Writing,
+};
 
 /// Why a string is not an identifier; the message is safe to show to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,30 +175,9 @@ impl ScanEvidence {
     }
 }
 
-/// One instance's hold on settling an arrived upload, so that only one scans it. An expired
-/// lease (its holder stopped or hangs) may be taken by any instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub holder: String,
-    pub until: DateTime<Utc>,
-}
-
-impl Lease {
-    /// `holder@millis`; a holder is a generated ID without `@`.
-    #[must_use]
-    pub fn encode(&self) -> String {
-        format!("{}@{}", self.holder, self.until.timestamp_millis())
-    }
-
-    #[must_use]
-    pub fn decode(s: &str) -> Option<Self> {
-        let (holder, ms) = s.rsplit_once('@')?;
-        Some(Self {
-            holder: holder.to_owned(),
-            until: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
-        })
-    }
-}
+/// The settler's hold on an arrived upload while it scans it (one instance per arrival); the
+/// switch that commits the arrival, and the drop that refuses it, check its epoch.
+pub use crate::lease::Lease;
 
 /// An upload URL that was issued and not yet used.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use crate::index::{FileIndex, IndexError};
 use crate::keys::ObjectKey;
 use crate::model::{FileId, FileRow, Owner, ScanEvidence, ScanStatus, StoredFile, UserId};
 use crate::pipeline::{self, Declared, Dest, PipelineError, Rules, Sinks};
+use crate::retry::Backoff;
 use crate::scan::{ScanError, Scanner};
 use crate::sniff::{AllowedTypes, SNIFF_LEN};
 use crate::store::{BlobStore, StoreError};
@@ -370,7 +371,8 @@ impl Run<'_> {
         key: &ObjectKey,
         change: impl Fn(&mut StoredFile),
     ) -> Result<bool, IndexError> {
-        for _ in 0..100 {
+        let mut tries = Backoff::new();
+        while tries.next().await {
             let Some(mut row) = self.index.get(owner, file_id).await? else {
                 return Ok(false);
             };
@@ -383,9 +385,9 @@ impl Run<'_> {
             change(file);
             match self.index.put(&row.value, Some(row.version)).await {
                 Ok(_) => return Ok(true),
-                Err(e) if e.is_retryable() => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                // A request changed the row meanwhile: its progress, not a failure.
+                Err(IndexError::Conflict) => tries.lost_race(),
+                Err(e) if e.is_retryable() => {}
                 Err(e) => return Err(e),
             }
         }

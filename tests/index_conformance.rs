@@ -12,7 +12,7 @@ use participant_files::index::{FileIndex, IndexError};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
     AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, Refusal, ResumableUpload,
-    ScanStatus, Staged, StagedPart, StoredFile, UploadOutcome, UserId, WriterLease,
+    ScanStatus, Staged, StagedPart, StoredFile, UploadOutcome, UserId, WriterLease, Writing,
 };
 use tempfile::TempDir;
 
@@ -119,7 +119,10 @@ async fn conditional_put_get_and_delete() {
             }),
             lease: Some(participant_files::model::Lease {
                 holder: "0123456789abcdef0123456789abcdef".into(),
+                // The fencing token goes through the index and back.
+                epoch: 7,
                 until: ms(1_795_000_060_000),
+                work: (),
             }),
             file_name: Some("my notes (1).txt".into()),
         });
@@ -477,7 +480,9 @@ async fn pending_rows_page_through_every_upload_url_and_nothing_else() {
                     issuer: None,
                     lease: (f == 2).then(|| participant_files::model::Lease {
                         holder: "instance-a".into(),
+                        epoch: 1,
                         until: ms(1_795_000_060_000),
+                        work: (),
                     }),
                     file_name: None,
                 });
@@ -1559,9 +1564,9 @@ fn resumable(owner: &Owner, file: &str, expires_on: DateTime<Utc>) -> ResumableU
         },
         writer: Some(WriterLease {
             holder: "instance-a".into(),
-            fence: 1,
+            epoch: 1,
             until: ms(1_795_000_060_000),
-            completing: false,
+            work: Writing { completing: false },
         }),
         outcome: None,
     }

@@ -6,8 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fake_clamd::{Behaviour, FakeClamd};
 use common::relay::Relay;
 use common::{TestApp, eicar, json, noise};
+use participant_files::index::FileIndex;
+use participant_files::model::{AppId, FileId, FileRow, Owner, UserId};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -225,6 +228,137 @@ async fn two_instances_scan_each_arrival_once() {
             noise(6 << 20, 10 + i)
         );
     }
+}
+
+/// Whether the fresh object a settle copies the arrival into (the row's claim) is whole on the
+/// S3 server's disk.
+fn copied(app: &TestApp, row: &FileRow, len: usize) -> bool {
+    let Some(claim) = row.claims.first() else {
+        return false;
+    };
+    let mut stored = Vec::new();
+    common::walk_files(
+        &common::aws_env()
+            .s3_dir
+            .join(app.bucket.as_deref().unwrap()),
+        &mut stored,
+    );
+    stored.iter().any(|p| {
+        p.to_string_lossy().ends_with(claim.key.as_str())
+            && std::fs::metadata(p).is_ok_and(|m| m.len() == len as u64)
+    })
+}
+
+/// Ends the settle lease on the file's arrival, as time ends the lease of a holder that stopped
+/// renewing it (a paused or hung instance), without waiting the minute it lasts.
+async fn run_out_lease(index: &dyn FileIndex, owner: &Owner, file: &FileId) {
+    loop {
+        let mut row = index.get(owner, file).await.unwrap().unwrap();
+        let pending = row.value.pending.as_mut().expect("the arrival is pending");
+        let lease = pending.lease.as_mut().expect("the arrival is leased");
+        lease.until = chrono::Utc::now() - chrono::Duration::seconds(1);
+        // The settle writes its claim into the row meanwhile: then again.
+        if index.put(&row.value, Some(row.version)).await.is_ok() {
+            return;
+        }
+    }
+}
+
+/// #22: "instance a settled 5, b 4". An instance that stalls mid-settle past its lease, and
+/// wakes once another instance took the arrival over, must land nothing: the lease's fencing
+/// token (its epoch) keeps its commit out, and its settle counts as lost, not settled.
+#[tokio::test]
+async fn a_settle_whose_lease_was_taken_over_lands_nothing() {
+    let (open_a, gate_a) = tokio::sync::watch::channel(false);
+    let (open_b, gate_b) = tokio::sync::watch::channel(false);
+    let clamd_a = FakeClamd::start(Behaviour::AnswersWhenOpen(gate_a, "stream: OK")).await;
+    let clamd_b = FakeClamd::start(Behaviour::AnswersWhenOpen(gate_b, "stream: OK")).await;
+    // One settle at a time: while a stalls in this one, its settler takes nothing else.
+    let a = TestApp::start_presigned(&[
+        "--clamd",
+        &clamd_a.address,
+        "--upload-mode",
+        "presigned",
+        "--settle-interval",
+        "100ms",
+        "--settle-concurrency",
+        "1",
+    ])
+    .await;
+    let t = a.token("erin", "study");
+    let bytes = noise(1 << 20, 21);
+    presigned_put(&a, &t, "late.bin", bytes.clone()).await;
+    let index = common::index_of(&a).await;
+    let owner = Owner {
+        app: AppId::parse("study").unwrap(),
+        participant: UserId::parse("erin").unwrap(),
+    };
+    let file = FileId::parse("late.bin").unwrap();
+    let row = || async { index.get(&owner, &file).await.unwrap().unwrap().value };
+    // a has streamed the arrival to its scanner and copied it: all it waits for is the verdict.
+    wait_for(
+        Duration::from_secs(30),
+        "a's settle to wait for its verdict",
+        || async { clamd_a.streams_read() == 1 && copied(&a, &row().await, bytes.len()) },
+    )
+    .await;
+    let a_epoch = row().await.pending.unwrap().lease.unwrap().epoch;
+    // a stalls past its lease; b takes the arrival over and scans it in turn.
+    run_out_lease(index.as_ref(), &owner, &file).await;
+    let b = a.start_beside_replacing("--clamd", &clamd_b.address).await;
+    wait_for(
+        Duration::from_secs(30),
+        "b to take the arrival over",
+        || async { clamd_b.streams_read() == 1 },
+    )
+    .await;
+    let b_lease = row().await.pending.unwrap().lease.unwrap();
+    assert!(b_lease.epoch > a_epoch, "{b_lease:?} after epoch {a_epoch}");
+    // a wakes with a clean verdict and everything a commit needs, but not the lease.
+    open_a.send(true).unwrap();
+    let outcome = |o: &str| format!("pf_arrivals_total{{outcome=\"{o}\"}}");
+    wait_for(Duration::from_secs(30), "a's settle to end", || async {
+        let mut ended = 0;
+        for o in ["settled", "deferred", "lost"] {
+            ended += a.metric(&outcome(o)).await;
+        }
+        ended == 1
+    })
+    .await;
+    let (settled_a, lost_a) = (
+        a.metric(&outcome("settled")).await,
+        a.metric(&outcome("lost")).await,
+    );
+    assert_eq!(
+        (settled_a, lost_a),
+        (0, 1),
+        "instance a, whose lease b took over, settled {settled_a} and lost {lost_a}"
+    );
+    assert!(
+        a.listed(&t, "self", "late.bin").await.is_none(),
+        "a committed the arrival under a lease b had taken over"
+    );
+    // b's settle, under the live lease, is the one that lands, and the one audited.
+    open_b.send(true).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "b to settle the arrival",
+        || async { b.listed(&t, "self", "late.bin").await.is_some() },
+    )
+    .await;
+    assert_eq!(b.download(&t, "self", "late.bin").await, bytes);
+    assert_eq!(b.metric(&outcome("settled")).await, 1);
+    let audited = |app: &TestApp| {
+        app.audit()
+            .into_iter()
+            .filter(|l| l["fileId"] == "late.bin" && l["action"] == "upload")
+            .count()
+    };
+    wait_for(Duration::from_secs(10), "b's audit line", || async {
+        audited(&b) == 1
+    })
+    .await;
+    assert_eq!(audited(&a), 0, "a audited a settle it did not make");
 }
 
 #[tokio::test]

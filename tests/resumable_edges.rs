@@ -60,7 +60,7 @@ async fn until_completing(app: &TestApp, user: &str, path: &str) {
     until("the completion to start", async || {
         let row = app.files.index().uploads().get_upload(&owner, &id).await;
         row.unwrap()
-            .is_some_and(|r| r.value.writer.is_some_and(|w| w.completing))
+            .is_some_and(|r| r.value.writer.is_some_and(|w| w.work.completing))
     })
     .await;
 }

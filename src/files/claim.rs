@@ -43,7 +43,8 @@ impl ClaimGuard {
     /// away after. When the store refuses, the claim stays as its record and the delete is
     /// retried in the background; a claim still left after that is `reconcile`'s.
     pub(super) async fn discard_object(mut self) {
-        for _ in 0..DELETES_NOW {
+        let mut tries = Backoff::at_most(DELETES_NOW);
+        while tries.next().await {
             if self.service.store.delete(&self.key).await.is_ok() {
                 // Dropped armed: the claim goes in the background.
                 return;

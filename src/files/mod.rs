@@ -1,12 +1,12 @@
 //! The participant-file operations, over an index, a store and a scanner: what every route does
-//! once the caller and the target participant are known. Reads live here; uploads, the settling
-//! of presigned uploads and deletes have modules of their own.
+//! once the caller and the target participant are known. Reads live here; uploads, arrived
+//! presigned uploads (`arrival`), the settler that polls for them, and deletes have modules of
+//! their own.
 
+mod arrival;
 mod claim;
 mod delete;
-mod race;
 pub mod resumable;
-mod settle;
 pub mod settler;
 mod upload;
 
@@ -31,7 +31,7 @@ use crate::scan::Scanner;
 use crate::sniff::TypeError;
 use crate::store::{BlobRead, BlobStore, StoreError};
 
-use race::Backoff;
+use crate::retry::Backoff;
 
 /// How many upload URLs one list request looks for in the store (a `HeadObject` each); the
 /// others are settled by a later request. Keeps the work of one list bounded.
@@ -59,6 +59,10 @@ pub enum FilesError {
     Store(#[from] StoreError),
     #[error("too many concurrent writes to one file")]
     Contended,
+    /// Work done under a lease that another holder took over meanwhile: it changed nothing,
+    /// and the new holder does it.
+    #[error("the lease was taken over")]
+    LeaseLost,
     #[error("every upload slot is taken")]
     Busy,
     #[error("the upload was stopped: the file was erased, or the upload was left too long")]
@@ -198,8 +202,9 @@ pub struct FileService {
     tasks: TaskTracker,
     audit: Arc<AuditLog>,
     resumable: resumable::ResumableSettings,
-    /// The resumable uploads this instance appends to now.
-    writers: Arc<resumable::Writers>,
+    /// The resumable uploads this instance appends to now: one request's turn each (the
+    /// lease in the row is what keeps other instances out).
+    turns: Arc<resumable::Turns>,
     /// Scan sessions kept between the requests of resumable uploads.
     live: Arc<resumable::LiveScans>,
     /// This instance, as the holder of a resumable upload's lease.
@@ -242,7 +247,7 @@ impl FileService {
             tasks,
             audit,
             resumable: settings.resumable,
-            writers: Arc::default(),
+            turns: Arc::default(),
             live: Arc::new(resumable::LiveScans::new(settings.resumable.scan_sessions)),
             instance: crate::keys::UploadId::generate().as_str().to_owned(),
         }
@@ -458,12 +463,9 @@ impl FileService {
     /// A store under load can refuse a request now and then; an object nobody names is tried a
     /// few times before it is left to `reconcile`.
     async fn discard(&self, key: &ObjectKey) {
-        let mut tries = Backoff::new();
+        let mut tries = Backoff::at_most(4);
         let mut last = None;
-        for _ in 0..4 {
-            if !tries.next().await {
-                break;
-            }
+        while tries.next().await {
             match self.store.delete(key).await {
                 Ok(()) => return,
                 Err(e) => last = Some(e),

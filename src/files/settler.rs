@@ -8,8 +8,10 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::Backoff;
 use super::{FileService, FilesError};
-use crate::model::{FileId, FileRow, Lease, Owner, Versioned};
+use crate::lease::{Fence, Lease};
+use crate::model::{FileId, FileRow, Owner, PendingUpload, Versioned};
 
 /// How long a lease holds without renewal: an instance that stops mid-scan delays the arrival
 /// by at most this much. The holder renews it every third of it.
@@ -25,6 +27,9 @@ pub enum ArrivalOutcome {
     Settled,
     /// A backend or the scanner failed: the upload stays pending for a later pass.
     Deferred,
+    /// Settled, replaced or erased by someone else, or taken over by another instance while
+    /// this one stalled past its lease: nothing of this instance's work on it landed.
+    Lost,
 }
 
 /// Runs the settler until `stop`: a pass every `interval`, at most `concurrency` arrivals
@@ -88,9 +93,8 @@ impl FileService {
                     continue;
                 };
                 let (files, stop, observe) = (self.clone(), stop.clone(), Arc::clone(observe));
-                let holder = holder.to_owned();
                 self.tasks.spawn(async move {
-                    let outcome = files.settle_leased(leased, &holder, &stop).await;
+                    let outcome = files.settle_leased(leased, &stop).await;
                     observe(outcome);
                     drop(slot);
                 });
@@ -111,23 +115,20 @@ impl FileService {
         let Some(pending) = row.value.pending.clone() else {
             return Ok(None);
         };
-        let now = Utc::now();
-        if pending.lease.as_ref().is_some_and(|l| l.until > now) {
+        // A live lease is another settle's, also one of this holder's own tasks.
+        let Ok(lease) = Lease::take(pending.lease.as_ref(), holder, LEASE, (), true) else {
             return Ok(None);
-        }
+        };
         if self.store.size(&pending.key).await?.is_none() {
-            if pending.expires_on <= now {
-                self.drop_pending(&row.value.owner, &row.value.file_id, &pending)
+            if pending.expires_on <= Utc::now() {
+                self.drop_pending(&row.value.owner, &row.value.file_id, &pending, None)
                     .await?;
             }
             return Ok(None);
         }
         let mut next = row.value;
         if let Some(p) = next.pending.as_mut() {
-            p.lease = Some(Lease {
-                holder: holder.to_owned(),
-                until: now + LEASE,
-            });
+            p.lease = Some(lease);
         }
         match self.index.put(&next, Some(row.version)).await {
             Ok(version) => Ok(Some(Versioned {
@@ -142,10 +143,11 @@ impl FileService {
 
     /// Streams a leased arrival through the pipeline, renewing the lease meanwhile. A failure
     /// that is not the upload's fault gives the lease back, so that the next pass tries again.
+    /// Every write it makes is fenced by the lease: once another instance took it over (this
+    /// one stalled past it), nothing of this settle lands, and it counts as lost.
     pub(super) async fn settle_leased(
         &self,
         row: Versioned<FileRow>,
-        holder: &str,
         stop: &CancellationToken,
     ) -> ArrivalOutcome {
         let FileRow {
@@ -154,62 +156,81 @@ impl FileService {
             pending,
             ..
         } = row.value;
-        let Some(pending) = pending else {
-            return ArrivalOutcome::Settled;
+        let Some((pending, fence)) =
+            pending.and_then(|p| p.lease.as_ref().map(Lease::fence).map(|f| (p, f)))
+        else {
+            return ArrivalOutcome::Lost;
         };
         let renew = async {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
-                self.set_lease(&owner, &file_id, &pending.upload_id, holder, true)
-                    .await;
+                if !self
+                    .set_lease(&owner, &file_id, &pending, &fence, true)
+                    .await
+                {
+                    return;
+                }
             }
         };
         let result = tokio::select! {
-            r = self.take_arrival(&owner, &file_id, &pending) => Some(r),
-            () = renew => None,
+            r = self.take_arrival(&owner, &file_id, &pending, Some(&fence)) => Some(r),
+            // Taken over: what this settle would still do is fenced out anyway.
+            () = renew => return ArrivalOutcome::Lost,
             () = stop.cancelled() => None,
         };
         match result {
-            Some(Ok(())) => ArrivalOutcome::Settled,
+            Some(Ok(outcome @ (ArrivalOutcome::Settled | ArrivalOutcome::Lost))) => outcome,
             other => {
                 if let Some(Err(e)) = other {
                     tracing::warn!(error = %e, "an arrived upload could not be settled; it stays pending");
                 }
-                self.set_lease(&owner, &file_id, &pending.upload_id, holder, false)
+                self.set_lease(&owner, &file_id, &pending, &fence, false)
                     .await;
                 ArrivalOutcome::Deferred
             }
         }
     }
 
-    /// Renews (`hold`) or gives back this instance's lease on the upload, if it still holds it.
-    /// Best effort: a lease that is not renewed runs out by itself.
+    /// Renews (`hold`) or gives back the lease `fence` names on the upload, if nobody took it
+    /// over; `false` when somebody did (or the upload is gone). A renewal that fails for a
+    /// backend is tried again at the next one: the lease runs out by itself if they all do.
     async fn set_lease(
         &self,
         owner: &Owner,
         file_id: &FileId,
-        upload: &crate::keys::UploadId,
-        holder: &str,
+        pending: &PendingUpload,
+        fence: &Fence,
         hold: bool,
-    ) {
-        for _ in 0..5 {
-            let Ok(Some(mut row)) = self.index.get(owner, file_id).await else {
-                return;
+    ) -> bool {
+        let mut tries = Backoff::new();
+        while tries.next().await {
+            let mut row = match self.index.get(owner, file_id).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return false,
+                Err(_) => continue,
             };
-            let Some(p) = row.value.pending.as_mut() else {
-                return;
+            let Some(p) = row
+                .value
+                .pending
+                .as_mut()
+                .filter(|p| p.upload_id == pending.upload_id)
+            else {
+                return false;
             };
-            if &p.upload_id != upload || p.lease.as_ref().is_none_or(|l| l.holder != holder) {
-                return;
-            }
-            p.lease = hold.then(|| Lease {
-                holder: holder.to_owned(),
-                until: Utc::now() + LEASE,
+            let Some(lease) = p.lease.as_ref().filter(|l| l.is(fence)) else {
+                return false;
+            };
+            p.lease = Some(if hold {
+                lease.renewed(LEASE, ())
+            } else {
+                lease.given_back()
             });
             match self.index.put(&row.value, Some(row.version)).await {
-                Err(e) if e.is_retryable() => {}
-                _ => return,
+                Ok(_) => return true,
+                Err(crate::index::IndexError::Conflict) => tries.lost_race(),
+                Err(_) => {}
             }
         }
+        true
     }
 }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
 
+use super::arrival::Consumes;
 use super::claim::ClaimGuard;
 use super::{Actor, Backoff, Committed, FileService, FilesError, IssuedUrl};
 use crate::capability::{Grant, Purpose};
@@ -103,11 +104,11 @@ impl FileService {
         let Some(leased) = self.lease_arrival(row, &self.instance).await? else {
             return Err(FilesError::Contended);
         };
-        match self
-            .settle_leased(leased, &self.instance, &self.cancel)
-            .await
-        {
-            super::settler::ArrivalOutcome::Settled => Ok(true),
+        match self.settle_leased(leased, &self.cancel).await {
+            // Settled here, or by the instance that took it over: the row changed either way.
+            super::settler::ArrivalOutcome::Settled | super::settler::ArrivalOutcome::Lost => {
+                Ok(true)
+            }
             super::settler::ArrivalOutcome::Deferred => Err(FilesError::Contended),
         }
     }
@@ -243,7 +244,10 @@ impl FileService {
             // The pending upload's name: the switch that consumes it gives it to the file.
             file_name: None,
         };
-        let consumes = grant.key.upload_id();
+        let consumes = Consumes {
+            upload: grant.key.upload_id(),
+            fence: None,
+        };
         self.ingest_and_commit(
             &grant.owner,
             &grant.file_id,
@@ -263,7 +267,7 @@ impl FileService {
         file_id: &FileId,
         body: S,
         declared: &Declared,
-        consumes: Option<&UploadId>,
+        consumes: Option<&Consumes>,
     ) -> Result<Committed, FilesError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -282,7 +286,7 @@ impl FileService {
         file_id: &FileId,
         body: S,
         declared: &Declared,
-        consumes: Option<&UploadId>,
+        consumes: Option<&Consumes>,
         arrived: Option<(ObjectKey, String)>,
     ) -> Result<Committed, FilesError>
     where
@@ -391,7 +395,7 @@ impl FileService {
         file_id: &FileId,
         key: ObjectKey,
         ingested: pipeline::Ingested,
-        consumes: Option<&UploadId>,
+        consumes: Option<&Consumes>,
         claim: ClaimGuard,
     ) -> Result<Committed, FilesError> {
         let file = StoredFile {
@@ -420,7 +424,7 @@ impl FileService {
         owner: &Owner,
         file_id: &FileId,
         mut file: StoredFile,
-        consumes: Option<&UploadId>,
+        consumes: Option<&Consumes>,
         mut claim: ClaimGuard,
     ) -> Result<Committed, FilesError> {
         let mut tries = Backoff::new();
@@ -475,13 +479,24 @@ impl FileService {
                 }
                 Some(_) => {}
             }
-            if let Some(upload) = consumes {
-                let Some(pending) = row.pending.take().filter(|p| &p.upload_id == upload) else {
+            if let Some(consumes) = consumes {
+                let Some(pending) = row
+                    .pending
+                    .take()
+                    .filter(|p| p.upload_id == consumes.upload)
+                else {
                     claim.discard_object().await;
                     self.discard_unnamed(&row, replaced_by_last_try.flatten())
                         .await;
                     return Err(FilesError::UploadConsumed);
                 };
+                if !consumes.holds(&pending) {
+                    // Taken over while this settle stalled: the new holder settles it.
+                    claim.discard_object().await;
+                    self.discard_unnamed(&row, replaced_by_last_try.flatten())
+                        .await;
+                    return Err(FilesError::LeaseLost);
+                }
                 // An upload URL's bytes carry the name given when the URL was asked for.
                 file.file_name = file.file_name.or(pending.file_name);
             }

@@ -61,7 +61,7 @@ impl ResumableUpload {
             && self
                 .writer
                 .as_ref()
-                .is_some_and(|w| w.completing && w.live(now))
+                .is_some_and(|w| w.work.completing && w.live(now))
     }
 }
 
@@ -132,28 +132,20 @@ pub struct StagedPart {
     pub size: u64,
 }
 
-/// The request that may append: its instance and a number that grows with every new writer,
-/// so that a writer that lost the lease cannot move the offset (every write is conditional on
-/// the row's version, which the next writer's lease changes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The request that may append: a lease whose epoch grows with every new writer, so that a
+/// writer that lost the lease cannot move the offset (every write is conditional on the row's
+/// version, which the next writer's lease changes) nor name the tail it writes.
+pub type WriterLease = crate::lease::Lease<Writing>;
+
+/// What a resumable upload's writer is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WriterLease {
-    pub holder: String,
-    pub fence: u64,
-    pub until: DateTime<Utc>,
+pub struct Writing {
     /// The holder is completing the upload (every byte is in): until the lease ends, every
     /// other request for the upload is told to come back later (423), whatever instance it
     /// reaches.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub completing: bool,
-}
-
-impl WriterLease {
-    /// Whether the lease still holds at `now`.
-    #[must_use]
-    pub fn live(&self, now: DateTime<Utc>) -> bool {
-        self.until > now
-    }
 }
 
 /// What the completion came to, kept until the upload expires for a client whose answer got

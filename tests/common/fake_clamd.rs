@@ -24,6 +24,9 @@ pub enum Behaviour {
     /// Reads this many bytes of chunk data, answers clamd's `StreamMaxLength` error and closes,
     /// as clamd does.
     EndsEarlyAfter(usize),
+    /// Reads the whole stream, then answers this once the gate reads `true`: a scan that
+    /// stalls for as long as a test needs, and ends when it says so.
+    AnswersWhenOpen(tokio::sync::watch::Receiver<bool>, &'static str),
 }
 
 pub struct FakeClamd {
@@ -169,6 +172,11 @@ async fn serve(
                 .write_all(b"INSTREAM size limit exceeded. ERROR\0")
                 .await;
             let _ = socket.shutdown().await;
+        }
+        Behaviour::AnswersWhenOpen(mut gate, reply) => {
+            if gate.wait_for(|open| *open).await.is_ok() {
+                let _ = socket.write_all(format!("{reply}\0").as_bytes()).await;
+            }
         }
     }
 }

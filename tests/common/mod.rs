@@ -418,6 +418,23 @@ impl TestApp {
         .await
     }
 
+    /// Like [`Self::start_beside`], with the value after `flag` (every time it occurs) replaced
+    /// by `value`: another scanner, say.
+    pub async fn start_beside_replacing(&self, flag: &str, value: &str) -> Self {
+        let mut flags = self.flags.clone();
+        for i in 1..flags.len() {
+            if flags[i - 1] == flag {
+                value.clone_into(&mut flags[i]);
+            }
+        }
+        Self::launch(
+            tempfile::tempdir().expect("temp dir"),
+            flags,
+            self.bucket.clone(),
+        )
+        .await
+    }
+
     /// The command line of a maintenance command on this app's backends and data dir.
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();

@@ -128,8 +128,47 @@ pub async fn slow_patch(
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // The bodies sent are larger than hyper's read buffer: the connection drains only once
+    // the request's handler took the upload and is reading the body.
+    let port = stream.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    while !drained(port) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the service did not read the PATCH's body"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     stream
+}
+
+/// Whether every byte the loopback connection from `client_port` sent has been read by the
+/// service: nothing queued to send at the client's end, nothing unread at the server's (the
+/// kernel's own counts, in /proc/net/tcp and tcp6).
+pub fn drained(client_port: u16) -> bool {
+    let port = format!(":{client_port:04X}");
+    let (mut client_sending, mut server_unread) = (None, None);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(queues)) =
+                (fields.get(1), fields.get(2), fields.get(4))
+            else {
+                continue;
+            };
+            let Some((tx, rx)) = queues.split_once(':') else {
+                continue;
+            };
+            let count = |hex: &str| u64::from_str_radix(hex, 16).unwrap_or(u64::MAX);
+            if local.ends_with(&port) {
+                client_sending = Some(count(tx));
+            } else if remote.ends_with(&port) {
+                server_unread = Some(count(rx));
+            }
+        }
+    }
+    client_sending == Some(0) && server_unread == Some(0)
 }
 
 /// Sends a PATCH of `bytes` from offset 0 on a task of its own (a client waiting for its

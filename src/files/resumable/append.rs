@@ -13,7 +13,9 @@ use super::live::LiveScan;
 use super::{Describe, Requester, Room, hashing};
 use crate::files::{Committed, FileService, FilesError};
 use crate::keys::UploadId;
-use crate::model::{FileId, Owner, ResumableUpload, UploadOutcome, Versioned, WriterLease};
+use crate::model::{
+    FileId, Owner, ResumableUpload, UploadOutcome, Versioned, WriterLease, Writing,
+};
 use crate::pipeline::BoxError;
 use crate::pipeline::PipelineError;
 
@@ -152,7 +154,7 @@ impl FileService {
     {
         // Whose upload it is comes first: nobody stops a request of an upload not theirs.
         self.read_idle(owner, id).await?;
-        let turn = self.writers.take(id.as_str()).await;
+        let turn = self.turns.take(id.as_str()).await;
         let index = self.upload_index();
         let mut row = self.read_idle(owner, id).await?;
         progress.file_id = Some(row.value.file_id.clone());
@@ -369,7 +371,7 @@ impl FileService {
         row.value.staged = staged;
         row.value.offset = offset;
         row.value.hash = whole.map(hashing::save);
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.epoch);
         row.value.writer = match then {
             Then::Append => Some(lease(&self.instance, fence, false)),
             Then::Complete => Some(lease(&self.instance, fence, true)),
@@ -429,11 +431,11 @@ where
 }
 
 /// A lease for `holder` from now on; `completing`: for the completion of the upload.
-pub(super) fn lease(holder: &str, fence: u64, completing: bool) -> WriterLease {
+pub(super) fn lease(holder: &str, epoch: u64, completing: bool) -> WriterLease {
     WriterLease {
         holder: holder.to_owned(),
-        fence,
+        epoch,
         until: Utc::now() + LEASE,
-        completing,
+        work: Writing { completing },
     }
 }

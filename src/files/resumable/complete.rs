@@ -54,7 +54,7 @@ impl FileService {
         requester: &Requester,
     ) -> Result<Committed, FilesError> {
         let (owner, id) = (row.value.owner.clone(), row.value.id.clone());
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence);
+        let fence = row.value.writer.as_ref().map_or(0, |w| w.epoch);
         let renew = async {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
@@ -86,7 +86,7 @@ impl FileService {
             && upload
                 .writer
                 .as_ref()
-                .is_some_and(|w| w.holder == self.instance && w.fence == fence && w.completing)
+                .is_some_and(|w| w.holder == self.instance && w.epoch == fence && w.work.completing)
     }
 
     /// Whether the upload's row still names this completion: a completion whose lease was
@@ -114,11 +114,11 @@ impl FileService {
         requester: &Requester,
     ) -> Result<Committed, FilesError> {
         let upload = &row.value;
-        let fence = upload.writer.as_ref().map_or(0, |w| w.fence);
+        let fence = upload.writer.as_ref().map_or(0, |w| w.epoch);
         let result = self.commit_staged(upload, fence, live).await;
         let (outcome, result) = match result {
             Ok(c) => (UploadOutcome::Committed, Ok(c)),
-            Err(e) if crate::files::settle::refusal_status(&e).is_some() => {
+            Err(e) if crate::files::arrival::refusal_status(&e).is_some() => {
                 let refusal = describe(e);
                 (
                     UploadOutcome::Refused(refusal.clone()),
@@ -159,7 +159,8 @@ impl FileService {
         ended: Option<(UploadOutcome, Staged)>,
     ) -> Result<(), FilesError> {
         let index = self.upload_index();
-        for _ in 0..5 {
+        let mut tries = crate::retry::Backoff::at_most(5);
+        while tries.next().await {
             let Some(mut now) = index.get_upload(&upload.owner, &upload.id).await? else {
                 break;
             };
@@ -249,7 +250,7 @@ impl FileService {
                 Ok(ingested) => ingested,
                 Err(e) => {
                     let e = quota_error(e);
-                    if crate::files::settle::refusal_status(&e).is_some() {
+                    if crate::files::arrival::refusal_status(&e).is_some() {
                         this.discard(&key).await;
                     } else {
                         // The object stays claimed for the retry, which finds it finished.

@@ -6,7 +6,7 @@ mod append;
 mod complete;
 mod hashing;
 mod live;
-mod writers;
+mod turns;
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::sniff;
 
 pub use append::{Append, Appended, Checksum, ChecksumAlgorithm, Progress};
 pub use live::LiveScans;
-pub use writers::Writers;
+pub use turns::Turns;
 
 /// How resumable uploads are bounded.
 #[derive(Debug, Clone, Copy)]
@@ -193,7 +193,7 @@ impl FileService {
     /// How many uploads requests on this instance are working on now.
     #[must_use]
     pub fn uploads_in_hand(&self) -> usize {
-        self.writers.len()
+        self.turns.len()
     }
 
     /// The upload as it stands, once any request still appending to it on this instance has
@@ -205,7 +205,7 @@ impl FileService {
         id: &UploadId,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
         self.read_idle(owner, id).await?;
-        drop(self.writers.take(id.as_str()).await);
+        drop(self.turns.take(id.as_str()).await);
         self.read_idle(owner, id).await
     }
 
@@ -247,7 +247,7 @@ impl FileService {
         id: &UploadId,
     ) -> Result<FileId, FilesError> {
         self.read_idle(owner, id).await?;
-        let _turn = self.writers.take(id.as_str()).await;
+        let _turn = self.turns.take(id.as_str()).await;
         let mut row = self.read_idle(owner, id).await?;
         if row.value.outcome == Some(UploadOutcome::Committed) {
             return Err(FilesError::UploadCompleted);
@@ -262,7 +262,7 @@ impl FileService {
     /// bytes, or its completion): that client has no URL for it, so nothing of it stays and it
     /// holds no slot. An upload whose file was committed is kept (its outcome is the file's).
     pub async fn abandon_upload(&self, owner: &Owner, id: &UploadId) -> Result<(), FilesError> {
-        let _turn = self.writers.take(id.as_str()).await;
+        let _turn = self.turns.take(id.as_str()).await;
         match self.upload_index().get_upload(owner, id).await? {
             Some(row) if row.value.outcome != Some(UploadOutcome::Committed) => {
                 self.remove_upload(owner, id).await.map(|_| ())
@@ -281,14 +281,16 @@ impl FileService {
         row: &mut Versioned<ResumableUpload>,
         completing: bool,
     ) -> Result<u64, FilesError> {
-        if let Some(w) = &row.value.writer
-            && w.live(Utc::now())
-            && w.holder != self.instance
-        {
-            return Err(FilesError::UploadLocked);
-        }
-        let fence = row.value.writer.as_ref().map_or(0, |w| w.fence) + 1;
-        row.value.writer = Some(append::lease(&self.instance, fence, completing));
+        let lease = crate::lease::Lease::take(
+            row.value.writer.as_ref(),
+            &self.instance,
+            append::LEASE,
+            crate::model::Writing { completing },
+            false,
+        )
+        .map_err(|_| FilesError::UploadLocked)?;
+        let fence = lease.epoch;
+        row.value.writer = Some(lease);
         row.version = match self
             .upload_index()
             .put_upload(&row.value, Some(row.version))
@@ -321,7 +323,7 @@ impl FileService {
                 if file_id.is_some_and(|f| *f != row.value.file_id) {
                     continue;
                 }
-                let _turn = self.writers.take(row.value.id.as_str()).await;
+                let _turn = self.turns.take(row.value.id.as_str()).await;
                 if self.remove_upload(owner, &row.value.id).await? {
                     count += 1;
                 }

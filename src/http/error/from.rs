@@ -133,7 +133,7 @@ impl From<FilesError> for ApiError {
             FilesError::Pipeline(p) => p.into(),
             FilesError::Index(i) => index_error(&i),
             FilesError::Store(s) => store_error(&s),
-            FilesError::Contended => {
+            FilesError::Contended | FilesError::LeaseLost => {
                 let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailableException",

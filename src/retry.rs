@@ -1,5 +1,5 @@
-//! Retries of conditional writes that lost a race: a short, jittered pause between tries, and
-//! a bound after which the request is answered 503.
+//! The service's retry policy: a short, jittered pause between tries of work that lost a race
+//! or met a passing backend failure, and a bound after which the request is answered 503.
 
 use std::time::Duration;
 
@@ -18,29 +18,41 @@ const MAX_PAUSE: Duration = Duration::from_millis(100);
 const CONTENDED_FOR: Duration = Duration::from_mins(1);
 
 /// Counts the tries of one conditional write.
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     /// Tries made: the pause grows with them.
     tries: u32,
-    /// Tries that count toward [`TRIES`].
+    /// Tries that count toward `limit`.
     spent: u32,
+    limit: u32,
     since: Instant,
     max_pause: Duration,
 }
 
 impl Backoff {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             tries: 0,
             spent: 0,
+            limit: TRIES,
             since: Instant::now(),
             max_pause: MAX_PAUSE,
+        }
+    }
+
+    /// At most `n` tries, with the same pauses: for best-effort work (deleting an object no row
+    /// names, recording an outcome a later request can also record) that soon leaves the rest
+    /// to a later pass or to `reconcile`.
+    pub(crate) fn at_most(n: u32) -> Self {
+        Self {
+            limit: n,
+            ..Self::new()
         }
     }
 
     /// The last try lost to another writer (a conflict): it is not counted while the contention
     /// has lasted less than [`CONTENDED_FOR`]. Only failures that are not somebody else's
     /// success spend the tries.
-    pub(super) fn lost_race(&mut self) {
+    pub(crate) fn lost_race(&mut self) {
         if self.since.elapsed() < CONTENDED_FOR {
             self.spent = self.spent.saturating_sub(1);
         }
@@ -49,8 +61,8 @@ impl Backoff {
     /// Waits before every try but the first; `false` once the tries are spent. The pause is
     /// random within a bound that doubles each time, so writers that collided do not collide
     /// again in step.
-    pub(super) async fn next(&mut self) -> bool {
-        if self.spent >= TRIES {
+    pub(crate) async fn next(&mut self) -> bool {
+        if self.spent >= self.limit {
             return false;
         }
         if self.tries > 0 {
@@ -78,6 +90,19 @@ mod tests {
             tries += 1;
         }
         assert_eq!(tries, TRIES);
+    }
+
+    #[tokio::test]
+    async fn best_effort_work_tries_a_few_times() {
+        let mut backoff = Backoff {
+            max_pause: Duration::ZERO,
+            ..Backoff::at_most(4)
+        };
+        let mut tries = 0;
+        while backoff.next().await {
+            tries += 1;
+        }
+        assert_eq!(tries, 4);
     }
 
     #[tokio::test]

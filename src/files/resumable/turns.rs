@@ -19,7 +19,7 @@ type Slots = Mutex<HashMap<String, Weak<Slot>>>;
 
 /// The uploads this instance is appending to.
 #[derive(Default)]
-pub struct Writers(Arc<Slots>);
+pub struct Turns(Arc<Slots>);
 
 /// Held while a request works on an upload; `stop` is cancelled when a newer request comes.
 pub struct Turn {
@@ -30,7 +30,7 @@ pub struct Turn {
     slots: Arc<Slots>,
 }
 
-impl Writers {
+impl Turns {
     /// Stops the request working on `upload` here, if any, and returns once it has let go.
     pub async fn take(&self, upload: &str) -> Turn {
         let slot = {
@@ -92,11 +92,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_lives_only_while_a_turn_holds_it() {
-        let writers = Writers::default();
-        let first = writers.take("a").await;
-        assert_eq!(writers.len(), 1);
+        let turns = Turns::default();
+        let first = turns.take("a").await;
+        assert_eq!(turns.len(), 1);
         let second = {
-            let w = &writers;
+            let w = &turns;
             let waiting = w.take("a");
             tokio::pin!(waiting);
             // The newer request stops the older one and waits for it to let go.
@@ -105,8 +105,8 @@ mod tests {
             drop(first);
             waiting.await
         };
-        assert_eq!(writers.len(), 1);
+        assert_eq!(turns.len(), 1);
         drop(second);
-        assert!(writers.is_empty());
+        assert!(turns.is_empty());
     }
 }

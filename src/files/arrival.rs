@@ -1,18 +1,43 @@
-//! Settling a pending upload: a presigned upload that arrived is streamed from its object through
-//! the upload pipeline's checks and copied, as the very version that was checked, into a fresh
-//! object (while clamd decides), which becomes the file once the verdict is clean; one that fails
-//! a check, or expired without arriving, is dropped. The URL's own object never becomes the file,
-//! so nothing sent to the URL later changes what is served.
+//! An arrived presigned upload, settled: checked, then committed or refused.
+//!
+//! It is streamed from its object through the upload pipeline's checks and copied, as the very
+//! version that was checked, into a fresh object (while clamd decides), which becomes the file
+//! once the verdict is clean; one that fails a check, or expired without arriving, is dropped.
+//! The URL's own object never becomes the file, so nothing sent to the URL later changes what
+//! is served.
 
 use chrono::Utc;
 
+use super::settler::ArrivalOutcome;
 use super::{Backoff, Committed, FileService, FilesError};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::Role;
 use crate::config::Mode;
+use crate::keys::UploadId;
+use crate::lease::Fence;
 use crate::model::{FileId, FileRow, Owner, PendingUpload, Versioned};
 use crate::pipeline::{Declared, PipelineError};
 use crate::store::StoreError;
+
+/// The upload URL a commit consumes, and the settler's lease its arrival is checked under, if
+/// any: the switch lands only while the row's pending upload is that one, under that lease.
+#[derive(Debug, Clone)]
+pub(super) struct Consumes {
+    pub upload: UploadId,
+    pub fence: Option<Fence>,
+}
+
+impl Consumes {
+    /// Whether `pending` is still under this commit's lease (always, without one).
+    pub(super) fn holds(&self, pending: &PendingUpload) -> bool {
+        under(pending, self.fence.as_ref())
+    }
+}
+
+/// Whether `pending` is still under `fence` (always, without one).
+fn under(pending: &PendingUpload, fence: Option<&Fence>) -> bool {
+    fence.is_none_or(|f| pending.lease.as_ref().is_some_and(|l| l.is(f)))
+}
 
 /// The status an arrival's refusal has in the audit log, or `None` when the failure is not the
 /// upload's fault (a backend was down) and it stays pending.
@@ -64,9 +89,9 @@ impl FileService {
             false
         };
         if arrived {
-            self.take_arrival(owner, file_id, &pending).await?;
+            self.take_arrival(owner, file_id, &pending, None).await?;
         } else if pending.expires_on <= Utc::now() {
-            self.drop_pending(owner, file_id, &pending).await?;
+            self.drop_pending(owner, file_id, &pending, None).await?;
         } else {
             return Ok(Some(row));
         }
@@ -74,19 +99,25 @@ impl FileService {
     }
 
     /// Streams an arrived upload into a fresh object through the pipeline, then deletes the
-    /// object the URL wrote.
+    /// object the URL wrote. Under the settler's lease (`fence`), only while nobody took the
+    /// lease over: an arrival this call did not settle is [`ArrivalOutcome::Lost`].
     pub(super) async fn take_arrival(
         &self,
         owner: &Owner,
         file_id: &FileId,
         pending: &PendingUpload,
-    ) -> Result<(), FilesError> {
+        fence: Option<&Fence>,
+    ) -> Result<ArrivalOutcome, FilesError> {
+        let consumes = Consumes {
+            upload: pending.upload_id.clone(),
+            fence: fence.cloned(),
+        };
         let mut tries = Backoff::new();
         let result = loop {
             let read = match self.store.read_whole(&pending.key).await {
                 Ok(r) => r,
-                // Taken by a request that settled it at the same time.
-                Err(StoreError::NotFound) => return Ok(()),
+                // Settled, or dropped, by another request or instance meanwhile.
+                Err(StoreError::NotFound) => return Ok(ArrivalOutcome::Lost),
                 Err(e) => return Err(e.into()),
             };
             let etag = read.etag.ok_or_else(|| StoreError::Backend {
@@ -108,7 +139,7 @@ impl FileService {
                     file_id,
                     read.body,
                     &declared,
-                    Some(&pending.upload_id),
+                    Some(&consumes),
                     Some((pending.key.clone(), etag)),
                 )
                 .await;
@@ -122,24 +153,30 @@ impl FileService {
             Ok(committed) => {
                 self.audit_arrival(owner, file_id, pending, Ok(committed));
                 self.discard(&pending.key).await;
-                Ok(())
+                Ok(ArrivalOutcome::Settled)
             }
             // Settled by another request meanwhile, replaced by a newer upload URL, or erased:
             // the URL's object is nobody's now.
             Err(FilesError::UploadConsumed | FilesError::ClaimRevoked) => {
                 self.discard(&pending.key).await;
-                Ok(())
+                Ok(ArrivalOutcome::Lost)
             }
+            // Another instance took the lease over, and reads the URL's object now.
+            Err(FilesError::LeaseLost) => Ok(ArrivalOutcome::Lost),
             Err(e) => match refusal_status(e) {
                 Some(status) => {
+                    // Dropped first, so that only the holder of the lease audits the refusal.
+                    if !self.drop_pending(owner, file_id, pending, fence).await? {
+                        return Ok(ArrivalOutcome::Lost);
+                    }
                     let signature = match e {
                         FilesError::Pipeline(PipelineError::Infected(s)) => Some(s.as_str()),
                         _ => None,
                     };
                     self.audit_arrival(owner, file_id, pending, Err((status, signature)));
-                    self.drop_pending(owner, file_id, pending).await
+                    Ok(ArrivalOutcome::Settled)
                 }
-                None => result.map(|_| ()),
+                None => result.map(|_| ArrivalOutcome::Deferred),
             },
         }
     }
@@ -178,34 +215,44 @@ impl FileService {
     }
 
     /// Takes `pending` out of its row, if it is still there (a row that then holds nothing goes),
-    /// and deletes whatever arrived for it.
+    /// and deletes whatever arrived for it. `true` when this call took it out; `false` when it
+    /// was gone already, or is there under a lease other than `fence` (when given), whose
+    /// holder settles it: then nothing is touched.
     pub(super) async fn drop_pending(
         &self,
         owner: &Owner,
         file_id: &FileId,
         pending: &PendingUpload,
-    ) -> Result<(), FilesError> {
+        fence: Option<&Fence>,
+    ) -> Result<bool, FilesError> {
         let mut tries = Backoff::new();
+        let mut dropped = false;
         while tries.next().await {
             let Some(mut row) = self.index.get(owner, file_id).await? else {
                 break;
             };
-            if row
+            let Some(p) = row
                 .value
                 .pending
                 .as_ref()
-                .is_none_or(|p| p.upload_id != pending.upload_id)
-            {
+                .filter(|p| p.upload_id == pending.upload_id)
+            else {
                 break;
+            };
+            if !under(p, fence) {
+                return Ok(false);
             }
             row.value.pending = None;
             match self.index.rewrite(&row.value, row.version).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    dropped = true;
+                    break;
+                }
                 Err(e) if !e.is_retryable() => return Err(e.into()),
                 Err(_) => {}
             }
         }
         self.store.delete(&pending.key).await?;
-        Ok(())
+        Ok(dropped)
     }
 }
