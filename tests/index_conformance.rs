@@ -672,6 +672,7 @@ fn file_service(
             resumable: participant_files::files::resumable::ResumableSettings {
                 ttl: std::time::Duration::from_hours(24),
                 max_open: 10,
+                max_open_per_app: 1000,
                 scan_sessions: 16,
             },
         },

@@ -43,19 +43,23 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::builders::PutBuilder;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
+use super::usage::{Counters, FileCount, Recount};
 use super::{AppPosition, AppQuery, FileIndex, IndexError, Usage};
 use crate::model::{FileId, FileRow, Owner, Versioned};
+use usage::build;
 
 mod item;
 mod setup;
 mod uploads;
+mod usage;
 
 use item::{
-    BY_APP, BY_APP_FILE, BY_PENDING, GSI_ROW, GSI_TIME, PENDING_HASH, from_item, get_n, get_s,
-    get_time, n, parse_position, position_key, row_key, s, time_key, to_item,
+    BY_APP, BY_APP_FILE, BY_PENDING, GSI_ROW, GSI_TIME, PENDING_HASH, from_item, get_n, get_s, n,
+    parse_position, position_key, row_key, s, time_key, to_item,
 };
 pub use setup::TableSetup;
 
@@ -208,8 +212,12 @@ impl DynamoFileIndex {
                     .map_err(|e| failed("Scan failed", e))?;
                 (out.items.unwrap_or_default(), out.last_evaluated_key)
             };
-            // A scan also meets the items of resumable uploads, which are not file rows.
-            for item in items.iter().filter(|i| !i.contains_key(uploads::STATE)) {
+            // A scan also meets the items of resumable uploads and the usage counters, which are not
+            // file rows.
+            for item in items
+                .iter()
+                .filter(|i| !i.contains_key(uploads::STATE) && !i.contains_key(usage::UPLOADS))
+            {
                 rows.push(from_item(item)?);
             }
             match last {
@@ -225,6 +233,39 @@ fn start_key(owner: &Owner, file: &FileId) -> Item {
         ("pk".to_owned(), s(&pk(owner))),
         ("fileId".to_owned(), s(file.as_str())),
     ])
+}
+
+/// A write over `old`, read at `expected`: conditional on the same version and the same
+/// committed object, so that a row deleted and written again since (versions start again at
+/// 1) with other bytes fails it, and the counters' change computed from `old` is exact.
+fn same_row(put: PutBuilder, expected: u64, old: Option<&FileRow>) -> PutBuilder {
+    let put = put
+        .expression_attribute_names("#version", "version")
+        .expression_attribute_values(":expected", n(expected));
+    match old.and_then(|r| r.current.as_ref()) {
+        Some(c) => put
+            .condition_expression("#version = :expected AND objectKey = :ok")
+            .expression_attribute_values(":ok", s(c.key.as_str())),
+        None => {
+            put.condition_expression("#version = :expected AND attribute_not_exists(objectKey)")
+        }
+    }
+}
+
+impl DynamoFileIndex {
+    /// The row at `expected`, read consistently; a conflict when the row is gone or at
+    /// another version.
+    async fn row_at(
+        &self,
+        owner: &Owner,
+        file: &FileId,
+        expected: u64,
+    ) -> Result<FileRow, IndexError> {
+        match self.get(owner, file).await? {
+            Some(r) if r.version == expected => Ok(r.value),
+            _ => Err(IndexError::Conflict),
+        }
+    }
 }
 
 #[async_trait]
@@ -435,95 +476,59 @@ impl FileIndex for DynamoFileIndex {
 
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let version = expected.map_or(1, |v| v + 1);
-        let mut req = self
-            .client
-            .put_item()
+        let old = match expected {
+            None => None,
+            Some(v) => Some(self.row_at(&row.owner, &row.file_id, v).await?),
+        };
+        let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(to_item(row, version)));
-        req = match expected {
-            None => req.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => req
-                .condition_expression("#version = :expected")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":expected", n(v)),
+        put = match (expected, &old) {
+            (Some(v), Some(old)) => same_row(put, v, Some(old)),
+            _ => put.condition_expression("attribute_not_exists(pk)"),
         };
-        match req.send().await {
-            Ok(_) => Ok(version),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(IndexError::Conflict)
-            }
-            Err(e) => Err(failed("PutItem failed", e)),
-        }
+        let change = FileCount::of(Some(row)).minus(FileCount::of(old.as_ref()));
+        let write = TransactWriteItem::builder()
+            .put(build(put.build())?)
+            .build();
+        self.write_counted(&row.owner, write, change, 0).await?;
+        Ok(version)
     }
 
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
-        match self
-            .client
-            .delete_item()
+        let old = self.row_at(owner, file, expected).await?;
+        let mut delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(start_key(owner, file)))
             .condition_expression("#version = :expected")
             .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":expected", n(expected))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(IndexError::Conflict)
-            }
-            Err(e) => Err(failed("DeleteItem failed", e)),
+            .expression_attribute_values(":expected", n(expected));
+        if let Some(key) = old.current.as_ref() {
+            delete = delete
+                .condition_expression("#version = :expected AND objectKey = :ok")
+                .expression_attribute_values(":ok", s(key.key.as_str()));
         }
+        let change = FileCount::default().minus(FileCount::of(Some(&old)));
+        let write = TransactWriteItem::builder()
+            .delete(build(delete.build())?)
+            .build();
+        self.write_counted(owner, write, change, 0).await
+    }
+
+    async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
+        self.usage_of(owner, now).await
+    }
+
+    async fn counters(&self, owner: &Owner) -> Result<Option<Counters>, IndexError> {
+        self.stored(owner).await
+    }
+
+    async fn recount(&self, owner: &Owner) -> Result<Vec<Recount>, IndexError> {
+        self.recount_owner(owner).await
     }
 
     fn uploads(&self) -> &dyn super::UploadIndex {
         self
-    }
-
-    async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
-        // Only the attributes usage needs: a participant with many files is one or a few pages.
-        let mut usage = Usage::default();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk(owner)))
-                .projection_expression("objectKey, #size, pendingExpiresOn")
-                .expression_attribute_names("#size", "size")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| failed("Query failed", e))?;
-            for item in out.items() {
-                let file = get_s(item, "objectKey").is_some();
-                if file {
-                    usage.files += 1;
-                    usage.bytes += get_n(item, "size")?.unwrap_or_default();
-                }
-                if get_s(item, "pendingExpiresOn").is_some()
-                    && get_time(item, "pendingExpiresOn")? > now
-                {
-                    usage.pending += 1;
-                    if !file {
-                        usage.pending_new += 1;
-                    }
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(usage),
-            }
-        }
     }
 
     async fn check(&self) -> Result<(), IndexError> {

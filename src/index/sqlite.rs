@@ -7,12 +7,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::usage::{Counters, FileCount, Recount};
 use super::{AppQuery, FileIndex, IndexError, Usage};
 use crate::model::{FileId, FileRow, Owner, Versioned};
 
 mod row;
 mod schema;
 mod uploads;
+mod usage;
 mod writer;
 
 use row::{COLUMNS, RawRow, millis};
@@ -144,6 +146,8 @@ impl SqliteFileIndex {
                 .map_err(|e| backend("cannot create the listing indexes", e))?;
             conn.execute_batch(uploads::SCHEMA)
                 .map_err(|e| backend("cannot create the uploads table", e))?;
+            conn.execute_batch(usage::SCHEMA)
+                .map_err(|e| backend("cannot create the usage table", e))?;
             Ok(conn)
         })
         .await
@@ -182,30 +186,6 @@ impl SqliteFileIndex {
             pool.push(conn);
         }
         out
-    }
-
-    /// Deletes the row that `sql` names (parameters: its three key columns, then the version)
-    /// if it is still at `expected`; else a conflict.
-    async fn delete_at(
-        &self,
-        sql: &'static str,
-        [a, b, c]: [String; 3],
-        expected: u64,
-        failed: &'static str,
-    ) -> Result<(), IndexError> {
-        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
-        self.with(move |conn| {
-            let deleted = conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.execute(params![a, b, c, expected]))
-                .map_err(|e| backend(failed, e))?;
-            if deleted == 1 {
-                Ok(())
-            } else {
-                Err(IndexError::Conflict)
-            }
-        })
-        .await
     }
 
     /// Runs a write in the writer's next commit; answers once that commit is durable.
@@ -338,74 +318,60 @@ impl FileIndex for SqliteFileIndex {
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let row = row.clone();
         self.with(move |tx| {
-            // The version read and the row written in one savepoint of the writer's
-            // transaction, which holds the write lock: nothing comes in between.
-            let current: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT version FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3",
-                )
-                .and_then(|mut s| s.query_row(
-                    params![
-                        row.owner.app.as_str(),
-                        row.owner.participant.as_str(),
-                        row.file_id.as_str()
-                    ],
-                    |r| r.get(0),
-                ).optional())
-                .map_err(|e| backend("put failed", e))?;
-            let current = current
-                .map(|v| u64::try_from(v).map_err(|_| corrupt("version")))
-                .transpose()?;
-            if current != expected {
+            // The row read, the row written and the counters changed in one savepoint of the
+            // writer's transaction, which holds the write lock: nothing comes in between. The
+            // index reads the row it replaces itself rather than trusting a caller's copy.
+            let before = usage::file_before(tx, &row.owner, row.file_id.as_str())?;
+            if before.map(|(v, _)| v) != expected {
                 return Err(IndexError::Conflict);
             }
             let version = expected.map_or(1, |v| v + 1);
             row::insert(tx, &row, version)?;
+            let old = before.map(|(_, c)| c).unwrap_or_default();
+            usage::change(tx, &row.owner, FileCount::of(Some(&row)).minus(old), 0)?;
             Ok(version)
         })
         .await
     }
 
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
-        self.delete_at(
-            "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3 \
-             AND version = ?4",
-            [
-                owner.app.to_string(),
-                owner.participant.to_string(),
-                file.to_string(),
-            ],
-            expected,
-            "delete failed",
-        )
+        let (owner, file) = (owner.clone(), file.to_string());
+        self.with(move |tx| {
+            let Some((version, old)) = usage::file_before(tx, &owner, &file)? else {
+                return Err(IndexError::Conflict);
+            };
+            if version != expected {
+                return Err(IndexError::Conflict);
+            }
+            tx.prepare_cached(
+                "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    owner.app.as_str(),
+                    owner.participant.as_str(),
+                    file
+                ])
+            })
+            .map_err(|e| backend("delete failed", e))?;
+            usage::change(tx, &owner, FileCount::default().minus(old), 0)
+        })
         .await
     }
 
     async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
-        let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
-        let now = millis(now);
-        self.read(move |conn| {
-            let (files, bytes, pending, pending_new): (i64, i64, i64, i64) = conn
-                .prepare_cached(
-                    "SELECT COUNT(object_key), COALESCE(SUM(size), 0), \
-                     COUNT(CASE WHEN pending_expires_on > ?3 THEN 1 END), \
-                     COUNT(CASE WHEN pending_expires_on > ?3 AND object_key IS NULL THEN 1 END) \
-                     FROM files WHERE app = ?1 AND participant = ?2",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![app, participant, now], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                })
-                .map_err(|e| backend("usage failed", e))?;
-            let n = |v: i64| u64::try_from(v).map_err(|_| corrupt("size"));
-            Ok(Usage {
-                files: n(files)?,
-                bytes: n(bytes)?,
-                pending: n(pending)?,
-                pending_new: n(pending_new)?,
-            })
-        })
+        let owner = owner.clone();
+        self.read(move |conn| usage::usage(conn, &owner, now))
+    }
+
+    async fn counters(&self, owner: &Owner) -> Result<Option<Counters>, IndexError> {
+        let owner = owner.clone();
+        self.read(move |conn| usage::counters(conn, &owner))
+    }
+
+    async fn recount(&self, owner: &Owner) -> Result<Vec<Recount>, IndexError> {
+        let owner = owner.clone();
+        self.with(move |tx| usage::recount(tx, &owner)).await
     }
 
     fn uploads(&self) -> &dyn super::UploadIndex {
