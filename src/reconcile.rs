@@ -152,33 +152,30 @@ async fn drop_expired_uploads(backends: &Backends) -> anyhow::Result<Vec<String>
     }
 }
 
-/// Counts the participant's rows again and repairs usage counters that drifted (or gives
-/// counters to a participant that had none). Not an audit event: no file changed. The line
-/// names identifiers and counts only.
+/// Counts the participant's rows again and repairs usage counters that drifted, with a line
+/// of identifiers and counts only (not an audit event: no file changed). A participant that
+/// had no counters yet (written before they existed) is counted quietly: that is the
+/// migration, not drift.
 async fn recount(backends: &Backends, owner: &Owner) -> anyhow::Result<Vec<String>> {
     let repaired = backends.index.recount(owner).await?;
     Ok(repaired
         .into_iter()
-        .map(|r| {
-            let was = r.stored.map_or_else(
-                || "none".to_owned(),
-                |c| {
-                    format!(
-                        "{} files, {} bytes, {} uploads",
-                        c.files, c.bytes, c.uploads
-                    )
-                },
-            );
+        .filter_map(|r| {
+            let was = r.stored?;
             let line = format!(
-                "usage counter repaired {}/{}: {was} -> {} files, {} bytes, {} uploads",
+                "usage counter repaired {}/{}: {} files, {} bytes, {} uploads -> {} files, {} \
+                 bytes, {} uploads",
                 r.owner.app,
                 r.owner.participant,
+                was.files,
+                was.bytes,
+                was.uploads,
                 r.counted.files,
                 r.counted.bytes,
                 r.counted.uploads
             );
             tracing::warn!(app = %r.owner.app, participant = %r.owner.participant, "{line}");
-            line
+            Some(line)
         })
         .collect())
 }

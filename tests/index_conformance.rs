@@ -764,6 +764,16 @@ async fn a_write_whose_answer_was_lost_is_recognised_as_done() {
             assert_eq!(current.key, committed.file.key, "{what}");
             assert_eq!(read_all(&files, &current).await, b"third version", "{what}");
             assert_eq!(backends.store.list().await.unwrap().len(), 1, "{what}");
+            // The usage counters changed with each write that landed, once: one file, its bytes.
+            assert_eq!(
+                lossy.inner.counters(&o).await.unwrap(),
+                Some(participant_files::index::Counters {
+                    files: 1,
+                    bytes: b"third version".len() as u64,
+                    uploads: 0,
+                }),
+                "{what}"
+            );
         }
     }
 }

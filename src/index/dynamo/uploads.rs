@@ -112,8 +112,11 @@ impl UploadIndex for DynamoFileIndex {
         expected: Option<u64>,
     ) -> Result<u64, IndexError> {
         let version = expected.map_or(1, |v| v + 1);
+        // An ended upload never opens again: an open one written over a version was open, and
+        // only the write that ends an upload needs to read what it replaces.
         let was_open = match expected {
             None => false,
+            Some(_) if upload.outcome.is_none() => true,
             Some(v) => self.upload_at(&upload.owner, &upload.id, v).await?,
         };
         let put = put_item(&self.table, upload, expected)?;

@@ -129,10 +129,16 @@ pub(super) fn change(
     files: FileCount,
     uploads: i64,
 ) -> Result<(), IndexError> {
+    let app = owner.app.as_str();
     if files.is_zero() && uploads == 0 {
+        // A write that changes no counter still counts a participant that has none (an
+        // index file from before counters): from then on its reads cost the same at any size.
+        if stored(conn, app, owner.participant.as_str())?.is_none() {
+            let now = counted(conn, app, owner.participant.as_str())?;
+            store(conn, app, owner.participant.as_str(), now)?;
+        }
         return Ok(());
     }
-    let app = owner.app.as_str();
     change_one(conn, app, owner.participant.as_str(), files, uploads)?;
     if uploads != 0 {
         change_one(conn, app, APP, FileCount::default(), uploads)?;
