@@ -154,6 +154,7 @@ impl Config {
             resumable: crate::files::resumable::ResumableSettings {
                 ttl: args.resumable_ttl,
                 max_open: args.max_resumable_per_participant,
+                max_open_per_app: args.max_resumable_per_app,
                 scan_sessions: args.resumable_scan_sessions,
             },
             max_file_size,

@@ -26,6 +26,9 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
     let now = Utc::now();
     let stale = now - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
     let mut after: Option<(Owner, FileId)> = None;
+    // The participant whose rows are being read: its usage counters are recounted once its
+    // last row was read.
+    let mut visited: Option<Owner> = None;
     loop {
         let rows = backends
             .index
@@ -35,6 +38,11 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         after = Some((last.value.owner.clone(), last.value.file_id.clone()));
         let full = rows.len() == 100;
         for row in rows {
+            if visited.as_ref() != Some(&row.value.owner)
+                && let Some(done) = visited.replace(row.value.owner.clone())
+            {
+                removed.extend(recount(backends, &done).await?);
+            }
             let mut next = row.value.clone();
             let mut lines = Vec::new();
             if let Some(c) = &next.current {
@@ -74,6 +82,9 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         if !full {
             break;
         }
+    }
+    if let Some(done) = visited {
+        removed.extend(recount(backends, &done).await?);
     }
     removed.extend(drop_expired_uploads(backends).await?);
     let (tails, objects): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.tail);
@@ -139,4 +150,32 @@ async fn drop_expired_uploads(backends: &Backends) -> anyhow::Result<Vec<String>
             return Ok(removed);
         }
     }
+}
+
+/// Counts the participant's rows again and repairs usage counters that drifted, with a line
+/// of identifiers and counts only (not an audit event: no file changed). A participant that
+/// had no counters yet (written before they existed) is counted quietly: that is the
+/// migration, not drift.
+async fn recount(backends: &Backends, owner: &Owner) -> anyhow::Result<Vec<String>> {
+    let repaired = backends.index.recount(owner).await?;
+    Ok(repaired
+        .into_iter()
+        .filter_map(|r| {
+            let was = r.stored?;
+            let line = format!(
+                "usage counter repaired {}/{}: {} files, {} bytes, {} uploads -> {} files, {} \
+                 bytes, {} uploads",
+                r.owner.app,
+                r.owner.participant,
+                was.files,
+                was.bytes,
+                was.uploads,
+                r.counted.files,
+                r.counted.bytes,
+                r.counted.uploads
+            );
+            tracing::warn!(app = %r.owner.app, participant = %r.owner.participant, "{line}");
+            Some(line)
+        })
+        .collect())
 }

@@ -677,6 +677,7 @@ fn file_service(
             resumable: participant_files::files::resumable::ResumableSettings {
                 ttl: std::time::Duration::from_hours(24),
                 max_open: 10,
+                max_open_per_app: 1000,
                 scan_sessions: 16,
             },
         },
@@ -768,6 +769,16 @@ async fn a_write_whose_answer_was_lost_is_recognised_as_done() {
             assert_eq!(current.key, committed.file.key, "{what}");
             assert_eq!(read_all(&files, &current).await, b"third version", "{what}");
             assert_eq!(backends.store.list().await.unwrap().len(), 1, "{what}");
+            // The usage counters changed with each write that landed, once: one file, its bytes.
+            assert_eq!(
+                lossy.inner.counters(&o).await.unwrap(),
+                Some(participant_files::index::Counters {
+                    files: 1,
+                    bytes: b"third version".len() as u64,
+                    uploads: 0,
+                }),
+                "{what}"
+            );
         }
     }
 }

@@ -24,6 +24,7 @@ use participant_files::model::{AppId, UserId};
 
 mod arrival;
 mod resumable;
+mod usage;
 
 const MIB: u64 = 1024 * 1024;
 const JWT: &str = "bench-jwt-secret-0123456789abcdef0123456789";
@@ -830,7 +831,7 @@ async fn main() {
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1119,6 +1120,10 @@ async fn main() {
 
     if cases.contains("resumable") {
         resumable::resumable(&ctx, &bucket, size, runs, &mut push).await;
+    }
+
+    if cases.contains("usage") {
+        usage::usage(&bucket, &mut push).await;
     }
 
     let machine = format!(

@@ -129,6 +129,14 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub max_resumable_per_participant: u64,
+    /// Resumable uploads one app may have open at once, all its participants together.
+    #[arg(
+        long,
+        env = "PF_MAX_RESUMABLE_PER_APP",
+        value_name = "PF_MAX_RESUMABLE_PER_APP",
+        default_value_t = 1000
+    )]
+    pub max_resumable_per_app: u64,
     /// Scan sessions an instance keeps open between the requests of resumable uploads, so
     /// that clamd gets each byte once; past it, an upload is scanned from the store at its
     /// completion. Each holds a connection to clamd.

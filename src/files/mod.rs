@@ -78,6 +78,8 @@ pub enum FilesError {
     Infected(String),
     #[error("the participant has too many open resumable uploads")]
     TooManyUploads,
+    #[error("the app has too many open resumable uploads")]
+    TooManyAppUploads,
     #[error("the resumable upload expired")]
     UploadExpired,
     #[error("the upload's offset is {0}")]

@@ -3,6 +3,7 @@
 mod dynamo;
 mod sqlite;
 mod uploads;
+pub mod usage;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use crate::model::{AppId, FileId, FileRow, Owner, UserId, Versioned};
 pub use dynamo::{DynamoFileIndex, TableSetup};
 pub use sqlite::{SqliteFileIndex, list_app_sql, pending_sql};
 pub use uploads::UploadIndex;
+pub use usage::{Counters, LimitReached, OpenLimits, Recount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -198,7 +200,21 @@ pub trait FileIndex: Send + Sync {
         }
     }
 
-    /// What `owner` holds; upload URLs count while they are unexpired at `now`. The default
+    /// The usage counters stored for `owner`, `None` before it was counted; for checks. The
+    /// default (an index without counters) has none.
+    async fn counters(&self, _owner: &Owner) -> Result<Option<Counters>, IndexError> {
+        Ok(None)
+    }
+
+    /// Counts `owner`'s rows (and its app's open uploads) again in one atomic step and stores
+    /// the counts where the counters differ (or are missing); returns the participants'
+    /// counters it repaired. For `reconcile`. The default keeps no counters.
+    async fn recount(&self, _owner: &Owner) -> Result<Vec<Recount>, IndexError> {
+        Ok(Vec::new())
+    }
+
+    /// What `owner` holds; upload URLs count while they are unexpired at `now`. The indexes
+    /// read their counters and the owner's pending rows; the default (for wrappers in tests)
     /// reads every row of the owner.
     async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
         let mut usage = Usage::default();

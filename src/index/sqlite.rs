@@ -5,63 +5,24 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::usage::{Counters, FileCount, Recount};
 use super::{AppQuery, FileIndex, IndexError, Usage};
-use crate::keys::ObjectKey;
-use crate::model::{
-    AppId, Claim, FileId, FileRow, Issuer, Lease, Owner, PendingUpload, ScanEvidence, ScanStatus,
-    StoredFile, UserId, Versioned,
-};
+use crate::model::{FileId, FileRow, Owner, Versioned};
 
+mod row;
+mod schema;
 mod uploads;
+mod usage;
 mod writer;
 
+use row::{COLUMNS, RawRow, millis};
+use schema::{
+    APP_INDEXES, SCHEMA, add_missing_columns, keep_statements, open_reader, stable_plans,
+};
+
 const NAME: &str = "sqlite";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS files (
-    app TEXT NOT NULL,
-    participant TEXT NOT NULL,
-    file_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    object_key TEXT,
-    mime_type TEXT,
-    size INTEGER,
-    sha256 TEXT,
-    scan_status TEXT,
-    created_on INTEGER,
-    pending_key TEXT,
-    pending_mime_type TEXT,
-    pending_size INTEGER,
-    pending_sha256 TEXT,
-    pending_created_on INTEGER,
-    pending_expires_on INTEGER,
-    pending_issuer TEXT,
-    claims TEXT,
-    scanned_on INTEGER,
-    scan_engine TEXT,
-    scan_signature TEXT,
-    pending_lease TEXT,
-    file_name TEXT,
-    pending_file_name TEXT,
-    PRIMARY KEY (app, participant, file_id)
-) WITHOUT ROWID;
-";
-
-/// The app-wide listing's indexes (`list_app`): by time, and by file ID then time. Partial:
-/// only rows with committed bytes are in them, so rows holding only an upload URL or claims
-/// cost nothing and are never listed. `IF NOT EXISTS` adds them to an index file written by an
-/// older version at its next open.
-const APP_INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS files_by_app_time
-    ON files (app, created_on, participant, file_id) WHERE object_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS files_by_app_file_time
-    ON files (app, file_id, created_on, participant) WHERE object_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS files_pending
-    ON files (app, participant, file_id) WHERE pending_key IS NOT NULL;
-";
 
 /// The settler's query: rows holding an upload URL, from the partial index that holds only
 /// them, so that a poll costs what is pending, not what is stored.
@@ -104,24 +65,6 @@ pub fn pending_sql() -> String {
     format!("SELECT {COLUMNS} {PENDING}")
 }
 
-/// Columns added after the first schema, with their types: an index file written by an older
-/// version gains them at open.
-const ADDED_COLUMNS: &[(&str, &str)] = &[
-    ("pending_issuer", "TEXT"),
-    ("claims", "TEXT"),
-    ("scanned_on", "INTEGER"),
-    ("scan_engine", "TEXT"),
-    ("scan_signature", "TEXT"),
-    ("pending_lease", "TEXT"),
-    ("file_name", "TEXT"),
-    ("pending_file_name", "TEXT"),
-];
-
-const COLUMNS: &str = "app, participant, file_id, version, object_key, mime_type, size, sha256, \
-    scan_status, created_on, pending_key, pending_mime_type, pending_size, pending_sha256, \
-    pending_created_on, pending_expires_on, pending_issuer, claims, scanned_on, scan_engine, \
-    scan_signature, pending_lease, file_name, pending_file_name";
-
 fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> IndexError {
     // A failed statement rolls its transaction back: nothing was written.
     IndexError::Backend {
@@ -152,52 +95,6 @@ pub struct SqliteFileIndex {
     /// and do not wait for the writer.
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
-}
-
-/// Keeps a cached statement's plan when new values are bound. Without this, SQLite prepares a
-/// statement again whenever a bound value might change its plan (`LIMIT ?`, ranges), which was a
-/// fifth of the CPU time of a list request.
-fn stable_plans(conn: &Connection) -> Result<(), IndexError> {
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map(|_| ())
-        .map_err(|e| backend("cannot keep query plans stable", e))
-}
-
-/// Every statement this index runs, the listing's shapes included, stays prepared: rusqlite
-/// keeps 16 by default, and a statement pushed out is parsed again on its next use (parsing `get`
-/// on every call cost about a quarter of a POST's CPU).
-fn keep_statements(conn: &Connection) {
-    conn.set_prepared_statement_cache_capacity(64);
-}
-
-fn open_reader(path: &Path) -> Result<Connection, IndexError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| backend("cannot open a reader", e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| backend("cannot set busy timeout", e))?;
-    stable_plans(&conn)?;
-    keep_statements(&conn);
-    Ok(conn)
-}
-
-fn add_missing_columns(conn: &Connection) -> Result<(), IndexError> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info('files')")
-        .map_err(|e| backend("cannot read the schema", e))?;
-    let have = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| backend("cannot read the schema", e))?;
-    for (name, kind) in ADDED_COLUMNS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE files ADD COLUMN {name} {kind}"))
-                .map_err(|e| backend("cannot add a column", e))?;
-        }
-    }
-    Ok(())
 }
 
 impl SqliteFileIndex {
@@ -249,6 +146,8 @@ impl SqliteFileIndex {
                 .map_err(|e| backend("cannot create the listing indexes", e))?;
             conn.execute_batch(uploads::SCHEMA)
                 .map_err(|e| backend("cannot create the uploads table", e))?;
+            conn.execute_batch(usage::SCHEMA)
+                .map_err(|e| backend("cannot create the usage table", e))?;
             Ok(conn)
         })
         .await
@@ -289,30 +188,6 @@ impl SqliteFileIndex {
         out
     }
 
-    /// Deletes the row that `sql` names (parameters: its three key columns, then the version)
-    /// if it is still at `expected`; else a conflict.
-    async fn delete_at(
-        &self,
-        sql: &'static str,
-        [a, b, c]: [String; 3],
-        expected: u64,
-        failed: &'static str,
-    ) -> Result<(), IndexError> {
-        let expected = i64::try_from(expected).map_err(|_| IndexError::Conflict)?;
-        self.with(move |conn| {
-            let deleted = conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.execute(params![a, b, c, expected]))
-                .map_err(|e| backend(failed, e))?;
-            if deleted == 1 {
-                Ok(())
-            } else {
-                Err(IndexError::Conflict)
-            }
-        })
-        .await
-    }
-
     /// Runs a write in the writer's next commit; answers once that commit is durable.
     async fn with<T, F>(&self, f: F) -> Result<T, IndexError>
     where
@@ -320,155 +195,6 @@ impl SqliteFileIndex {
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     {
         self.writer.write(f).await
-    }
-}
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, IndexError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("timestamp"))
-}
-
-fn size_from(v: Option<i64>) -> Result<Option<u64>, IndexError> {
-    v.map(|n| u64::try_from(n).map_err(|_| corrupt("size")))
-        .transpose()
-}
-
-fn size_to(v: Option<u64>) -> Result<Option<i64>, IndexError> {
-    v.map(|n| i64::try_from(n).map_err(|_| corrupt("size")))
-        .transpose()
-}
-
-/// The columns of one row as SQLite returns them, before they are checked.
-struct RawRow {
-    app: String,
-    participant: String,
-    file_id: String,
-    version: i64,
-    object_key: Option<String>,
-    mime_type: Option<String>,
-    size: Option<i64>,
-    sha256: Option<String>,
-    scan_status: Option<String>,
-    created_on: Option<i64>,
-    pending_key: Option<String>,
-    pending_mime_type: Option<String>,
-    pending_size: Option<i64>,
-    pending_sha256: Option<String>,
-    pending_created_on: Option<i64>,
-    pending_expires_on: Option<i64>,
-    pending_issuer: Option<String>,
-    claims: Option<String>,
-    scanned_on: Option<i64>,
-    scan_engine: Option<String>,
-    scan_signature: Option<String>,
-    pending_lease: Option<String>,
-    file_name: Option<String>,
-    pending_file_name: Option<String>,
-}
-
-impl RawRow {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            app: r.get(0)?,
-            participant: r.get(1)?,
-            file_id: r.get(2)?,
-            version: r.get(3)?,
-            object_key: r.get(4)?,
-            mime_type: r.get(5)?,
-            size: r.get(6)?,
-            sha256: r.get(7)?,
-            scan_status: r.get(8)?,
-            created_on: r.get(9)?,
-            pending_key: r.get(10)?,
-            pending_mime_type: r.get(11)?,
-            pending_size: r.get(12)?,
-            pending_sha256: r.get(13)?,
-            pending_created_on: r.get(14)?,
-            pending_expires_on: r.get(15)?,
-            pending_issuer: r.get(16)?,
-            claims: r.get(17)?,
-            scanned_on: r.get(18)?,
-            scan_engine: r.get(19)?,
-            scan_signature: r.get(20)?,
-            pending_lease: r.get(21)?,
-            file_name: r.get(22)?,
-            pending_file_name: r.get(23)?,
-        })
-    }
-
-    fn into_row(self) -> Result<Versioned<FileRow>, IndexError> {
-        let owner = Owner {
-            app: AppId::parse(&self.app).map_err(|_| corrupt("app"))?,
-            participant: UserId::parse(&self.participant).map_err(|_| corrupt("participant"))?,
-        };
-        let file_id = FileId::parse(&self.file_id).map_err(|_| corrupt("file ID"))?;
-        let current = match self.object_key {
-            None => None,
-            Some(key) => Some(StoredFile {
-                key: ObjectKey::parse(&key).ok_or_else(|| corrupt("object key"))?,
-                mime_type: self.mime_type.ok_or_else(|| corrupt("mime type"))?,
-                size: size_from(self.size)?.ok_or_else(|| corrupt("size"))?,
-                sha256: self.sha256,
-                scan_status: self
-                    .scan_status
-                    .as_deref()
-                    .and_then(ScanStatus::parse)
-                    .ok_or_else(|| corrupt("scan status"))?,
-                created_on: from_millis(self.created_on.ok_or_else(|| corrupt("created on"))?)?,
-                scan: match (self.scanned_on, self.scan_engine) {
-                    (Some(on), Some(engine)) => Some(ScanEvidence {
-                        scanned_on: from_millis(on)?,
-                        engine,
-                        signature: self.scan_signature,
-                    }),
-                    _ => None,
-                },
-                file_name: self.file_name,
-            }),
-        };
-        let pending = match self.pending_key {
-            None => None,
-            Some(key) => {
-                let key = ObjectKey::parse(&key).ok_or_else(|| corrupt("pending key"))?;
-                Some(PendingUpload {
-                    upload_id: key.upload_id(),
-                    key,
-                    mime_type: self
-                        .pending_mime_type
-                        .ok_or_else(|| corrupt("pending type"))?,
-                    size: size_from(self.pending_size)?,
-                    sha256: self.pending_sha256,
-                    created_on: from_millis(
-                        self.pending_created_on
-                            .ok_or_else(|| corrupt("pending created on"))?,
-                    )?,
-                    expires_on: from_millis(
-                        self.pending_expires_on
-                            .ok_or_else(|| corrupt("pending expiry"))?,
-                    )?,
-                    issuer: self.pending_issuer.as_deref().and_then(Issuer::decode),
-                    lease: self.pending_lease.as_deref().and_then(Lease::decode),
-                    file_name: self.pending_file_name,
-                })
-            }
-        };
-        let claims = match self.claims.as_deref() {
-            None => Vec::new(),
-            Some(c) => Claim::decode_all(c).ok_or_else(|| corrupt("claims"))?,
-        };
-        Ok(Versioned {
-            value: FileRow {
-                owner,
-                file_id,
-                current,
-                pending,
-                claims,
-            },
-            version: u64::try_from(self.version).map_err(|_| corrupt("version"))?,
-        })
     }
 }
 
@@ -592,112 +318,60 @@ impl FileIndex for SqliteFileIndex {
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let row = row.clone();
         self.with(move |tx| {
-            // The version read and the row written in one savepoint of the writer's
-            // transaction, which holds the write lock: nothing comes in between.
-            let current: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT version FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3",
-                )
-                .and_then(|mut s| s.query_row(
-                    params![
-                        row.owner.app.as_str(),
-                        row.owner.participant.as_str(),
-                        row.file_id.as_str()
-                    ],
-                    |r| r.get(0),
-                ).optional())
-                .map_err(|e| backend("put failed", e))?;
-            let current = current
-                .map(|v| u64::try_from(v).map_err(|_| corrupt("version")))
-                .transpose()?;
-            if current != expected {
+            // The row read, the row written and the counters changed in one savepoint of the
+            // writer's transaction, which holds the write lock: nothing comes in between. The
+            // index reads the row it replaces itself rather than trusting a caller's copy.
+            let before = usage::file_before(tx, &row.owner, row.file_id.as_str())?;
+            if before.map(|(v, _)| v) != expected {
                 return Err(IndexError::Conflict);
             }
             let version = expected.map_or(1, |v| v + 1);
-            let c = row.current.as_ref();
-            let p = row.pending.as_ref();
-            let (stored_version, size, pending_size) = (
-                i64::try_from(version).map_err(|_| corrupt("version"))?,
-                size_to(c.map(|c| c.size))?,
-                size_to(p.and_then(|p| p.size))?,
-            );
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO files ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
-            ))
-            .and_then(|mut s| s.execute(params![
-                    row.owner.app.as_str(),
-                    row.owner.participant.as_str(),
-                    row.file_id.as_str(),
-                    stored_version,
-                    c.map(|c| c.key.as_str()),
-                    c.map(|c| c.mime_type.as_str()),
-                    size,
-                    c.and_then(|c| c.sha256.as_deref()),
-                    c.map(|c| c.scan_status.as_str()),
-                    c.map(|c| millis(c.created_on)),
-                    p.map(|p| p.key.as_str()),
-                    p.map(|p| p.mime_type.as_str()),
-                    pending_size,
-                    p.and_then(|p| p.sha256.as_deref()),
-                    p.map(|p| millis(p.created_on)),
-                    p.map(|p| millis(p.expires_on)),
-                    p.and_then(|p| p.issuer.as_ref()).map(Issuer::encode),
-                    Claim::encode_all(&row.claims),
-                    c.and_then(|c| c.scan.as_ref()).map(|s| millis(s.scanned_on)),
-                    c.and_then(|c| c.scan.as_ref()).map(|s| s.engine.as_str()),
-                    c.and_then(|c| c.scan.as_ref())
-                        .and_then(|s| s.signature.as_deref()),
-                    p.and_then(|p| p.lease.as_ref()).map(Lease::encode),
-                    c.and_then(|c| c.file_name.as_deref()),
-                    p.and_then(|p| p.file_name.as_deref()),
-                ]))
-            .map_err(|e| backend("put failed", e))?;
+            row::insert(tx, &row, version)?;
+            let old = before.map(|(_, c)| c).unwrap_or_default();
+            usage::change(tx, &row.owner, FileCount::of(Some(&row)).minus(old), 0)?;
             Ok(version)
         })
         .await
     }
 
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
-        self.delete_at(
-            "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3 \
-             AND version = ?4",
-            [
-                owner.app.to_string(),
-                owner.participant.to_string(),
-                file.to_string(),
-            ],
-            expected,
-            "delete failed",
-        )
+        let (owner, file) = (owner.clone(), file.to_string());
+        self.with(move |tx| {
+            let Some((version, old)) = usage::file_before(tx, &owner, &file)? else {
+                return Err(IndexError::Conflict);
+            };
+            if version != expected {
+                return Err(IndexError::Conflict);
+            }
+            tx.prepare_cached(
+                "DELETE FROM files WHERE app = ?1 AND participant = ?2 AND file_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    owner.app.as_str(),
+                    owner.participant.as_str(),
+                    file
+                ])
+            })
+            .map_err(|e| backend("delete failed", e))?;
+            usage::change(tx, &owner, FileCount::default().minus(old), 0)
+        })
         .await
     }
 
     async fn usage(&self, owner: &Owner, now: DateTime<Utc>) -> Result<Usage, IndexError> {
-        let (app, participant) = (owner.app.to_string(), owner.participant.to_string());
-        let now = millis(now);
-        self.read(move |conn| {
-            let (files, bytes, pending, pending_new): (i64, i64, i64, i64) = conn
-                .prepare_cached(
-                    "SELECT COUNT(object_key), COALESCE(SUM(size), 0), \
-                     COUNT(CASE WHEN pending_expires_on > ?3 THEN 1 END), \
-                     COUNT(CASE WHEN pending_expires_on > ?3 AND object_key IS NULL THEN 1 END) \
-                     FROM files WHERE app = ?1 AND participant = ?2",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![app, participant, now], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                })
-                .map_err(|e| backend("usage failed", e))?;
-            let n = |v: i64| u64::try_from(v).map_err(|_| corrupt("size"));
-            Ok(Usage {
-                files: n(files)?,
-                bytes: n(bytes)?,
-                pending: n(pending)?,
-                pending_new: n(pending_new)?,
-            })
-        })
+        let owner = owner.clone();
+        self.read(move |conn| usage::usage(conn, &owner, now))
+    }
+
+    async fn counters(&self, owner: &Owner) -> Result<Option<Counters>, IndexError> {
+        let owner = owner.clone();
+        self.read(move |conn| usage::counters(conn, &owner))
+    }
+
+    async fn recount(&self, owner: &Owner) -> Result<Vec<Recount>, IndexError> {
+        let owner = owner.clone();
+        self.with(move |tx| usage::recount(tx, &owner)).await
     }
 
     fn uploads(&self) -> &dyn super::UploadIndex {
@@ -717,6 +391,7 @@ impl FileIndex for SqliteFileIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{AppId, UserId};
 
     fn row(file: &str) -> FileRow {
         FileRow::empty(

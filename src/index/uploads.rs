@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::IndexError;
+use super::usage::{LimitReached, OpenLimits};
 use crate::keys::UploadId;
 use crate::model::{Owner, ResumableUpload, Versioned};
 
@@ -23,6 +24,16 @@ pub trait UploadIndex: Send + Sync {
         upload: &ResumableUpload,
         expected: Option<u64>,
     ) -> Result<u64, IndexError>;
+
+    /// Writes a new upload's row if it stays within `limits` at `now` (uploads that are open
+    /// and unexpired, of the participant and of its app), checked in the same atomic write as
+    /// the insert: creations that race cannot pass a limit together.
+    async fn create_upload(
+        &self,
+        upload: &ResumableUpload,
+        limits: OpenLimits,
+        now: DateTime<Utc>,
+    ) -> Result<Result<u64, LimitReached>, IndexError>;
 
     /// Deletes the row if its version is `expected`, else [`IndexError::Conflict`].
     async fn delete_upload(

@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use super::{FileService, FilesError};
 use crate::auth::Role;
-use crate::index::UploadIndex;
+use crate::index::{LimitReached, OpenLimits, UploadIndex};
 use crate::keys::{ObjectKey, UploadId};
 use crate::model::{
     FileId, Issuer, Owner, Refusal, ResumableUpload, UploadOutcome, UserId, Versioned,
@@ -32,6 +32,8 @@ pub struct ResumableSettings {
     pub ttl: Duration,
     /// Uploads one participant may have open at once.
     pub max_open: u64,
+    /// Uploads one app may have open at once, all its participants together.
+    pub max_open_per_app: u64,
     /// Scan sessions this instance keeps open between the requests of its uploads.
     pub scan_sessions: usize,
 }
@@ -104,9 +106,6 @@ impl FileService {
             sniff::decide(Some(declared), None, &self.rules.allowed)?;
         }
         let now = Utc::now();
-        if index.open_uploads(owner, now).await? >= self.resumable.max_open {
-            return Err(FilesError::TooManyUploads);
-        }
         if let Some(max) = self.limits.settings.max_files_per_participant {
             let (usage, this) = self.usage_beside(owner, &new.file_id).await?;
             if this.is_none() && usage.files + usage.pending_new >= max {
@@ -137,16 +136,25 @@ impl FileService {
             writer: None,
             outcome: None,
         };
-        match index.put_upload(&upload, None).await {
-            Ok(version) => Ok(Versioned {
-                value: upload,
-                version,
-            }),
-            Err(e) => {
-                let _ = self.store.drop_staged(&upload.staged).await;
-                Err(e.into())
+        let limits = OpenLimits {
+            per_participant: self.resumable.max_open,
+            per_app: self.resumable.max_open_per_app,
+        };
+        // The open-upload limits are checked in the write that creates the upload, never
+        // counted first: creations that race cannot pass them together.
+        let refused = match index.create_upload(&upload, limits, now).await {
+            Ok(Ok(version)) => {
+                return Ok(Versioned {
+                    value: upload,
+                    version,
+                });
             }
-        }
+            Ok(Err(LimitReached::Participant)) => FilesError::TooManyUploads,
+            Ok(Err(LimitReached::App)) => FilesError::TooManyAppUploads,
+            Err(e) => e.into(),
+        };
+        let _ = self.store.drop_staged(&upload.staged).await;
+        Err(refused)
     }
 
     /// The file size limit and the byte quota, for a declared length.

@@ -184,6 +184,11 @@ impl From<FilesError> for ApiError {
                 "TooManyRequestsException",
                 "The participant has too many open resumable uploads; finish or terminate one.",
             ),
+            FilesError::TooManyAppUploads => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "The app has too many open resumable uploads; try again later.",
+            ),
             FilesError::UploadExpired => Self::new(
                 StatusCode::GONE,
                 "EntityGoneException",

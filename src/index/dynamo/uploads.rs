@@ -3,10 +3,12 @@
 //! index or settler index ever reads. The state is JSON beside the attributes filters need.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, Select, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
+use super::usage::{build, changes};
 use super::{DynamoFileIndex, Item, corrupt, failed, get_n, get_s, n, pk, s};
+use crate::index::usage::{FileCount, LimitReached, OpenLimits};
 use crate::index::{IndexError, UploadIndex};
 use crate::keys::UploadId;
 use crate::model::{Owner, ResumableUpload, Versioned};
@@ -37,6 +39,54 @@ fn decode(item: &Item) -> Result<Versioned<ResumableUpload>, IndexError> {
     })
 }
 
+/// The upload's item, written over `expected` (`None`: a new one).
+fn put_item(
+    table: &str,
+    upload: &ResumableUpload,
+    expected: Option<u64>,
+) -> Result<Put, IndexError> {
+    let version = expected.map_or(1, |v| v + 1);
+    let mut item = key(&upload.owner, &upload.id);
+    item.insert("version".into(), n(version));
+    item.insert("expiresOn".into(), n(millis(upload.expires_on)));
+    item.insert(
+        "open".into(),
+        AttributeValue::Bool(upload.outcome.is_none()),
+    );
+    item.insert(
+        STATE.into(),
+        s(&serde_json::to_string(upload).expect("upload state serializes")),
+    );
+    let put = Put::builder().table_name(table).set_item(Some(item));
+    build(
+        match expected {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => put
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(v)),
+        }
+        .build(),
+    )
+}
+
+impl DynamoFileIndex {
+    /// Whether the upload at `expected` is open; a conflict when it is gone or at another
+    /// version. An upload's ID is never used again, and an ended one never opens again, so
+    /// the version condition of the write that follows makes this the state it replaces.
+    async fn upload_at(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+        expected: u64,
+    ) -> Result<bool, IndexError> {
+        match self.get_upload(owner, id).await? {
+            Some(u) if u.version == expected => Ok(u.value.outcome.is_none()),
+            _ => Err(IndexError::Conflict),
+        }
+    }
+}
+
 #[async_trait]
 impl UploadIndex for DynamoFileIndex {
     async fn get_upload(
@@ -62,39 +112,56 @@ impl UploadIndex for DynamoFileIndex {
         expected: Option<u64>,
     ) -> Result<u64, IndexError> {
         let version = expected.map_or(1, |v| v + 1);
-        let mut item = key(&upload.owner, &upload.id);
-        item.insert("version".into(), n(version));
-        item.insert("expiresOn".into(), n(millis(upload.expires_on)));
-        item.insert(
-            "open".into(),
-            AttributeValue::Bool(upload.outcome.is_none()),
-        );
-        item.insert(
-            STATE.into(),
-            s(&serde_json::to_string(upload).expect("upload state serializes")),
-        );
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        req = match expected {
-            None => req.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => req
-                .condition_expression("#version = :expected")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":expected", n(v)),
+        // An ended upload never opens again: an open one written over a version was open, and
+        // only the write that ends an upload needs to read what it replaces.
+        let was_open = match expected {
+            None => false,
+            Some(_) if upload.outcome.is_none() => true,
+            Some(v) => self.upload_at(&upload.owner, &upload.id, v).await?,
         };
-        match req.send().await {
-            Ok(_) => Ok(version),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(IndexError::Conflict)
+        let put = put_item(&self.table, upload, expected)?;
+        let change = i64::from(upload.outcome.is_none()) - i64::from(was_open);
+        let write = TransactWriteItem::builder().put(put).build();
+        self.write_counted(&upload.owner, write, FileCount::default(), change)
+            .await?;
+        Ok(version)
+    }
+
+    async fn create_upload(
+        &self,
+        upload: &ResumableUpload,
+        limits: OpenLimits,
+        now: DateTime<Utc>,
+    ) -> Result<Result<u64, LimitReached>, IndexError> {
+        // Open uploads that expired but were not swept yet hold their counter, not a slot.
+        let expired = self.open_upload_items(&upload.owner, Some(now)).await?;
+        let per_participant = limits.per_participant.saturating_add(expired);
+        for _ in 0..3 {
+            let mut items = vec![
+                TransactWriteItem::builder()
+                    .put(put_item(&self.table, upload, None)?)
+                    .build(),
+            ];
+            items.extend(changes(
+                &self.table,
+                &upload.owner,
+                FileCount::default(),
+                1,
+                Some((per_participant, limits.per_app)),
+            )?);
+            match self.transact(items).await? {
+                None => return Ok(Ok(1)),
+                Some(f) if f.first() == Some(&true) => return Err(IndexError::Conflict),
+                Some(f) if f.get(2) == Some(&true) => return Ok(Err(LimitReached::App)),
+                Some(_) => {
+                    if self.stored(&upload.owner).await?.is_some() {
+                        return Ok(Err(LimitReached::Participant));
+                    }
+                    self.count_once(&upload.owner).await?;
+                }
             }
-            Err(e) => Err(failed("PutItem failed", e)),
         }
+        Err(IndexError::Conflict)
     }
 
     async fn delete_upload(
@@ -103,26 +170,19 @@ impl UploadIndex for DynamoFileIndex {
         id: &UploadId,
         expected: u64,
     ) -> Result<(), IndexError> {
-        match self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(owner, id)))
-            .condition_expression("#version = :expected")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":expected", n(expected))
-            .send()
+        let was_open = self.upload_at(owner, id, expected).await?;
+        let delete = build(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(owner, id)))
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(expected))
+                .build(),
+        )?;
+        let write = TransactWriteItem::builder().delete(delete).build();
+        self.write_counted(owner, write, FileCount::default(), -i64::from(was_open))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(IndexError::Conflict)
-            }
-            Err(e) => Err(failed("DeleteItem failed", e)),
-        }
     }
 
     async fn uploads_of(

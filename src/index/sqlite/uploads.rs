@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{SqliteFileIndex, backend, corrupt, millis};
+use super::{SqliteFileIndex, backend, corrupt, millis, usage};
+use crate::index::usage::{FileCount, LimitReached, OpenLimits};
 use crate::index::{IndexError, UploadIndex};
 use crate::keys::UploadId;
 use crate::model::{Owner, ResumableUpload, Versioned};
@@ -30,6 +31,68 @@ fn decode(version: i64, state: &str) -> Result<Versioned<ResumableUpload>, Index
         value: serde_json::from_str(state).map_err(|_| corrupt("upload state"))?,
         version: u64::try_from(version).map_err(|_| corrupt("version"))?,
     })
+}
+
+/// The version of the upload's row and whether it is open, if there is one.
+fn upload_before(
+    tx: &Connection,
+    owner: &Owner,
+    id: &UploadId,
+) -> Result<Option<(u64, bool)>, IndexError> {
+    let found: Option<(i64, bool)> = tx
+        .prepare_cached(
+            "SELECT version, open FROM uploads \
+             WHERE app = ?1 AND participant = ?2 AND upload_id = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![owner.app.as_str(), owner.participant.as_str(), id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(|e| backend("reading an upload failed", e))?;
+    found
+        .map(|(v, open)| Ok((u64::try_from(v).map_err(|_| corrupt("version"))?, open)))
+        .transpose()
+}
+
+/// Writes the upload's row over `expected` and changes the open-upload counters by whether
+/// it opened or ended.
+fn write(
+    tx: &Connection,
+    upload: &ResumableUpload,
+    expected: Option<u64>,
+    was_open: bool,
+) -> Result<u64, IndexError> {
+    let state = serde_json::to_string(upload).expect("upload state serializes");
+    let version = expected.map_or(1, |v| v + 1);
+    let stored = i64::try_from(version).map_err(|_| corrupt("version"))?;
+    let open = upload.outcome.is_none();
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO uploads \
+         (app, participant, upload_id, version, expires_on, open, state) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            upload.owner.app.as_str(),
+            upload.owner.participant.as_str(),
+            upload.id.as_str(),
+            stored,
+            millis(upload.expires_on),
+            open,
+            state,
+        ])
+    })
+    .map_err(|e| backend("writing an upload failed", e))?;
+    usage::change(
+        tx,
+        &upload.owner,
+        FileCount::default(),
+        i64::from(open) - i64::from(was_open),
+    )?;
+    Ok(version)
 }
 
 #[async_trait]
@@ -64,48 +127,34 @@ impl UploadIndex for SqliteFileIndex {
         upload: &ResumableUpload,
         expected: Option<u64>,
     ) -> Result<u64, IndexError> {
-        let state = serde_json::to_string(upload).expect("upload state serializes");
         let upload = upload.clone();
         self.with(move |tx| {
-            let key = params![
-                upload.owner.app.as_str(),
-                upload.owner.participant.as_str(),
-                upload.id.as_str()
-            ];
-            let current: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT version FROM uploads \
-                     WHERE app = ?1 AND participant = ?2 AND upload_id = ?3",
-                )
-                .and_then(|mut s| s.query_row(key, |r| r.get(0)))
-                .optional()
-                .map_err(|e| backend("writing an upload failed", e))?;
-            let current = current
-                .map(|v| u64::try_from(v).map_err(|_| corrupt("version")))
-                .transpose()?;
-            if current != expected {
+            let before = upload_before(tx, &upload.owner, &upload.id)?;
+            if before.map(|(v, _)| v) != expected {
                 return Err(IndexError::Conflict);
             }
-            let version = expected.map_or(1, |v| v + 1);
-            let stored = i64::try_from(version).map_err(|_| corrupt("version"))?;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO uploads \
-                 (app, participant, upload_id, version, expires_on, open, state) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    upload.owner.app.as_str(),
-                    upload.owner.participant.as_str(),
-                    upload.id.as_str(),
-                    stored,
-                    millis(upload.expires_on),
-                    upload.outcome.is_none(),
-                    state,
-                ])
-            })
-            .map_err(|e| backend("writing an upload failed", e))?;
-            Ok(version)
+            write(tx, &upload, expected, before.is_some_and(|(_, open)| open))
+        })
+        .await
+    }
+
+    async fn create_upload(
+        &self,
+        upload: &ResumableUpload,
+        limits: OpenLimits,
+        now: DateTime<Utc>,
+    ) -> Result<Result<u64, LimitReached>, IndexError> {
+        let upload = upload.clone();
+        self.with(move |tx| {
+            // The check and the insert in one savepoint of the writer's transaction: racing
+            // creations are taken one after the other, and the last ones see the limit reached.
+            if upload_before(tx, &upload.owner, &upload.id)?.is_some() {
+                return Err(IndexError::Conflict);
+            }
+            if let Err(reached) = usage::room_for_upload(tx, &upload.owner, limits, now)? {
+                return Ok(Err(reached));
+            }
+            write(tx, &upload, None, false).map(Ok)
         })
         .await
     }
@@ -116,17 +165,27 @@ impl UploadIndex for SqliteFileIndex {
         id: &UploadId,
         expected: u64,
     ) -> Result<(), IndexError> {
-        self.delete_at(
-            "DELETE FROM uploads WHERE app = ?1 AND participant = ?2 \
-             AND upload_id = ?3 AND version = ?4",
-            [
-                owner.app.to_string(),
-                owner.participant.to_string(),
-                id.as_str().to_owned(),
-            ],
-            expected,
-            "deleting an upload failed",
-        )
+        let (owner, id) = (owner.clone(), id.clone());
+        self.with(move |tx| {
+            let Some((version, open)) = upload_before(tx, &owner, &id)? else {
+                return Err(IndexError::Conflict);
+            };
+            if version != expected {
+                return Err(IndexError::Conflict);
+            }
+            tx.prepare_cached(
+                "DELETE FROM uploads WHERE app = ?1 AND participant = ?2 AND upload_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    owner.app.as_str(),
+                    owner.participant.as_str(),
+                    id.as_str()
+                ])
+            })
+            .map_err(|e| backend("deleting an upload failed", e))?;
+            usage::change(tx, &owner, FileCount::default(), if open { -1 } else { 0 })
+        })
         .await
     }
 
