@@ -50,6 +50,9 @@ pub enum Command {
     Upload(UploadArgs),
     /// Download a file, resuming a partial one, and check its SHA-256.
     Download(DownloadArgs),
+    /// Master keys of per-participant encryption (`PF_ENCRYPTION`).
+    #[command(subcommand)]
+    Keys(crate::encryption::KeysCommand),
 }
 
 /// Where the service is and who calls it, for the command-line client.
@@ -346,6 +349,9 @@ pub struct ServeArgs {
         default_value = "delete"
     )]
     pub quarantine: Quarantine,
+    /// Per-participant encryption: `file:///path/to/master.key` (see `keys new`). Unset: none.
+    #[arg(long, env = "PF_ENCRYPTION", value_name = "PF_ENCRYPTION", value_parser = crate::encryption::EncryptionSetting::parse)]
+    pub encryption: Option<crate::encryption::EncryptionSetting>,
     /// How long a scan may take before the upload fails with 503, like 60s.
     #[arg(long, env = "PF_SCAN_TIMEOUT", value_name = "PF_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub scan_timeout: Duration,
@@ -488,6 +494,8 @@ pub struct Config {
     pub settle_interval: Duration,
     pub settle_concurrency: usize,
     pub quarantine: Quarantine,
+    /// The master key `PF_ENCRYPTION` names, read and checked.
+    pub master_key: Option<crate::encryption::MasterKey>,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
@@ -607,6 +615,14 @@ impl Config {
             settle_interval: args.settle_interval,
             settle_concurrency: usize::from(args.settle_concurrency),
             quarantine: args.quarantine,
+            master_key: match &args.encryption {
+                Some(setting) => Some(
+                    setting
+                        .load()
+                        .map_err(|e| ConfigError(format!("PF_ENCRYPTION: {e}")))?,
+                ),
+                None => None,
+            },
             audit_log: args.audit_log,
             log_format: args.log_format,
             max_buffer_memory: args.max_buffer_memory,
