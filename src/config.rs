@@ -43,6 +43,8 @@ pub struct Config {
     pub settle_interval: Duration,
     pub settle_concurrency: usize,
     pub quarantine: Quarantine,
+    /// The master key `PF_ENCRYPTION` names, read and checked.
+    pub master_key: Option<crate::encryption::MasterKey>,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
@@ -163,6 +165,14 @@ impl Config {
             settle_interval: args.settle_interval,
             settle_concurrency: usize::from(args.settle_concurrency),
             quarantine: args.quarantine,
+            master_key: match &args.encryption {
+                Some(setting) => Some(
+                    setting
+                        .load()
+                        .map_err(|e| ConfigError(format!("PF_ENCRYPTION: {e}")))?,
+                ),
+                None => None,
+            },
             audit_log: args.audit_log,
             log_format: args.log_format,
             max_buffer_memory: args.max_buffer_memory,

@@ -21,6 +21,7 @@ pub mod capability;
 pub mod client;
 pub mod config;
 pub mod detached;
+pub mod encryption;
 pub mod files;
 pub mod http;
 pub mod index;
@@ -59,6 +60,14 @@ use crate::scan::{Scanner, ScannerPool};
 /// Builds the application from its configuration: opens the index and the store (on the
 /// embedded default creating the data dir, the schema and the secrets).
 pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
+    // Serving with the key but without encrypting would store files in the clear under a
+    // setting that says otherwise.
+    if config.master_key.is_some() {
+        anyhow::bail!(
+            "PF_ENCRYPTION: the master key is valid, but this release does not encrypt files yet \
+             (issue #25); unset PF_ENCRYPTION to serve"
+        );
+    }
     let backends = backends::open_to_serve(config).await?;
     let expected = auth::Expected {
         issuer: config.jwt_issuer.clone(),

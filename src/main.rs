@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => run_serve(args),
         Some(Command::Setup(args)) => maintain(args, |config| async move {
             let backends = backends::open(&config).await?;
-            setup::run(&backends, config.resumable.ttl).await
+            let mut report = setup::run(&backends, config.resumable.ttl).await?;
+            if config.master_key.is_some() {
+                report.extend(participant_files::encryption::setup(&config).await?);
+            }
+            Ok(report)
         }),
         Some(Command::Reconcile(args)) => {
             let min_age = args.min_age;
@@ -48,6 +52,17 @@ fn main() -> ExitCode {
             println!("{}", path.display());
             Ok(())
         }),
+        Some(Command::Keys(participant_files::encryption::KeysCommand::New)) => {
+            let stdout = std::io::stdout();
+            let terminal = stdout.is_terminal();
+            match participant_files::encryption::master::write_new(stdout.lock(), terminal) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         None => run_serve(cli.serve),
     }
 }

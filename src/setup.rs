@@ -48,7 +48,10 @@ pub async fn run(backends: &Backends, resumable_ttl: Duration) -> anyhow::Result
         None => report.push("the SQLite index is ready in the data dir".to_owned()),
     }
     match &backends.s3 {
-        Some(store) => setup_bucket(store, resumable_ttl, &mut report).await?,
+        Some(store) => {
+            setup_bucket(store, resumable_ttl, &mut report).await?;
+            report.push(store.versioning_report().await);
+        }
         None => report.push("the local store is ready in the data dir".to_owned()),
     }
     Ok(report)

@@ -45,6 +45,9 @@ pub enum Command {
     Upload(UploadArgs),
     /// Download a file, resuming a partial one, and check its SHA-256.
     Download(DownloadArgs),
+    /// Master keys of per-participant encryption (`PF_ENCRYPTION`).
+    #[command(subcommand)]
+    Keys(crate::encryption::KeysCommand),
 }
 
 /// Where the service is and who calls it, for the command-line client.

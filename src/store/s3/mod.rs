@@ -3,9 +3,10 @@
 //!
 //! IAM actions it needs on `arn:aws:s3:::BUCKET` and `arn:aws:s3:::BUCKET/PREFIX*`:
 //! `s3:PutObject`, `s3:GetObject`, `s3:DeleteObject`, `s3:AbortMultipartUpload`,
-//! `s3:ListBucket` (ready check and `reconcile`), and for `setup` also `s3:CreateBucket`,
-//! `s3:PutEncryptionConfiguration`, `s3:PutBucketPublicAccessBlock`,
-//! `s3:PutLifecycleConfiguration`. With SSE-KMS, `kms:GenerateDataKey` and `kms:Decrypt` on the key.
+//! `s3:ListBucket` (ready check and `reconcile`), `s3:ListBucketVersions` and
+//! `s3:DeleteObjectVersion` (deletes on a versioned bucket, `reconcile`), and for `setup` also
+//! `s3:CreateBucket`, `s3:PutEncryptionConfiguration`, `s3:PutBucketPublicAccessBlock`,
+//! `s3:PutLifecycleConfiguration`, `s3:GetBucketVersioning`. With SSE-KMS, `kms:GenerateDataKey` and `kms:Decrypt` on the key.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::model::Staged;
 mod parts;
 mod staging;
 mod streaming;
+mod versions;
 
 /// Ranged GETs in flight at once when a whole object is read to be checked.
 const READS_IN_FLIGHT: usize = 2;
@@ -43,6 +45,7 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
 
 use parts::PartsWriter;
 use streaming::StreamingPut;
+use versions::VersionedKey;
 
 const NAME: &str = "s3";
 
@@ -88,6 +91,7 @@ pub struct S3BlobStore {
     budget: MemoryBudget,
     pool: BufferPool,
     cleanup: TaskTracker,
+    versioning: Arc<versions::Versioning>,
 }
 
 impl S3BlobStore {
@@ -107,6 +111,7 @@ impl S3BlobStore {
             budget,
             pool,
             cleanup,
+            versioning: Arc::default(),
         }
     }
 
@@ -131,6 +136,30 @@ fn s3_key(prefix: &str, key: &ObjectKey) -> String {
     } else {
         format!("{prefix}/{key}")
     }
+}
+
+/// The object `name` of a listing under `prefix`, when it is one this service wrote.
+fn listed(
+    prefix: &str,
+    name: &str,
+    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) -> Option<ListedObject> {
+    let name = name.strip_prefix(prefix)?;
+    // A resumable upload's tail is named after the upload's key.
+    let (name, tail) = match name.split_once(".tail-") {
+        Some((key, _)) => (key, true),
+        None => (name, false),
+    };
+    // Objects this service did not write are not its to remove.
+    let key = ObjectKey::parse(name)?;
+    let modified = modified
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or_else(Utc::now);
+    Some(ListedObject {
+        key,
+        modified,
+        tail,
+    })
 }
 
 fn sse(encryption: &Encryption) -> (ServerSideEncryption, Option<String>) {
@@ -389,14 +418,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.settings.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| failed("DeleteObject failed", e))
+        self.remove(&self.key(key)).await
     }
 
     async fn list(&self) -> Result<Vec<ListedObject>, StoreError> {
@@ -406,6 +428,14 @@ impl BlobStore for S3BlobStore {
             format!("{}/", self.settings.prefix)
         };
         let mut out = Vec::new();
+        if let Some(keys) = self.list_versioned(&prefix).await? {
+            for VersionedKey { key, modified } in keys {
+                if let Some(object) = listed(&prefix, &key, modified.as_ref()) {
+                    out.push(object);
+                }
+            }
+            return Ok(out);
+        }
         let mut pages = self
             .client
             .list_objects_v2()
@@ -416,27 +446,10 @@ impl BlobStore for S3BlobStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| failed("ListObjectsV2 failed", e))?;
             for object in page.contents() {
-                let Some(name) = object.key().and_then(|n| n.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                // A resumable upload's tail is named after the upload's key.
-                let (name, tail) = match name.split_once(".tail-") {
-                    Some((key, _)) => (key, true),
-                    None => (name, false),
-                };
-                // Objects this service did not write are not its to remove.
-                let Some(key) = ObjectKey::parse(name) else {
-                    continue;
-                };
-                let modified = object
-                    .last_modified()
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
-                    .unwrap_or_else(Utc::now);
-                out.push(ListedObject {
-                    key,
-                    modified,
-                    tail,
-                });
+                let key = object.key().unwrap_or_default();
+                if let Some(object) = listed(&prefix, key, object.last_modified()) {
+                    out.push(object);
+                }
             }
         }
         Ok(out)

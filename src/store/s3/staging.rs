@@ -225,6 +225,10 @@ impl S3BlobStore {
 
     async fn delete_tails(&self, staged: &Staged) -> Result<(), StoreError> {
         let prefix = format!("{}.tail-", self.key(&staged.key));
+        // A tail written again under its name (a request retried) is a version of its own.
+        if self.keeps_versions() {
+            return self.remove_versions_under(&prefix).await;
+        }
         let mut pages = self
             .client
             .list_objects_v2()
@@ -235,14 +239,13 @@ impl S3BlobStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| failed("ListObjectsV2 failed", e))?;
             for key in page.contents().iter().filter_map(|o| o.key()) {
-                self.client
-                    .delete_object()
-                    .bucket(&self.settings.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| failed("DeleteObject failed", e))?;
+                self.remove(key).await?;
             }
+        }
+        // The first delete may have found the bucket keeping versions: the tails deleted
+        // before it learnt so left theirs.
+        if self.keeps_versions() {
+            self.remove_versions_under(&prefix).await?;
         }
         Ok(())
     }
