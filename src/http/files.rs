@@ -428,9 +428,19 @@ pub async fn post_self(
     Caller(caller): Caller,
     request_id: RequestId,
     ApiPath(raw_file): ApiPath<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    post_file(&state, &caller, &request_id, "self", &raw_file, body).await
+    post_file(
+        &state,
+        &caller,
+        &request_id,
+        "self",
+        &raw_file,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// An upload URL for a new file of a participant, or a replacement (workers).
@@ -453,9 +463,19 @@ pub async fn post(
     Caller(caller): Caller,
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    post_file(&state, &caller, &request_id, &user_id, &raw_file, body).await
+    post_file(
+        &state,
+        &caller,
+        &request_id,
+        &user_id,
+        &raw_file,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn post_file(
@@ -464,8 +484,16 @@ async fn post_file(
     request_id: &RequestId,
     user_id: &str,
     raw_file: &str,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // The IETF draft's creation, as its examples send it (the target resource is the file).
+    if super::draft::is_draft(headers) {
+        let res = super::draft::create_at_file(
+            state, caller, request_id, user_id, raw_file, headers, body,
+        );
+        return Ok(res.await);
+    }
     let (target, file) = Target::resolve_audited(
         state,
         (caller, request_id),
@@ -637,6 +665,12 @@ async fn put_file(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if super::draft::is_draft(headers) {
+        let res = super::draft::create_at_file(
+            state, caller, request_id, user_id, raw_file, headers, body,
+        );
+        return Ok(res.await);
+    }
     let (target, file) = Target::resolve_audited(
         state,
         (caller, request_id),
