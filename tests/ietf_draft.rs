@@ -520,3 +520,49 @@ async fn eicar_split_across_draft_appends_is_found_and_nothing_kept() {
         assert!(app.listed(&t, "self", &file).await.is_none());
     }
 }
+
+#[tokio::test]
+async fn the_document_describes_the_draft_beside_tus() {
+    let app = TestApp::start().await;
+    let doc = json(
+        app.request(Method::GET, "/openapi.json")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    for (path, method) in [
+        ("/v3/participants/self/files/{fileId}", "put"),
+        ("/v3/participants/self/files/{fileId}", "post"),
+        ("/v3/participants/{userId}/uploads", "post"),
+        ("/v3/participants/self/uploads/{uploadId}", "head"),
+        ("/v3/participants/{userId}/uploads/{uploadId}", "patch"),
+        ("/v3/participants/self/uploads/{uploadId}", "delete"),
+    ] {
+        let op = &doc["paths"][path][method];
+        let params = op["parameters"].as_array().unwrap();
+        for name in ["Upload-Draft-Interop-Version", "Upload-Complete"] {
+            assert!(
+                params.iter().any(|p| p["name"] == name),
+                "{method} {path} lacks {name}"
+            );
+        }
+        if let Some(tus) = params.iter().find(|p| p["name"] == "Tus-Resumable") {
+            assert_eq!(
+                tus["required"], false,
+                "a draft request has no Tus-Resumable"
+            );
+        }
+        assert!(
+            op["description"].as_str().unwrap().contains("IETF draft"),
+            "{method} {path}"
+        );
+    }
+    let conflict = &doc["paths"]["/v3/participants/self/uploads/{uploadId}"]["patch"]["responses"]
+        ["409"]["content"];
+    assert!(
+        conflict["application/problem+json"].is_object(),
+        "{conflict}"
+    );
+}

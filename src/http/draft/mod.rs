@@ -4,6 +4,7 @@
 
 mod create;
 mod meta;
+pub(super) mod openapi;
 mod problem;
 mod resume;
 
