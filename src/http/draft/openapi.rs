@@ -2,6 +2,7 @@
 //! upload (same paths and methods), so it is documented on them: its request headers, what
 //! changes when `Upload-Draft-Interop-Version` names 3 to 8, and its problem details.
 
+use serde_json::json;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -141,27 +142,62 @@ fn describe(op: &mut Operation, note: &str, creation: bool) {
         }
     }
     params.extend(headers(creation));
-    // Refusals to a draft client: problem details beside Bridge's shape.
+    // Refusals to a draft client: problem details beside Bridge's shape, with the same message.
     for (status, response) in &mut op.responses.responses {
-        if !status.starts_with('4') && !status.starts_with('5') {
+        let Ok(code) = status.parse::<u16>() else {
+            continue;
+        };
+        if code < 400 {
             continue;
         }
         if let RefOr::T(r) = response {
+            let message = r
+                .content
+                .get("application/json")
+                .and_then(|c| match c {
+                    RefOr::T(c) => c.example.as_ref(),
+                    RefOr::Ref(_) => None,
+                })
+                .and_then(|e| e.get("message"))
+                .cloned()
+                .unwrap_or_default();
             r.content.insert(
                 "application/problem+json".to_owned(),
                 RefOr::T(
                     ContentBuilder::new()
-                        .schema(Some(
-                            ObjectBuilder::new()
-                                .schema_type(Type::Object)
-                                .property("type", string())
-                                .property("title", string())
-                                .property("status", ObjectBuilder::new().schema_type(Type::Integer))
-                                .property("detail", string()),
-                        ))
+                        .schema(Some(problem_schema()))
+                        .example(Some(example(code, &message)))
                         .build(),
                 ),
             );
         }
     }
+}
+
+fn problem_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("type", string())
+        .property("title", string())
+        .property("status", ObjectBuilder::new().schema_type(Type::Integer))
+        .property("detail", string())
+}
+
+/// A refusal as a draft client sees it; a 409 is the draft's mismatching offset.
+fn example(code: u16, message: &serde_json::Value) -> serde_json::Value {
+    let title = axum::http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    if code == 409 {
+        return json!({
+            "type": "https://iana.org/assignments/http-problem-types#mismatching-upload-offset",
+            "title": "offset from request does not match offset of resource",
+            "status": 409,
+            "detail": "The upload's offset is 100; send the bytes from there.",
+            "expected-offset": 100,
+            "provided-offset": 50,
+        });
+    }
+    json!({"type": "about:blank", "title": title, "status": code, "detail": message})
 }
