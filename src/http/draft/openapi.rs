@@ -1,12 +1,14 @@
 //! The IETF draft in the OpenAPI document: it shares its operations with tus and the streaming
-//! upload (same paths and methods), so it is documented on them: its request headers, what
-//! changes when `Upload-Draft-Interop-Version` names 3 to 8, and its problem details.
+//! upload (same paths and methods), so it is documented on them: what changes when
+//! `Upload-Draft-Interop-Version` names 3 to 8, and its problem details. Its headers are not
+//! declared as parameters: OpenAPI cannot say "these or `Tus-Resumable`", and declaring both
+//! sets on one operation tells generated clients and fuzzers to mix the protocols.
 
 use serde_json::json;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::content::ContentBuilder;
-use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::{RefOr, Required};
 
 /// Creation: the target resource (PUT/POST of a file) and the tus creation URL.
 const CREATION: [&str; 6] = [
@@ -38,7 +40,7 @@ const CREATION_NOTE: &str = "\n\n**IETF draft** (`Upload-Draft-Interop-Version` 
     minted; mimeType: `Content-Type`; sha256: `Repr-Digest: sha-256=:…:`. Refusals are \
     `application/problem+json` (400 `inconsistent-upload-length` from version 7). No 104 is sent.";
 
-const URL_NOTE: &str = "\n\n**IETF draft** (`Upload-Draft-Interop-Version` 3 to 8, no \
+const URL_NOTE: &str = "\n\n**IETF draft** (`Upload-Draft-Interop-Version` 3 to 8, in place of \
     `Tus-Resumable`): HEAD answers 204 with `Upload-Offset`, `Upload-Complete`, `Upload-Length` \
     and `Upload-Limit` (6+); PATCH takes `Upload-Offset`, `Upload-Complete` and (6+) \
     `Content-Type: application/partial-upload`, answers 204 `Upload-Complete: ?0`, or 201 \
@@ -47,62 +49,11 @@ const URL_NOTE: &str = "\n\n**IETF draft** (`Upload-Draft-Interop-Version` 3 to 
     (6+); DELETE answers 204; OPTIONS gives `Upload-Limit`. Refusals are \
     `application/problem+json`.";
 
-fn header(
-    name: &str,
-    schema: ObjectBuilder,
-    description: &str,
-) -> RefOr<utoipa::openapi::path::Parameter> {
-    RefOr::T(
-        ParameterBuilder::new()
-            .name(name)
-            .parameter_in(ParameterIn::Header)
-            .required(Required::False)
-            .schema(Some(schema.build()))
-            .description(Some(description))
-            .build(),
-    )
-}
-
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
 }
 
-fn headers(creation: bool) -> Vec<RefOr<utoipa::openapi::path::Parameter>> {
-    let flag = || string().enum_values(Some(["?0", "?1"]));
-    let mut out = vec![
-        header(
-            "Upload-Draft-Interop-Version",
-            ObjectBuilder::new().schema_type(Type::Integer),
-            "3 to 8: the request is the IETF draft's, answered in that version; other values \
-             are ignored.",
-        ),
-        header(
-            "Upload-Complete",
-            flag(),
-            "Draft 4+: `?1` when this request's content ends the upload.",
-        ),
-        header(
-            "Upload-Incomplete",
-            flag(),
-            "Draft 3: `?1` when more content follows.",
-        ),
-    ];
-    if creation {
-        out.push(header(
-            "Repr-Digest",
-            string().pattern(Some(r"sha-256=:[A-Za-z0-9+/]{43}=:")),
-            "RFC 9530: the whole file's SHA-256, checked at completion.",
-        ));
-        out.push(header(
-            "X-File-Id",
-            string(),
-            "The fileId, when the path does not name it.",
-        ));
-    }
-    out
-}
-
-/// The draft's headers, notes and problem details on the operations it shares.
+/// The draft's notes and problem details on the operations it shares.
 pub(in crate::http) fn document(api: &mut utoipa::openapi::OpenApi) {
     for item in api.paths.paths.values_mut() {
         let ops = [
@@ -117,31 +68,17 @@ pub(in crate::http) fn document(api: &mut utoipa::openapi::OpenApi) {
         for op in ops.into_iter().flatten() {
             let id = op.operation_id.clone().unwrap_or_default();
             if CREATION.contains(&id.as_str()) {
-                describe(op, CREATION_NOTE, true);
+                describe(op, CREATION_NOTE);
             } else if UPLOAD_URL.contains(&id.as_str()) {
-                describe(op, URL_NOTE, false);
+                describe(op, URL_NOTE);
             }
         }
     }
 }
 
-fn describe(op: &mut Operation, note: &str, creation: bool) {
+fn describe(op: &mut Operation, note: &str) {
     let text = op.description.get_or_insert_with(String::new);
     text.push_str(note);
-    let params = op.parameters.get_or_insert_with(Vec::new);
-    for p in params.iter_mut() {
-        // A draft request carries no Tus-Resumable.
-        if let RefOr::T(p) = p
-            && p.name == "Tus-Resumable"
-        {
-            p.required = Required::False;
-            p.description = Some(
-                "`1.0.0`; required (else 412) unless `Upload-Draft-Interop-Version` names 3 to 8."
-                    .to_owned(),
-            );
-        }
-    }
-    params.extend(headers(creation));
     // Refusals to a draft client: problem details beside Bridge's shape, with the same message.
     for (status, response) in &mut op.responses.responses {
         let Ok(code) = status.parse::<u16>() else {
