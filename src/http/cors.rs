@@ -39,6 +39,7 @@ pub const ALLOWED_HEADERS: &[&str] = &[
     "upload-limit",
     "repr-digest",
     "want-repr-digest",
+    "x-file-id",
 ];
 
 /// Response headers a page may read beyond the CORS-safelisted ones: what a resumed download
@@ -66,6 +67,8 @@ pub const EXPOSED_HEADERS: &[&str] = &[
     "upload-draft-interop-version",
     "upload-limit",
     "repr-digest",
+    "want-repr-digest",
+    "x-file-id",
     "accept-patch",
 ];
 

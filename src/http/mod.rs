@@ -2,11 +2,13 @@
 
 mod capability;
 mod cors;
+mod draft;
 pub mod error;
 mod extract;
 mod files;
 mod listing;
 mod openapi;
+mod resumable;
 mod service;
 pub mod shapes;
 mod tus;

@@ -35,7 +35,7 @@ pub use schemas::*;
     tags((name = "self", description = "The caller's own files (role participant)"),
         (name = "participants", description = "A participant's files, for researchers (read) and workers (read and write) of the same app"),
         (name = "capability", description = "Upload and download URLs: the URL is the credential"),
-        (name = "resumable", description = "Resumable uploads (tus 1.0.0): create, resume, append, terminate"),
+        (name = "resumable", description = "Resumable uploads (tus 1.0.0, and the IETF draft at the same URLs): create, resume, append, terminate"),
         (name = "service", description = "Health, readiness, metrics, this document"))
 )]
 pub struct ApiDoc;
@@ -48,6 +48,7 @@ fn base() -> &'static utoipa::openapi::OpenApi {
         // The router's modifiers ran on the bare ApiDoc; these need the routes' operations.
         Common.modify(&mut api);
         Links.modify(&mut api);
+        super::draft::openapi::document(&mut api);
         api
     })
 }

@@ -84,6 +84,9 @@ pub struct Append {
     /// The body's length, when the request says it ahead.
     pub content_length: Option<u64>,
     pub checksum: Option<Checksum>,
+    /// The body is the last of the upload: with no length declared, the upload's length is
+    /// where the body ends (the IETF draft's `Upload-Complete: ?1` on a body of unknown length).
+    pub ends: bool,
 }
 
 /// Where an upload stands after a request appended to it.
@@ -325,6 +328,14 @@ impl FileService {
         }
         let staged = writer.sync().await?;
         let offset = before.value.offset + received;
+        // Only a body that arrived whole may end the upload: a cut one keeps what came.
+        let length = match length {
+            None if req.ends && cut.is_none() => {
+                row.value.length = Some(offset);
+                Some(offset)
+            }
+            l => l,
+        };
         // Once the last byte is durable the upload completes, whether or not the client is
         // still there: the lease says so in the same write that records the byte.
         let full = length == Some(offset);

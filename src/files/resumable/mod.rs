@@ -198,6 +198,12 @@ impl FileService {
         Ok((usage, row.current.map(|c| c.size)))
     }
 
+    /// How long an upload may take from its creation (`PF_RESUMABLE_TTL`).
+    #[must_use]
+    pub fn upload_ttl(&self) -> Duration {
+        self.resumable.ttl
+    }
+
     /// How many uploads requests on this instance are working on now.
     #[must_use]
     pub fn uploads_in_hand(&self) -> usize {

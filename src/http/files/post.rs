@@ -175,9 +175,19 @@ pub async fn post_self(
     Caller(caller): Caller,
     request_id: RequestId,
     ApiPath(raw_file): ApiPath<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    post_file(&state, &caller, &request_id, "self", &raw_file, body).await
+    post_file(
+        &state,
+        &caller,
+        &request_id,
+        "self",
+        &raw_file,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// An upload URL for a new file of a participant, or a replacement (workers).
@@ -200,9 +210,19 @@ pub async fn post(
     Caller(caller): Caller,
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    post_file(&state, &caller, &request_id, &user_id, &raw_file, body).await
+    post_file(
+        &state,
+        &caller,
+        &request_id,
+        &user_id,
+        &raw_file,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn post_file(
@@ -211,8 +231,16 @@ async fn post_file(
     request_id: &RequestId,
     user_id: &str,
     raw_file: &str,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // The IETF draft's creation, as its examples send it (the target resource is the file).
+    if crate::http::draft::is_draft(headers) {
+        let res = crate::http::draft::create_at_file(
+            state, caller, request_id, user_id, raw_file, headers, body,
+        );
+        return Ok(res.await);
+    }
     let (target, file) = Target::resolve_audited(
         state,
         (caller, request_id),
