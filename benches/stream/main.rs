@@ -23,6 +23,7 @@ use participant_files::auth::{self, Role};
 use participant_files::model::{AppId, UserId};
 
 mod arrival;
+mod intake;
 mod resumable;
 
 const MIB: u64 = 1024 * 1024;
@@ -827,10 +828,11 @@ async fn main() {
     let runs: usize = arg("--runs", "3").parse().unwrap();
     let concurrent: usize = arg("--concurrent", "16").parse().unwrap();
     let concurrent_size = arg("--concurrent-size-mib", "256").parse::<u64>().unwrap() * MIB;
+    let intake_size = arg("--intake-size-mib", "512").parse::<u64>().unwrap() * MIB;
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,intake",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1119,6 +1121,10 @@ async fn main() {
 
     if cases.contains("resumable") {
         resumable::resumable(&ctx, &bucket, size, runs, &mut push).await;
+    }
+
+    if cases.contains("intake") {
+        intake::intake(&ctx, &bucket, intake_size, runs, &mut push).await;
     }
 
     let machine = format!(
