@@ -23,6 +23,7 @@ use participant_files::auth::{self, Role};
 use participant_files::model::{AppId, UserId};
 
 mod arrival;
+mod intake;
 mod resumable;
 mod usage;
 
@@ -828,10 +829,11 @@ async fn main() {
     let runs: usize = arg("--runs", "3").parse().unwrap();
     let concurrent: usize = arg("--concurrent", "16").parse().unwrap();
     let concurrent_size = arg("--concurrent-size-mib", "256").parse::<u64>().unwrap() * MIB;
+    let intake_size = arg("--intake-size-mib", "512").parse::<u64>().unwrap() * MIB;
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage,intake",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1124,6 +1126,10 @@ async fn main() {
 
     if cases.contains("usage") {
         usage::usage(&bucket, &mut push).await;
+    }
+
+    if cases.contains("intake") {
+        intake::intake(&ctx, &bucket, intake_size, runs, &mut push).await;
     }
 
     let machine = format!(
