@@ -25,7 +25,9 @@ use crate::budget::{BufferPool, MemoryBudget};
 use crate::keys::ObjectKey;
 use crate::model::Staged;
 
+mod part_stream;
 mod parts;
+mod stage;
 mod staging;
 mod streaming;
 
