@@ -193,6 +193,10 @@ pub trait Presigner: Send + Sync {
 /// [`StageWriter::sync`] has made it durable and the index has recorded what it returned.
 #[async_trait]
 pub trait StageWriter: Send {
+    /// How many bytes the request has still to send, when it said so ahead: a store may then
+    /// send what it knows will be whole while the bytes arrive.
+    fn expect(&mut self, _bytes: u64) {}
+
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
 
     /// Makes every byte written so far durable and returns the staged state that names them.

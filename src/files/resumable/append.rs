@@ -237,6 +237,9 @@ impl FileService {
         }
 
         let mut writer = self.store.stage(&row.value.staged, fence).await?;
+        if let Some(n) = req.content_length {
+            writer.expect(n);
+        }
         let mut hasher = req.checksum.as_ref().map(|c| Hasher::new(c.algorithm));
         let mut whole = hashing::resume(row.value.hash.as_deref(), row.value.offset);
         let (mut received, mut unsynced) = (0u64, 0u64);
@@ -295,7 +298,12 @@ impl FileService {
             unsynced += n;
             // With a checksum, nothing of the request counts before its end: a mismatch keeps
             // none of it.
-            if hasher.is_none() && (unsynced >= SYNC_BYTES || last_sync.elapsed() >= SYNC_EVERY) {
+            // The request's last byte makes a durable point of its own, just after the loop.
+            let at_end = req.content_length == Some(received);
+            if hasher.is_none()
+                && !at_end
+                && (unsynced >= SYNC_BYTES || last_sync.elapsed() >= SYNC_EVERY)
+            {
                 row = self
                     .record(
                         row,

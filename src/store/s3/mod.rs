@@ -26,7 +26,9 @@ use crate::budget::{BufferPool, MemoryBudget};
 use crate::keys::ObjectKey;
 use crate::model::Staged;
 
+mod part_stream;
 mod parts;
+mod stage;
 mod staging;
 mod streaming;
 mod versions;

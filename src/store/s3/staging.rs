@@ -7,8 +7,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 
+use super::stage::S3Stage;
 use super::{NAME, S3BlobStore, failed, sse};
-use crate::budget::Reservation;
 use crate::keys::ObjectKey;
 use crate::model::{Staged, StagedPart};
 use crate::store::{BlobStore, MIN_PART_SIZE, StageWriter, StoreError};
@@ -18,11 +18,11 @@ pub(crate) const MAX_PARTS: u64 = 10_000;
 
 const MIB: u64 = 1024 * 1024;
 
-fn durable(staged: &Staged) -> u64 {
+pub(super) fn durable(staged: &Staged) -> u64 {
     staged.parts.iter().map(|p| p.size).sum::<u64>() + staged.tail
 }
 
-fn corrupt(message: &str) -> StoreError {
+pub(super) fn corrupt(message: &str) -> StoreError {
     StoreError::Backend {
         backend: NAME,
         message: message.to_owned(),
@@ -32,7 +32,7 @@ fn corrupt(message: &str) -> StoreError {
 
 impl S3BlobStore {
     /// The tail's name: the offset it ends at and, since fencing, its writer's fence.
-    fn tail_key(&self, staged: &Staged, end: u64) -> String {
+    pub(super) fn tail_key(&self, staged: &Staged, end: u64) -> String {
         match staged.fence {
             0 => format!("{}.tail-{end}", self.key(&staged.key)),
             fence => format!("{}.tail-{end}.{fence}", self.key(&staged.key)),
@@ -105,18 +105,18 @@ impl S3BlobStore {
         let memory = self.budget.reserve_large(size).await?;
         let mut buffer = BytesMut::with_capacity(size);
         buffer.extend_from_slice(&self.get_tail(staged).await?);
-        Ok(Box::new(S3Stage {
-            store: self.clone(),
-            staged: Staged {
+        Ok(Box::new(S3Stage::new(
+            self.clone(),
+            Staged {
                 fence,
                 ..staged.clone()
             },
             buffer,
-            _memory: memory,
-        }))
+            memory,
+        )))
     }
 
-    async fn upload_part(
+    pub(super) async fn upload_part(
         &self,
         staged: &Staged,
         number: u32,
@@ -135,6 +135,10 @@ impl S3BlobStore {
             .upload_id(upload)
             .part_number(i32::try_from(number).map_err(|_| corrupt("part number"))?)
             .body(ByteStream::from(body))
+            // The service hashes every byte itself (the upload's SHA-256); signing the payload
+            // would hash each part again, and TLS guards the bytes on their way to S3.
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| failed("UploadPart failed", e))?;
@@ -248,63 +252,5 @@ impl S3BlobStore {
             self.remove_versions_under(&prefix).await?;
         }
         Ok(())
-    }
-}
-
-struct S3Stage {
-    store: S3BlobStore,
-    staged: Staged,
-    /// The bytes after the last part: the recorded tail, then what this request sent.
-    buffer: BytesMut,
-    _memory: Reservation,
-}
-
-#[async_trait::async_trait]
-impl StageWriter for S3Stage {
-    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        self.buffer.extend_from_slice(&chunk);
-        let size = usize::try_from(self.staged.part_size).map_err(|_| corrupt("part size"))?;
-        while self.buffer.len() >= size {
-            let number = self.staged.parts.len() as u64 + 1;
-            if number > MAX_PARTS {
-                return Err(corrupt("the upload needs more than 10,000 parts"));
-            }
-            let body = self.buffer.split_to(size).freeze();
-            let part = self
-                .store
-                .upload_part(
-                    &self.staged,
-                    u32::try_from(number).unwrap_or(u32::MAX),
-                    body,
-                )
-                .await?;
-            // Not durable for the upload until the index records it; the parts it replaces
-            // (same number) are those of a request whose offset never moved.
-            self.staged.parts.push(part);
-            self.staged.tail = 0;
-        }
-        Ok(())
-    }
-
-    async fn sync(&mut self) -> Result<Staged, StoreError> {
-        let mut next = self.staged.clone();
-        next.tail = self.buffer.len() as u64;
-        if next.tail > 0 {
-            let key = self.store.tail_key(&next, durable(&next));
-            let (sse, kms_key) = sse(&self.store.settings.encryption);
-            self.store
-                .client
-                .put_object()
-                .bucket(&self.store.settings.bucket)
-                .key(key)
-                .body(ByteStream::from(Bytes::copy_from_slice(&self.buffer)))
-                .server_side_encryption(sse)
-                .set_ssekms_key_id(kms_key)
-                .send()
-                .await
-                .map_err(|e| failed("PutObject of a tail failed", e))?;
-        }
-        self.staged = next.clone();
-        Ok(next)
     }
 }
