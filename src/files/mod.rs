@@ -5,6 +5,7 @@
 
 mod arrival;
 mod claim;
+mod commit;
 mod delete;
 pub mod resumable;
 pub mod settler;
