@@ -13,7 +13,8 @@ use common::{aws_env, open_backends, unique_name};
 use participant_files::index::{Counters, DynamoFileIndex, FileIndex};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
-    AppId, Claim, FileId, FileRow, Owner, ScanStatus, StoredFile, UserId,
+    AppId, Claim, FileId, FileRow, Owner, ResumableUpload, ScanStatus, Staged, StoredFile,
+    UploadOutcome, UserId,
 };
 
 /// Records the DynamoDB operation of every request sent (its `X-Amz-Target`).
@@ -68,11 +69,39 @@ fn claim(owner: &Owner) -> Claim {
     }
 }
 
-#[tokio::test]
-async fn writes_that_change_no_counter_are_one_conditional_write() {
+fn upload(owner: &Owner) -> ResumableUpload {
+    let id = UploadId::generate();
+    ResumableUpload {
+        owner: owner.clone(),
+        id: id.clone(),
+        file_id: FileId::parse("up").unwrap(),
+        issuer: "alice:participant".into(),
+        mime_type: None,
+        file_name: None,
+        sha256: None,
+        length: Some(10),
+        offset: 0,
+        hash: None,
+        created_on: Utc::now(),
+        expires_on: Utc::now() + Duration::hours(1),
+        staged: Staged {
+            key: ObjectKey::new(owner, &id),
+            multipart: None,
+            part_size: 5 << 20,
+            parts: Vec::new(),
+            tail: 0,
+            fence: 0,
+        },
+        writer: None,
+        outcome: None,
+    }
+}
+
+/// An index on a table of its own whose requests `Sent` records, and a participant.
+async fn recorded() -> (tempfile::TempDir, DynamoFileIndex, Sent, Owner) {
     aws_env();
     let table = unique_name("pf");
-    let (_data, _backends) = open_backends(&["--index", &format!("dynamodb://{table}")]).await;
+    let (data, _backends) = open_backends(&["--index", &format!("dynamodb://{table}")]).await;
     let sent = Sent::default();
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
@@ -85,6 +114,38 @@ async fn writes_that_change_no_counter_are_one_conditional_write() {
         app: AppId::parse("study").unwrap(),
         participant: UserId::parse("alice").unwrap(),
     };
+    (data, ix, sent, o)
+}
+
+#[tokio::test]
+async fn upload_writes_are_one_write_each() {
+    let (_data, ix, sent, o) = recorded().await;
+    let mut up = upload(&o);
+    let up_ix = ix.uploads();
+    let v = up_ix.put_upload(&up, None).await.unwrap();
+    sent.take();
+    up.offset = 5;
+    let v = up_ix.put_upload(&up, Some(v)).await.unwrap();
+    assert_eq!(sent.take(), ["PutItem"], "a PATCH's write");
+    assert_eq!(ix.counters(&o).await.unwrap().map(|c| c.uploads), Some(1));
+    sent.take();
+    up.outcome = Some(UploadOutcome::Committed);
+    let v = up_ix.put_upload(&up, Some(v)).await.unwrap();
+    assert_eq!(
+        sent.take(),
+        ["TransactWriteItems"],
+        "the end of an open upload"
+    );
+    assert_eq!(ix.counters(&o).await.unwrap().map(|c| c.uploads), Some(0));
+    sent.take();
+    assert!(up_ix.put_upload(&up, Some(v - 1)).await.is_err());
+    up_ix.put_upload(&up, Some(v)).await.unwrap();
+    assert_eq!(ix.counters(&o).await.unwrap().map(|c| c.uploads), Some(0));
+}
+
+#[tokio::test]
+async fn writes_that_change_no_counter_are_one_conditional_write() {
+    let (_data, ix, sent, o) = recorded().await;
     // A committed file elsewhere, so the participant has counters.
     let mut other = FileRow {
         owner: o.clone(),
