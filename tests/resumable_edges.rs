@@ -137,6 +137,14 @@ async fn a_client_that_leaves_after_its_last_byte_still_gets_one_audited_commit(
         commits(&app, "left.bin") == 1
     })
     .await;
+    // The audit line comes before the outcome is written on the upload, and a HEAD in between
+    // is rightly 423 (its completion is still running).
+    let (owner, id) = (owner("bert"), id_of(&path));
+    until("the upload's outcome", async || {
+        let row = app.files.index().uploads().get_upload(&owner, &id).await;
+        row.unwrap().is_some_and(|r| r.value.outcome.is_some())
+    })
+    .await;
     let scans = relay.accepted();
     assert_eq!(offset_of(&app, &t, &path).await, bytes.len() as u64);
     assert_eq!(relay.accepted(), scans, "the HEAD scanned the upload again");

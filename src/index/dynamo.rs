@@ -31,7 +31,9 @@
 //! position, with the row's metadata; a deleted or replaced file's stale entry is skipped.
 //!
 //! Usage counters (see `usage`): an item per participant (range key `#usage` in its partition)
-//! and per app (`{app}#`), changed by `ADD` in the same `TransactWriteItems` as the row.
+//! and per app (`{app}#`), changed by `ADD` in the same `TransactWriteItems` as the row. A write
+//! that changes no counter (claims, upload URLs, scans) stays one conditional `PutItem` or
+//! `DeleteItem` (see `writes`): it lands only when the stored row counts as the new one.
 //!
 //! IAM actions it needs on the table: `dynamodb:GetItem`, `dynamodb:BatchGetItem` (the listing's
 //! check), `dynamodb:PutItem`, `dynamodb:DeleteItem`, `dynamodb:UpdateItem` (the counters, and
@@ -61,9 +63,11 @@ mod reads;
 mod setup;
 mod uploads;
 mod usage;
+mod writes;
 
 use item::{from_item, get_n, get_s, n, s, to_item};
 pub use setup::TableSetup;
+use writes::Plain;
 
 const NAME: &str = "dynamodb";
 
@@ -154,22 +158,6 @@ fn same_row(put: PutBuilder, expected: u64, old: Option<&FileRow>) -> PutBuilder
     }
 }
 
-impl DynamoFileIndex {
-    /// The row at `expected`, read consistently; a conflict when the row is gone or at
-    /// another version.
-    async fn row_at(
-        &self,
-        owner: &Owner,
-        file: &FileId,
-        expected: u64,
-    ) -> Result<FileRow, IndexError> {
-        match self.get(owner, file).await? {
-            Some(r) if r.version == expected => Ok(r.value),
-            _ => Err(IndexError::Conflict),
-        }
-    }
-}
-
 #[async_trait]
 impl FileIndex for DynamoFileIndex {
     fn name(&self) -> &'static str {
@@ -231,9 +219,15 @@ impl FileIndex for DynamoFileIndex {
 
     async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
         let version = expected.map_or(1, |v| v + 1);
+        // Most writes (claims, upload URLs, scans) leave the counters as they are: those cost one
+        // conditional write, and only a write whose row counts otherwise reads the old row (from
+        // the refusal) and changes the counters in a transaction.
         let old = match expected {
             None => None,
-            Some(v) => Some(self.row_at(&row.owner, &row.file_id, v).await?),
+            Some(v) => match self.put_plain(row, v).await? {
+                Plain::Landed => return Ok(version),
+                Plain::CountsOtherwise(old) => Some(*old),
+            },
         };
         let mut put = Put::builder()
             .table_name(&self.table)
@@ -251,7 +245,10 @@ impl FileIndex for DynamoFileIndex {
     }
 
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
-        let old = self.row_at(owner, file, expected).await?;
+        let old = match self.delete_plain(owner, file, expected).await? {
+            Plain::Landed => return Ok(()),
+            Plain::CountsOtherwise(old) => *old,
+        };
         let mut delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(start_key(owner, file)))

@@ -39,11 +39,13 @@ fn decode(item: &Item) -> Result<Versioned<ResumableUpload>, IndexError> {
     })
 }
 
-/// The upload's item, written over `expected` (`None`: a new one).
+/// The upload's item, written over `expected` (`None`: a new one) and, with `was_open`, only
+/// over an upload that was open (or ended) as said.
 fn put_item(
     table: &str,
     upload: &ResumableUpload,
     expected: Option<u64>,
+    was_open: Option<bool>,
 ) -> Result<Put, IndexError> {
     let version = expected.map_or(1, |v| v + 1);
     let mut item = key(&upload.owner, &upload.id);
@@ -61,10 +63,18 @@ fn put_item(
     build(
         match expected {
             None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
-                .condition_expression("#version = :expected")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":expected", n(v)),
+            Some(v) => {
+                let put = put
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":expected", n(v));
+                match was_open {
+                    None => put.condition_expression("#version = :expected"),
+                    Some(w) => put
+                        .condition_expression("#version = :expected AND #open = :was")
+                        .expression_attribute_names("#open", "open")
+                        .expression_attribute_values(":was", AttributeValue::Bool(w)),
+                }
+            }
         }
         .build(),
     )
@@ -112,19 +122,37 @@ impl UploadIndex for DynamoFileIndex {
         expected: Option<u64>,
     ) -> Result<u64, IndexError> {
         let version = expected.map_or(1, |v| v + 1);
-        // An ended upload never opens again: an open one written over a version was open, and
-        // only the write that ends an upload needs to read what it replaces.
-        let was_open = match expected {
-            None => false,
-            Some(_) if upload.outcome.is_none() => true,
-            Some(v) => self.upload_at(&upload.owner, &upload.id, v).await?,
+        let (owner, none) = (&upload.owner, FileCount::default());
+        let tx = |put| TransactWriteItem::builder().put(put).build();
+        let Some(v) = expected else {
+            let put = put_item(&self.table, upload, None, None)?;
+            let opened = i64::from(upload.outcome.is_none());
+            return self
+                .write_counted(owner, tx(put), none, opened)
+                .await
+                .map(|()| version);
         };
-        let put = put_item(&self.table, upload, expected)?;
-        let change = i64::from(upload.outcome.is_none()) - i64::from(was_open);
-        let write = TransactWriteItem::builder().put(put).build();
-        self.write_counted(&upload.owner, write, FileCount::default(), change)
-            .await?;
-        Ok(version)
+        // An ended upload never opens again: an open one written over a version was open, and
+        // that write changes no counter (every PATCH).
+        if upload.outcome.is_none() {
+            let put = put_item(&self.table, upload, Some(v), None)?;
+            return self
+                .write_counted(owner, tx(put), none, 0)
+                .await
+                .map(|()| version);
+        }
+        // An ending mostly ends an open upload: that is one transaction with the counters.
+        let put = put_item(&self.table, upload, Some(v), Some(true))?;
+        match self.write_counted(owner, tx(put), none, -1).await {
+            Err(IndexError::Conflict) => {}
+            done => return done.map(|()| version),
+        }
+        // Refused: at another version, or it had ended already; only the latter is written.
+        if self.upload_at(owner, &upload.id, v).await? {
+            return Err(IndexError::Conflict);
+        }
+        let put = put_item(&self.table, upload, Some(v), Some(false))?;
+        self.write_one(tx(put)).await.map(|()| version)
     }
 
     async fn create_upload(
@@ -139,7 +167,7 @@ impl UploadIndex for DynamoFileIndex {
         for _ in 0..3 {
             let mut items = vec![
                 TransactWriteItem::builder()
-                    .put(put_item(&self.table, upload, None)?)
+                    .put(put_item(&self.table, upload, None, None)?)
                     .build(),
             ];
             items.extend(changes(

@@ -164,9 +164,13 @@ impl DynamoFileIndex {
         files: FileCount,
         uploads: i64,
     ) -> Result<(), IndexError> {
+        let counters = changes(&self.table, owner, files, uploads, None)?;
+        if counters.is_empty() {
+            return self.write_one(write).await;
+        }
         for _ in 0..3 {
             let mut items = vec![write.clone()];
-            items.extend(changes(&self.table, owner, files, uploads, None)?);
+            items.extend(counters.iter().cloned());
             match self.transact(items).await? {
                 None => return Ok(()),
                 Some(f) if f.first() == Some(&true) => return Err(IndexError::Conflict),
