@@ -290,3 +290,100 @@ async fn bytes_changed_in_the_store_are_reported_not_marked_clean() {
         "{metrics}"
     );
 }
+
+/// Two runs that both read an infected file's row before either moved its object (two
+/// `rescan` processes, or a stopped run started again beside one still going), in the order
+/// that lost the file: the earlier run keeps the copy under `quarantine/` and points the row at
+/// it; the later one then finds the original gone and the row no longer naming it, and must
+/// leave the copy the row now names.
+#[tokio::test]
+async fn a_second_run_on_the_same_row_keeps_the_quarantined_copy() {
+    use futures::StreamExt;
+    use participant_files::config::Quarantine;
+    use participant_files::keys::{ObjectKey, UploadId};
+    use participant_files::model::{
+        AppId, FileId, FileRow, Owner, ScanEvidence, ScanStatus, StoredFile, UserId,
+    };
+    use participant_files::store::StoreError;
+
+    let flags = match common::backend() {
+        common::Backend::Embedded => Vec::new(),
+        common::Backend::Aws => common::aws_flags().0,
+    };
+    // `open_backends` gives its own URL secret.
+    let secret = flags.iter().position(|f| f == "--url-secret");
+    let flags: Vec<&str> = (flags.iter().enumerate())
+        .filter(|(i, _)| secret.is_none_or(|s| *i != s && *i != s + 1))
+        .map(|(_, f)| f.as_str())
+        .collect();
+    let (_data, backends) = common::open_backends(&flags).await;
+    let (index, store) = (backends.index.as_ref(), backends.store.as_ref());
+    let owner = Owner {
+        app: AppId::parse("study").unwrap(),
+        participant: UserId::parse("alice").unwrap(),
+    };
+    let file_id = FileId::parse("bad.bin").unwrap();
+    let key = ObjectKey::new(&owner, &UploadId::generate());
+    let bytes = noise(70_000, 11);
+    let mut writer = store.create(&key, Some(70_000)).await.unwrap();
+    writer.write(bytes.clone().into()).await.unwrap();
+    writer.commit().await.unwrap();
+    let mut row = FileRow::empty(&owner, &file_id);
+    row.current = Some(StoredFile {
+        key: key.clone(),
+        mime_type: "application/octet-stream".into(),
+        size: 70_000,
+        sha256: None,
+        scan_status: ScanStatus::Infected,
+        created_on: chrono::Utc::now(),
+        scan: Some(ScanEvidence {
+            scanned_on: chrono::Utc::now(),
+            engine: "ClamAV 1.4.6/27480/Mon Dec  7 09:00:00 2026".into(),
+            signature: Some("Pf-Marker.UNOFFICIAL".into()),
+        }),
+        file_name: None,
+    });
+    index.put(&row, None).await.unwrap();
+
+    // What both runs read, before either wrote.
+    let read = index.get(&owner, &file_id).await.unwrap().unwrap();
+    let file = read.value.current.unwrap();
+    for run in ["earlier", "later"] {
+        participant_files::rescan::quarantine(
+            index,
+            store,
+            Quarantine::Keep,
+            &owner,
+            &file_id,
+            &file,
+            Some("Pf-Marker.UNOFFICIAL"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the {run} run failed: {e:#}"));
+    }
+
+    let now = index.get(&owner, &file_id).await.unwrap().unwrap();
+    let named = now.value.current.unwrap().key;
+    assert_eq!(named, key.quarantined(), "the row does not name the copy");
+    let mut kept = Vec::new();
+    match store.read(&named, None).await {
+        Ok(read) => {
+            let mut body = read.body;
+            while let Some(chunk) = body.next().await {
+                kept.extend_from_slice(&chunk.unwrap());
+            }
+        }
+        Err(StoreError::NotFound) => {
+            panic!("the later run deleted the quarantined copy that the row names")
+        }
+        Err(e) => panic!("{e}"),
+    }
+    assert!(
+        kept == bytes,
+        "the quarantined copy is not the file's bytes"
+    );
+    assert!(
+        matches!(store.read(&key, None).await, Err(StoreError::NotFound)),
+        "the original object is still there"
+    );
+}

@@ -5,13 +5,14 @@ use futures::StreamExt;
 
 use super::file::update_current;
 use crate::config::Quarantine;
-use crate::index::FileIndex;
+use crate::index::{FileIndex, IndexError};
 use crate::keys::ObjectKey;
 use crate::model::{FileId, Owner, StoredFile};
 use crate::store::{BlobStore, StoreError};
 
 /// Deletes an infected file's object, or moves it under `quarantine/` (copy, point the row
-/// at the copy, delete the original), as `PF_QUARANTINE` says.
+/// at the copy, delete the original), as `PF_QUARANTINE` says. `file` is the row's file as the
+/// run read it: another run may have moved it since, and this one then leaves its copy alone.
 pub async fn quarantine(
     index: &dyn FileIndex,
     store: &dyn BlobStore,
@@ -31,8 +32,13 @@ pub async fn quarantine(
     }
     // The row names the quarantined key from now on (with `delete`, a key that holds
     // nothing): a rerun sees the file handled, and deleting the file removes the copy.
-    if !update_current(index, owner, file_id, &file.key, |f| f.key = q.clone()).await? {
-        // Deleted or replaced meanwhile: the copy is nobody's.
+    if !update_current(index, owner, file_id, &file.key, |f| f.key = q.clone()).await?
+        && !names(index, owner, file_id, &q).await?
+    {
+        // Deleted or replaced meanwhile: the copy is nobody's. A row that names the copy was
+        // moved by another run that read it when this one did; the copy is the file now. Once
+        // the row names neither key it never comes back to them (keys are never reused), so
+        // this read cannot be overtaken.
         store.delete(&q).await?;
     }
     store.delete(&file.key).await?;
@@ -42,6 +48,19 @@ pub async fn quarantine(
         "an infected file's object was quarantined"
     );
     Ok(())
+}
+
+/// Whether the row's current file is the object at `key`.
+async fn names(
+    index: &dyn FileIndex,
+    owner: &Owner,
+    file_id: &FileId,
+    key: &ObjectKey,
+) -> Result<bool, IndexError> {
+    let row = index.get(owner, file_id).await?;
+    Ok(row
+        .and_then(|r| r.value.current)
+        .is_some_and(|f| &f.key == key))
 }
 
 async fn copy(store: &dyn BlobStore, from: &ObjectKey, to: &ObjectKey) -> Result<(), StoreError> {
