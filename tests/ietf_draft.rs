@@ -118,6 +118,7 @@ fn digest(bytes: &[u8]) -> String {
 
 /// A problem details answer with this status; its body.
 async fn problem(res: Response, status: StatusCode) -> Value {
+    assert_eq!(res.status(), status, "not the refusal expected");
     assert_eq!(
         res.headers()["content-type"],
         "application/problem+json",
@@ -601,4 +602,236 @@ async fn draft_uploads_hold_the_same_limits_and_erase_ends_them() {
     let body = json(res, StatusCode::OK).await;
     assert_eq!(body["count"], 2, "{body}");
     assert_eq!(v.offset(&app, &t, &a).await.0, StatusCode::NOT_FOUND);
+}
+
+/// A draft creation with `Upload-Complete: ?0` and no `Upload-Length` (its length deferred, as
+/// every client of versions 3 to 5 creates one); returns the upload's path.
+async fn create_deferred(v: Draft, app: &TestApp, token: &str, file: &str) -> String {
+    let res = v
+        .complete(
+            v.req(app, Method::POST, "/v3/participants/self/uploads", token),
+            false,
+        )
+        .header("x-file-id", file)
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "v{}", v.0);
+    let location = res.headers()["location"].to_str().unwrap();
+    reqwest::Url::parse(location).unwrap().path().to_owned()
+}
+
+/// Past `PF_MAX_FILE_SIZE` is 413 in every version, also in 3 to 5, which have no
+/// `Upload-Limit` to tell the client the bound ahead: no draft defines a problem type for it,
+/// so it is `about:blank` with the status; none of the bytes are kept.
+#[tokio::test]
+async fn past_the_size_limit_is_413_in_every_version() {
+    let app = TestApp::start_with(&["--max-file-size", "1MiB"]).await;
+    let t = app.token("ivy", "study");
+    let too_large = |body: &Value, v: Draft| {
+        assert_eq!(body["type"], "about:blank", "v{}: {body}", v.0);
+        assert!(
+            body["detail"].as_str().unwrap().contains("1048576"),
+            "v{}: {body}",
+            v.0
+        );
+    };
+    for v in VERSIONS.map(Draft) {
+        // Optimistic creation with a whole body over the limit.
+        let file = format!("whole-big-v{}.bin", v.0);
+        let res = v
+            .complete(
+                v.req(
+                    &app,
+                    Method::PUT,
+                    &format!("/v3/participants/self/files/{file}"),
+                    &t,
+                ),
+                true,
+            )
+            .body(vec![1; (1 << 20) + 1])
+            .send()
+            .await
+            .unwrap();
+        too_large(&problem(res, StatusCode::PAYLOAD_TOO_LARGE).await, v);
+        assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
+
+        // One append over the limit, then an append that would cross it.
+        let path = create_deferred(v, &app, &t, &format!("grows-v{}.bin", v.0)).await;
+        let res = v
+            .patch(&app, &t, &path, 0, vec![2; (1 << 20) + 1], false)
+            .await;
+        too_large(&problem(res, StatusCode::PAYLOAD_TOO_LARGE).await, v);
+        assert_eq!(
+            v.offset(&app, &t, &path).await,
+            (StatusCode::NO_CONTENT, Some(0)),
+            "v{}: bytes of a refused append were kept",
+            v.0
+        );
+        let res = v.patch(&app, &t, &path, 0, vec![3; 1 << 20], false).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT, "v{}", v.0);
+        let res = v.patch(&app, &t, &path, 1 << 20, vec![4; 1], true).await;
+        too_large(&problem(res, StatusCode::PAYLOAD_TOO_LARGE).await, v);
+        assert_eq!(
+            v.offset(&app, &t, &path).await,
+            (StatusCode::NO_CONTENT, Some(1 << 20)),
+            "v{}",
+            v.0
+        );
+        let res = v.req(&app, Method::DELETE, &path, &t).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT, "v{}", v.0);
+    }
+    // Of the refused bytes nothing was kept, and the cancelled uploads left nothing either.
+    app.assert_nothing_stored().await;
+}
+
+/// RFC 9530 allows `Repr-Digest` on any request, and a client that hashes as it reads sends
+/// it with its last append: a mismatch there is refused as at creation, nothing is kept, and
+/// HEAD tells the refusal; a match commits the file.
+#[tokio::test]
+async fn a_repr_digest_on_the_final_append_is_checked() {
+    let app = TestApp::start().await;
+    let t = app.token("jo", "study");
+    let bytes = noise(100_000, 31);
+    let header = |b: &[u8]| format!("sha-256=:{}:", digest(b));
+    for v in VERSIONS.map(Draft) {
+        for matches in [false, true] {
+            let file = format!("late-digest-{matches}-v{}.bin", v.0);
+            let path = create_deferred(v, &app, &t, &file).await;
+            let res = v
+                .patch(&app, &t, &path, 0, bytes[..60_000].to_vec(), false)
+                .await;
+            assert_eq!(res.status(), StatusCode::NO_CONTENT, "v{}", v.0);
+            let mut req = v.req(&app, Method::PATCH, &path, &t);
+            if v.0 >= 6 {
+                req = req.header("content-type", "application/partial-upload");
+            }
+            let claimed = if matches {
+                header(&bytes)
+            } else {
+                header(b"other")
+            };
+            let res = v
+                .complete(req, true)
+                .header("upload-offset", 60_000u64)
+                .header("repr-digest", claimed)
+                .body(bytes[60_000..].to_vec())
+                .send()
+                .await
+                .unwrap();
+            if matches {
+                let f = json(res, StatusCode::CREATED).await;
+                assert_eq!(f["sha256"], digest(&bytes).as_str(), "v{}", v.0);
+                assert_eq!(app.download(&t, "self", &file).await, bytes);
+            } else {
+                let body = problem(res, StatusCode::BAD_REQUEST).await;
+                assert!(
+                    body["detail"].as_str().unwrap().contains("SHA-256"),
+                    "v{}: {body}",
+                    v.0
+                );
+                assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
+                assert_eq!(
+                    v.offset(&app, &t, &path).await.0,
+                    StatusCode::BAD_REQUEST,
+                    "v{}: HEAD does not tell the refusal",
+                    v.0
+                );
+            }
+        }
+    }
+}
+
+/// A final append whose `Repr-Digest` contradicts the creation's is refused before any of its
+/// bytes are kept (no file can match both), and the upload stays where it was.
+#[tokio::test]
+async fn a_final_digest_that_contradicts_the_creations_is_refused() {
+    let app = TestApp::start().await;
+    let t = app.token("lee", "study");
+    let bytes = noise(30_000, 41);
+    for v in VERSIONS.map(Draft) {
+        let file = format!("two-digests-v{}.bin", v.0);
+        let res = v
+            .complete(
+                v.req(&app, Method::POST, "/v3/participants/self/uploads", &t),
+                false,
+            )
+            .header("x-file-id", &file)
+            .header("repr-digest", format!("sha-256=:{}:", digest(&bytes)))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "v{}", v.0);
+        let location = res.headers()["location"].to_str().unwrap();
+        let path = reqwest::Url::parse(location).unwrap().path().to_owned();
+        let mut req = v.req(&app, Method::PATCH, &path, &t);
+        if v.0 >= 6 {
+            req = req.header("content-type", "application/partial-upload");
+        }
+        let res = v
+            .complete(req, true)
+            .header("upload-offset", 0)
+            .header("repr-digest", format!("sha-256=:{}:", digest(b"other")))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        let body = problem(res, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("SHA-256"),
+            "v{}: {body}",
+            v.0
+        );
+        assert_eq!(
+            v.offset(&app, &t, &path).await,
+            (StatusCode::NO_CONTENT, Some(0)),
+            "v{}",
+            v.0
+        );
+        assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
+    }
+}
+
+/// From version 6 a declared `Upload-Length` tells the server where the upload ends, so an
+/// append with `Upload-Complete: ?0` that reaches it completes the upload; when that
+/// completion is refused (here the creation's `Repr-Digest`), the client is told so, as one
+/// that said `?1` is, and nothing is kept.
+#[tokio::test]
+async fn a_completion_refused_on_an_append_that_did_not_say_complete() {
+    let app = TestApp::start().await;
+    let t = app.token("kim", "study");
+    for v in (6..=8).map(Draft) {
+        let file = format!("quiet-end-v{}.bin", v.0);
+        let res = v
+            .complete(
+                v.req(&app, Method::POST, "/v3/participants/self/uploads", &t),
+                false,
+            )
+            .header("x-file-id", &file)
+            .header("upload-length", 50_000)
+            .header("repr-digest", format!("sha-256=:{}:", digest(b"other")))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "v{}", v.0);
+        let location = res.headers()["location"].to_str().unwrap();
+        let path = reqwest::Url::parse(location).unwrap().path().to_owned();
+        let res = v.patch(&app, &t, &path, 0, noise(50_000, 9), false).await;
+        let body = problem(res, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("SHA-256"),
+            "v{}: {body}",
+            v.0
+        );
+        assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
+        assert_eq!(
+            v.offset(&app, &t, &path).await.0,
+            StatusCode::BAD_REQUEST,
+            "v{}",
+            v.0
+        );
+    }
 }

@@ -87,6 +87,8 @@ pub enum FilesError {
     OffsetMismatch(u64),
     #[error("the upload's length is set and cannot change")]
     LengthFixed,
+    #[error("the request declares another SHA-256 than the upload's")]
+    DigestFixed,
     #[error("the request carries bytes past the upload's length")]
     PastLength,
     #[error("the request body does not match its checksum")]

@@ -84,6 +84,9 @@ pub struct Append {
     /// The body's length, when the request says it ahead.
     pub content_length: Option<u64>,
     pub checksum: Option<Checksum>,
+    /// The whole file's SHA-256 (standard base64), when this request declares it: the draft
+    /// allows `Repr-Digest` on any request, and the completion checks it as a creation's.
+    pub sha256: Option<String>,
     /// The body is the last of the upload: with no length declared, the upload's length is
     /// where the body ends (the IETF draft's `Upload-Complete: ?1` on a body of unknown length).
     pub ends: bool,
@@ -191,6 +194,12 @@ impl FileService {
                 }
                 self.check_length(owner, &row.value.file_id, length).await?;
             }
+            _ => {}
+        }
+        match (&row.value.sha256, req.sha256) {
+            (Some(had), Some(now)) if *had != now => return Err(FilesError::DigestFixed),
+            // Written with the lease below, so a completion retried later checks it too.
+            (None, Some(now)) => row.value.sha256 = Some(now),
             _ => {}
         }
         let length = req.length.or(row.value.length);

@@ -75,7 +75,7 @@ fn is_framing(content_type: &str) -> bool {
 
 /// RFC 9530 `Repr-Digest`: the `sha-256` member, as standard base64 of its 32 bytes; other
 /// algorithms are not checked here and are ignored.
-fn repr_digest(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn repr_digest(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = text(headers, "repr-digest") else {
         return Ok(None);
     };

@@ -145,6 +145,7 @@ async fn appended(
         length,
         content_length,
         checksum: None,
+        sha256: super::meta::repr_digest(headers).map_err(plain)?,
         ends: complete,
     };
     let appended = resumable::append(state, &target, request_id, &id, req, body)

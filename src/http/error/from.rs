@@ -202,6 +202,9 @@ impl From<FilesError> for ApiError {
             FilesError::LengthFixed => Self::bad_request(
                 "Upload-Length is set already (or smaller than the offset) and cannot change.",
             ),
+            FilesError::DigestFixed => Self::bad_request(
+                "The SHA-256 this request declares is not the one the upload declared; none of its bytes were kept.",
+            ),
             FilesError::PastLength => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "EntityTooLargeException",

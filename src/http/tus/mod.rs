@@ -295,7 +295,7 @@ async fn append(
         length: number(headers, "upload-length")?,
         content_length: number(headers, "content-length")?,
         checksum: checksum(headers)?,
-        ends: false,
+        ..Append::default()
     };
     Ok(resumable::append(state, target, request_id, id, req, body)
         .await?
