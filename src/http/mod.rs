@@ -215,7 +215,12 @@ async fn method_not_allowed(path: Option<MatchedPath>) -> axum::response::Respon
 /// The service: routes, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
+    // Whether a request is the IETF draft's is decided here, once, for every route it shares.
     let mut router = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            draft::dispatch,
+        ))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed);
     // Inside `track`, so that a preflight is counted with the status it got.

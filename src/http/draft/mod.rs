@@ -7,6 +7,7 @@ mod meta;
 pub(super) mod openapi;
 mod problem;
 mod resume;
+mod route;
 
 use std::time::Duration;
 
@@ -17,8 +18,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::resumable::text;
 
-pub(super) use create::{create_at_file, create_at_uploads};
-pub(super) use resume::{head, patch, terminate};
+use create::{create_at_file, create_at_uploads};
+use resume::{head, patch, terminate};
+pub(super) use route::dispatch;
 
 /// The request header every draft client sends.
 pub const INTEROP_HEADER: &str = "upload-draft-interop-version";
@@ -96,7 +98,7 @@ impl Interop {
 
 /// A draft request: it names an interop version served here. One naming another version is
 /// served as if it named none (the draft forbids a 104 then, and the plain meaning stands).
-pub(super) fn is_draft(headers: &HeaderMap) -> bool {
+fn is_draft(headers: &HeaderMap) -> bool {
     Interop::of(headers).is_some()
 }
 
@@ -114,7 +116,7 @@ fn sf_boolean(raw: &str) -> Option<bool> {
 }
 
 /// `OPTIONS` of the creation URL: the limits an upload created there gets (version 6 on).
-pub(super) fn options(state: &AppState, headers: &HeaderMap) -> Response {
+fn options(state: &AppState, headers: &HeaderMap) -> Response {
     let v = Interop::of(headers).expect("dispatched on is_draft");
     let mut res = StatusCode::NO_CONTENT.into_response();
     v.limits(state, res.headers_mut(), state.files.upload_ttl());

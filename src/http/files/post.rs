@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -175,19 +175,9 @@ pub async fn post_self(
     Caller(caller): Caller,
     request_id: RequestId,
     ApiPath(raw_file): ApiPath<String>,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    post_file(
-        &state,
-        &caller,
-        &request_id,
-        "self",
-        &raw_file,
-        &headers,
-        body,
-    )
-    .await
+    post_file(&state, &caller, &request_id, "self", &raw_file, body).await
 }
 
 /// An upload URL for a new file of a participant, or a replacement (workers).
@@ -210,19 +200,9 @@ pub async fn post(
     Caller(caller): Caller,
     request_id: RequestId,
     ApiPath((user_id, raw_file)): ApiPath<(String, String)>,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    post_file(
-        &state,
-        &caller,
-        &request_id,
-        &user_id,
-        &raw_file,
-        &headers,
-        body,
-    )
-    .await
+    post_file(&state, &caller, &request_id, &user_id, &raw_file, body).await
 }
 
 async fn post_file(
@@ -231,16 +211,8 @@ async fn post_file(
     request_id: &RequestId,
     user_id: &str,
     raw_file: &str,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // The IETF draft's creation, as its examples send it (the target resource is the file).
-    if crate::http::draft::is_draft(headers) {
-        let res = crate::http::draft::create_at_file(
-            state, caller, request_id, user_id, raw_file, headers, body,
-        );
-        return Ok(res.await);
-    }
     let (target, file) = Target::resolve_audited(
         state,
         (caller, request_id),

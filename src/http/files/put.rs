@@ -156,12 +156,6 @@ async fn put_file(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if crate::http::draft::is_draft(headers) {
-        let res = crate::http::draft::create_at_file(
-            state, caller, request_id, user_id, raw_file, headers, body,
-        );
-        return Ok(res.await);
-    }
     let (target, file) = Target::resolve_audited(
         state,
         (caller, request_id),

@@ -157,29 +157,22 @@ fn new_upload(headers: &HeaderMap) -> Result<NewUpload, ApiError> {
 
 #[utoipa::path(options, path = "/v3/participants/self/uploads", tag = "resumable", operation_id = "tusOptionsSelf",
     responses((status = 204, description = "The tus versions, extensions and limits this service supports")))]
-pub async fn options_self(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    options_answer(&state, &headers)
+pub async fn options_self(State(state): State<AppState>) -> Response {
+    options_answer(&state)
 }
 
 #[utoipa::path(options, path = "/v3/participants/{userId}/uploads", tag = "resumable", operation_id = "tusOptions",
     params(UserPath),
     responses((status = 204, description = "The tus versions, extensions and limits this service supports"),
         (status = 400, description = "A malformed userId")))]
-pub async fn options(
-    State(state): State<AppState>,
-    ApiPath(user): ApiPath<String>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn options(State(state): State<AppState>, ApiPath(user): ApiPath<String>) -> Response {
     if let Err(e) = crate::model::UserId::parse(&user) {
         return tus(Err(ApiError::bad_request(format!("userId {e}."))));
     }
-    options_answer(&state, &headers)
+    options_answer(&state)
 }
 
-fn options_answer(state: &AppState, headers: &HeaderMap) -> Response {
-    if super::draft::is_draft(headers) {
-        return super::draft::options(state, headers);
-    }
+fn options_answer(state: &AppState) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let headers = res.headers_mut();
     headers.insert(h("tus-version"), HeaderValue::from_static(VERSION));
@@ -245,10 +238,6 @@ async fn create(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    if super::draft::is_draft(headers) {
-        return super::draft::create_at_uploads(state, caller, request_id, user, headers, body)
-            .await;
-    }
     if let Some(res) = wrong_version(headers) {
         return tus(Ok(res));
     }

@@ -1,5 +1,5 @@
 //! tus 1.0.0 on an upload's URL: offset (HEAD), append (PATCH) and termination (DELETE); a
-//! request naming `Upload-Draft-Interop-Version` is handed to the IETF draft's handlers.
+//! request naming `Upload-Draft-Interop-Version` never gets here (`http/draft/route.rs`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -10,7 +10,6 @@ use super::{OFFSET_STREAM, append, h, tus, wrong_version};
 use crate::audit::Action;
 use crate::auth::Principal;
 use crate::http::AppState;
-use crate::http::draft;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, Caller, RequestId};
 use crate::http::openapi::{TusHeader, TusPatchHeaders, UploadPath, UserUploadPath};
@@ -66,9 +65,6 @@ async fn head(
     id: &str,
     headers: &HeaderMap,
 ) -> Response {
-    if draft::is_draft(headers) {
-        return draft::head(state, caller, request_id, user, id, headers).await;
-    }
     if let Some(res) = wrong_version(headers) {
         return tus(Ok(res));
     }
@@ -160,9 +156,6 @@ async fn patch(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    if draft::is_draft(headers) {
-        return draft::patch(state, caller, request_id, user, id, headers, body).await;
-    }
     if let Some(res) = wrong_version(headers) {
         return tus(Ok(res));
     }
@@ -235,9 +228,6 @@ async fn terminate(
     id: &str,
     headers: &HeaderMap,
 ) -> Response {
-    if draft::is_draft(headers) {
-        return draft::terminate(state, caller, request_id, user, id, headers).await;
-    }
     if let Some(res) = wrong_version(headers) {
         return tus(Ok(res));
     }
