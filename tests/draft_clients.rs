@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, JWT_SECRET, Process, URL_SECRET, aws_flags, backend, closed_port, noise};
+use common::processes::{client_service, download_followed, kill_and_restart, lines};
+use common::{Process, closed_port, noise};
 use sha2::Digest;
 
 const SIZE: usize = 20 << 20;
@@ -19,38 +19,11 @@ fn token() -> String {
     common::participant_token("alice", "study")
 }
 
-/// The service's environment and flags, on fresh resources of the backend set under test.
-async fn config(data: &std::path::Path) -> (Vec<(&'static str, String)>, Vec<String>) {
-    let env = vec![
-        ("PF_JWT_SECRET", JWT_SECRET.to_owned()),
-        ("PF_URL_SECRET", URL_SECRET.to_owned()),
-        ("PF_DATA_DIR", data.display().to_string()),
-        ("PF_S3_PART_SIZE", "8MiB".to_owned()),
-        ("PF_AUDIT_LOG", "stderr".to_owned()),
-    ];
-    let args = match backend() {
-        Backend::Embedded => Vec::new(),
-        Backend::Aws => {
-            let (flags, _) = aws_flags();
-            let resources: Vec<&str> = flags
-                .chunks(2)
-                .filter(|pair| matches!(pair[0].as_str(), "--store" | "--index"))
-                .flatten()
-                .map(String::as_str)
-                .chain(["--s3-force-path-style", "true"])
-                .collect();
-            common::open_backends(&resources).await;
-            flags
-        }
-    };
-    (env, args)
-}
-
 async fn upload_with(protocol: &str) {
     let data = tempfile::tempdir().unwrap();
-    let (env, args) = config(data.path()).await;
+    let (env, args) = client_service(data.path(), &[]).await;
     let port = closed_port();
-    let mut service = Some(Process::spawn_on(port, &env, &args).await);
+    let mut service = Process::spawn_on(port, &env, &args).await;
     let bytes = noise(SIZE, 24);
     let file = data.path().join("upload.bin");
     std::fs::write(&file, &bytes).unwrap();
@@ -72,15 +45,7 @@ async fn upload_with(protocol: &str) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("node: {e}; scripts/backends.sh installs tus-js-client"));
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut rx = lines(child.stdout.take().unwrap());
     let started = Instant::now();
     let mut killed = false;
     loop {
@@ -98,11 +63,7 @@ async fn upload_with(protocol: &str) {
         let sent = event.get("sent").and_then(serde_json::Value::as_u64);
         if !killed && sent.is_some_and(|s| s >= 8 << 20) {
             // In the middle: SIGKILL, no shutdown, no flush; then the same service again.
-            let mut s = service.take().unwrap();
-            s.child.kill().unwrap();
-            s.child.wait().unwrap();
-            drop(s);
-            service = Some(Process::spawn_on(port, &env, &args).await);
+            kill_and_restart(&mut service, port, &env, &args).await;
             killed = true;
         }
         assert!(
@@ -112,28 +73,7 @@ async fn upload_with(protocol: &str) {
     }
     assert!(child.wait().unwrap().success());
     assert!(killed, "{protocol}: the kill happened");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let res = http
-        .get(format!(
-            "http://127.0.0.1:{port}/v3/participants/self/files/{file_id}"
-        ))
-        .bearer_auth(token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302, "{protocol}: the file is there");
-    let location = res.headers()["location"].to_str().unwrap().to_owned();
-    let got = http
-        .get(location)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = download_followed(&service.base, &token(), &file_id).await;
     assert_eq!(got.len(), SIZE);
     assert_eq!(
         sha2::Sha256::digest(&got),

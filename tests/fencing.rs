@@ -4,28 +4,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use chrono::Utc;
-use common::{Process, noise, open_backends, participant_token, unique_name};
-use participant_files::keys::UploadId;
+use common::processes::{create_tus_upload, fresh_aws, until};
+use common::{Process, noise, participant_token};
 use participant_files::model::{AppId, Owner, ScanStatus, UploadOutcome, UserId};
 use reqwest::{Client, StatusCode};
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn signal(child: &std::process::Child, sig: &str) {
     let sent = std::process::Command::new("kill")
@@ -63,18 +51,13 @@ async fn an_instance_stopped_mid_patch_that_wakes_after_a_takeover_changes_nothi
         "PF_TEST_CLAMD is not set: run the suite with scripts/test, which starts clamd on loopback",
     );
     let s3_dir = common::aws_env().s3_dir;
-    let bucket = unique_name("pf");
-    let store = format!("s3://{bucket}/files");
-    let index = format!("dynamodb://{}", unique_name("pf"));
-    let (_setup_dir, backends) = open_backends(&[
-        "--store",
-        &store,
-        "--index",
-        &index,
-        "--s3-force-path-style",
-        "true",
-    ])
-    .await;
+    let common::processes::FreshAws {
+        setup: _setup,
+        backends,
+        bucket,
+        store,
+        index,
+    } = fresh_aws().await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let env = |data: &tempfile::TempDir| {
         vec![
@@ -96,25 +79,7 @@ async fn an_instance_stopped_mid_patch_that_wakes_after_a_takeover_changes_nothi
     let client = Client::new();
     let len: usize = 3 << 20;
     let (good, zombie) = (noise(len, 40), noise(len, 41));
-    let res = client
-        .post(format!("{}/v3/participants/self/uploads", a.base))
-        .bearer_auth(&token)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", len)
-        .header(
-            "upload-metadata",
-            common::tus::meta(&[
-                ("filename", "fenced.bin"),
-                ("filetype", "application/octet-stream"),
-            ]),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let location = res.headers()["location"].to_str().unwrap();
-    let path = reqwest::Url::parse(location).unwrap().path().to_owned();
-    let id = UploadId::parse(path.rsplit('/').next().unwrap()).unwrap();
+    let (path, id) = create_tus_upload(&a.base, &token, len, "fenced.bin").await;
     let owner = Owner {
         app: AppId::parse("study").unwrap(),
         participant: UserId::parse("zoe").unwrap(),

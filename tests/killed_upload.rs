@@ -5,26 +5,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
-use common::{Process, noise, open_backends, participant_token, unique_name};
-use participant_files::keys::UploadId;
+use common::processes::{create_tus_upload, fresh_aws, until};
+use common::{Process, noise, participant_token};
 use participant_files::model::{AppId, Owner, UserId};
-use reqwest::{Client, StatusCode};
 use tokio::io::AsyncWriteExt;
-
-async fn until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Every file under `dir` whose path names `id` or whose bytes hold `sample`.
 fn traces(dir: &Path, id: &str, sample: &[u8]) -> Vec<PathBuf> {
@@ -49,25 +36,7 @@ async fn kill_mid_patch(
     let token = participant_token("kim", "study");
     let len: usize = 12 << 20;
     let bytes = noise(len, 50);
-    let res = Client::new()
-        .post(format!("{}/v3/participants/self/uploads", service.base))
-        .bearer_auth(&token)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", len)
-        .header(
-            "upload-metadata",
-            common::tus::meta(&[
-                ("filename", "killed.bin"),
-                ("filetype", "application/octet-stream"),
-            ]),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let location = res.headers()["location"].to_str().unwrap();
-    let path = reqwest::Url::parse(location).unwrap().path().to_owned();
-    let id = UploadId::parse(path.rsplit('/').next().unwrap()).unwrap();
+    let (path, id) = create_tus_upload(&service.base, &token, len, "killed.bin").await;
     let owner = Owner {
         app: AppId::parse("study").unwrap(),
         participant: UserId::parse("kim").unwrap(),
@@ -140,18 +109,13 @@ async fn a_kill_mid_patch_leaves_nothing_after_expiry_and_reconcile_on_the_local
 #[tokio::test]
 async fn a_kill_mid_patch_leaves_nothing_after_expiry_and_reconcile_on_s3() {
     let s3_dir = common::aws_env().s3_dir;
-    let bucket = unique_name("pf");
-    let store = format!("s3://{bucket}/files");
-    let index = format!("dynamodb://{}", unique_name("pf"));
-    let (_setup, backends) = open_backends(&[
-        "--store",
-        &store,
-        "--index",
-        &index,
-        "--s3-force-path-style",
-        "true",
-    ])
-    .await;
+    let common::processes::FreshAws {
+        setup: _setup,
+        backends,
+        bucket,
+        store,
+        index,
+    } = fresh_aws().await;
     let data = tempfile::tempdir().unwrap();
     let env = vec![
         ("PF_STORE", store),

@@ -8,45 +8,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, JWT_SECRET, Process, URL_SECRET, aws_flags, backend, closed_port, noise};
+use common::processes::{client_service, download_followed, kill_and_restart, lines};
+use common::{Process, closed_port, noise};
 
 const SIZE: usize = 64 << 20;
 
 fn token() -> String {
     common::participant_token("alice", "study")
-}
-
-/// The service's environment and flags, on fresh resources of the backend set under test.
-async fn config(data: &std::path::Path) -> (Vec<(&'static str, String)>, Vec<String>) {
-    let env = vec![
-        ("PF_JWT_SECRET", JWT_SECRET.to_owned()),
-        ("PF_URL_SECRET", URL_SECRET.to_owned()),
-        ("PF_DATA_DIR", data.display().to_string()),
-        ("PF_MAX_FILE_SIZE", "100MiB".to_owned()),
-        ("PF_S3_PART_SIZE", "8MiB".to_owned()),
-        ("PF_AUDIT_LOG", "stderr".to_owned()),
-    ];
-    let args = match backend() {
-        Backend::Embedded => Vec::new(),
-        Backend::Aws => {
-            let (flags, _) = aws_flags();
-            // `setup` creates the bucket and table that the store and index flags name.
-            let resources: Vec<&str> = flags
-                .chunks(2)
-                .filter(|pair| matches!(pair[0].as_str(), "--store" | "--index"))
-                .flatten()
-                .map(String::as_str)
-                .chain(["--s3-force-path-style", "true"])
-                .collect();
-            common::open_backends(&resources).await;
-            flags
-        }
-    };
-    (env, args)
 }
 
 /// A client's command line for one upload; `kill` stops the service at about 20 MiB and
@@ -74,9 +45,9 @@ fn client(which: &str, endpoint: &str, file: &std::path::Path, file_id: &str) ->
 
 async fn upload_with(which: &str, kill: bool) {
     let data = tempfile::tempdir().unwrap();
-    let (env, args) = config(data.path()).await;
+    let (env, args) = client_service(data.path(), &[("PF_MAX_FILE_SIZE", "100MiB")]).await;
     let port = closed_port();
-    let mut service = Some(Process::spawn_on(port, &env, &args).await);
+    let mut service = Process::spawn_on(port, &env, &args).await;
     let bytes = noise(SIZE, 42);
     let file = data.path().join("upload.bin");
     std::fs::write(&file, &bytes).unwrap();
@@ -85,15 +56,7 @@ async fn upload_with(which: &str, kill: bool) {
     let mut child = client(which, &endpoint, &file, &file_id)
         .spawn()
         .unwrap_or_else(|e| panic!("{which} client: {e}; run the suite with scripts/test, which installs the tus clients"));
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut rx = lines(child.stdout.take().unwrap());
     let started = Instant::now();
     let mut killed = false;
     let done = loop {
@@ -111,12 +74,7 @@ async fn upload_with(which: &str, kill: bool) {
         let sent = event.get("sent").and_then(serde_json::Value::as_u64);
         if kill && !killed && sent.is_some_and(|s| s >= 20 << 20) {
             // SIGKILL: no shutdown, no flush; then the same service on the same port.
-            let mut s = service.take().unwrap();
-            s.child.kill().unwrap();
-            s.child.wait().unwrap();
-            drop(s);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            service = Some(Process::spawn_on(port, &env, &args).await);
+            kill_and_restart(&mut service, port, &env, &args).await;
             killed = true;
         }
         assert!(
@@ -128,27 +86,7 @@ async fn upload_with(which: &str, kill: bool) {
     assert_eq!(killed, kill, "{which}: the kill happened");
     assert!(done.contains("/v3/participants/self/uploads/"), "{done}");
     // The file is what was sent, byte for byte.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let res = http
-        .get(format!("{base}/v3/participants/self/files/{file_id}"))
-        .bearer_auth(token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302, "{which}: the file is there");
-    let location = res.headers()["location"].to_str().unwrap().to_owned();
-    let got = http
-        .get(location)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = download_followed(&service.base, &token(), &file_id).await;
     assert!(
         got.len() == SIZE && got[..] == bytes[..],
         "{which}: the bytes differ"
@@ -194,15 +132,7 @@ fn cli_upload(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines(child.stderr.take().unwrap());
     (child, rx)
 }
 
@@ -267,7 +197,7 @@ fn sha256(bytes: &[u8]) -> String {
 /// (`kill_service`), or killed itself and run again (`kill_client`).
 async fn cli_with(kill_service: bool, kill_client: bool) {
     let data = tempfile::tempdir().unwrap();
-    let (env, args) = config(data.path()).await;
+    let (env, args) = client_service(data.path(), &[("PF_MAX_FILE_SIZE", "100MiB")]).await;
     let port = closed_port();
     let mut service = Some(Process::spawn_on(port, &env, &args).await);
     let base = format!("http://127.0.0.1:{port}");
@@ -353,11 +283,14 @@ async fn the_command_line_client_run_again_resumes_where_a_killed_run_stopped() 
 #[tokio::test]
 async fn the_command_line_client_tells_refusals_and_keeps_no_wrong_bytes() {
     let data = tempfile::tempdir().unwrap();
-    let (mut env, args) = config(data.path()).await;
-    env.push((
-        "PF_ALLOWED_TYPES",
-        "image/*,application/octet-stream".to_owned(),
-    ));
+    let (env, args) = client_service(
+        data.path(),
+        &[
+            ("PF_MAX_FILE_SIZE", "100MiB"),
+            ("PF_ALLOWED_TYPES", "image/*,application/octet-stream"),
+        ],
+    )
+    .await;
     let service = Process::spawn(&env, &args).await;
     let state = data.path().join("state");
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_clamd;
+pub mod processes;
 pub mod relay;
 pub mod tus;
 
