@@ -51,18 +51,12 @@ async fn an_instance_stopped_mid_patch_that_wakes_after_a_takeover_changes_nothi
         "PF_TEST_CLAMD is not set: run the suite with scripts/test, which starts clamd on loopback",
     );
     let s3_dir = common::aws_env().s3_dir;
-    let common::processes::FreshAws {
-        setup: _setup,
-        backends,
-        bucket,
-        store,
-        index,
-    } = fresh_aws().await;
+    let aws = fresh_aws().await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let env = |data: &tempfile::TempDir| {
         vec![
-            ("PF_STORE", store.clone()),
-            ("PF_INDEX", index.clone()),
+            ("PF_STORE", aws.store.clone()),
+            ("PF_INDEX", aws.index.clone()),
             ("PF_S3_FORCE_PATH_STYLE", "true".to_owned()),
             ("PF_JWT_SECRET", common::JWT_SECRET.to_owned()),
             ("PF_URL_SECRET", common::URL_SECRET.to_owned()),
@@ -84,7 +78,7 @@ async fn an_instance_stopped_mid_patch_that_wakes_after_a_takeover_changes_nothi
         app: AppId::parse("study").unwrap(),
         participant: UserId::parse("zoe").unwrap(),
     };
-    let uploads = backends.index.uploads();
+    let uploads = aws.backends.index.uploads();
     let row = || async {
         uploads
             .get_upload(&owner, &id)
@@ -159,7 +153,8 @@ async fn an_instance_stopped_mid_patch_that_wakes_after_a_takeover_changes_nothi
     );
 
     // The file is b's bytes, as clamd scanned them, whichever instance serves it.
-    let file = backends
+    let file = aws
+        .backends
         .index
         .get(&owner, &done.file_id)
         .await
@@ -183,7 +178,7 @@ async fn an_instance_stopped_mid_patch_that_wakes_after_a_takeover_changes_nothi
     // None of the zombie's bytes are in the committed object; once reconcile ran, none are
     // anywhere in the bucket.
     let sample = &zombie[..4096];
-    let bucket_dir = s3_dir.join(&bucket);
+    let bucket_dir = s3_dir.join(&aws.bucket);
     let committed: Vec<_> = holding(&bucket_dir, sample)
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(file.key.as_str()))

@@ -109,17 +109,11 @@ async fn a_kill_mid_patch_leaves_nothing_after_expiry_and_reconcile_on_the_local
 #[tokio::test]
 async fn a_kill_mid_patch_leaves_nothing_after_expiry_and_reconcile_on_s3() {
     let s3_dir = common::aws_env().s3_dir;
-    let common::processes::FreshAws {
-        setup: _setup,
-        backends,
-        bucket,
-        store,
-        index,
-    } = fresh_aws().await;
+    let aws = fresh_aws().await;
     let data = tempfile::tempdir().unwrap();
     let env = vec![
-        ("PF_STORE", store),
-        ("PF_INDEX", index),
+        ("PF_STORE", aws.store.clone()),
+        ("PF_INDEX", aws.index.clone()),
         ("PF_S3_FORCE_PATH_STYLE", "true".to_owned()),
         ("PF_DATA_DIR", data.path().display().to_string()),
         ("PF_JWT_SECRET", common::JWT_SECRET.to_owned()),
@@ -129,9 +123,9 @@ async fn a_kill_mid_patch_leaves_nothing_after_expiry_and_reconcile_on_s3() {
         ("PF_AUDIT_LOG", "stderr".to_owned()),
         ("PF_RESUMABLE_TTL", "3s".to_owned()),
     ];
-    let (id, sample) = kill_mid_patch(&env, backends.index.as_ref()).await;
-    let mut left = traces(&s3_dir.join(&bucket), &id, &sample);
-    left.extend(common::s3_multipart_leftovers(&s3_dir, &bucket));
+    let (id, sample) = kill_mid_patch(&env, aws.backends.index.as_ref()).await;
+    let mut left = traces(&s3_dir.join(&aws.bucket), &id, &sample);
+    left.extend(common::s3_multipart_leftovers(&s3_dir, &aws.bucket));
     left.extend(traces(data.path(), &id, &sample));
     assert!(
         left.is_empty(),
