@@ -45,7 +45,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backends> {
 }
 
 /// Opens the backends for the service itself, which also clears what a crash left half-written
-/// in the local store's staging folder.
+/// in the local store's temp folder.
 pub async fn open_to_serve(config: &Config) -> anyhow::Result<Backends> {
     open_as(config, true).await
 }

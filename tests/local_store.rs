@@ -11,10 +11,15 @@ async fn leftovers_of_a_crash_are_removed_at_start() {
     app.put_file(&t, "self", "kept.txt", "text/plain", b"kept".to_vec())
         .await;
     let data = app.stop().await;
-    let staging = data.path().join("data/blobs/staging");
-    std::fs::write(staging.join("0123.part"), b"half an upload").unwrap();
+    let temp = data.path().join("data/blobs/temp");
+    std::fs::write(temp.join("0123.part"), b"half an upload").unwrap();
+    // Where a version before the folder's rename left its own.
+    let old = data.path().join("data/blobs/staging");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("0456.part"), b"half an older upload").unwrap();
     let app = TestApp::start_in_embedded(data).await;
     assert!(app.staged_files().is_empty(), "{:?}", app.staged_files());
+    assert!(!old.exists(), "the older version's folder is left");
     assert_eq!(app.download(&t, "self", "kept.txt").await, b"kept");
 }
 

@@ -385,7 +385,7 @@ async fn staged_bytes_survive_cut_requests_and_become_the_object_in_place() {
         let store = s.store.as_ref();
         let k = key();
         let id = k.upload_id().as_str().to_owned();
-        let staged = store.begin_staging(&k, 64 << 20).await.unwrap();
+        let staged = store.begin_resumable(&k, 64 << 20).await.unwrap();
         let whole = noise(14 << 20, 7);
 
         // 3 MiB, durable: less than a part, so on S3 a tail.
@@ -432,7 +432,7 @@ async fn a_writer_whose_lease_was_taken_over_cannot_change_what_is_finished() {
     for s in subjects().await.into_iter().filter(|s| s.bucket.is_some()) {
         let store = s.store.as_ref();
         let k = key();
-        let staged = store.begin_staging(&k, 64 << 20).await.unwrap();
+        let staged = store.begin_resumable(&k, 64 << 20).await.unwrap();
         let first = append_as(store, &staged, 1, &noise(1 << 20, 41)).await;
         // A writer with lease 2 opens the upload, then stalls (a paused instance)...
         let mut zombie = store.stage(&first, 2).await.unwrap();
@@ -462,7 +462,7 @@ async fn unfinished_staged_bytes_leave_nothing_once_dropped() {
         let store = s.store.as_ref();
         let k = key();
         let id = k.upload_id().as_str().to_owned();
-        let staged = store.begin_staging(&k, 64 << 20).await.unwrap();
+        let staged = store.begin_resumable(&k, 64 << 20).await.unwrap();
         // A part and a tail on S3.
         let staged = append(store, &staged, &noise(9 << 20, 3)).await;
         store.drop_staged(&staged).await.unwrap();
@@ -478,7 +478,7 @@ async fn an_empty_staged_upload_finishes_as_an_empty_object() {
     for s in subjects().await {
         let store = s.store.as_ref();
         let k = key();
-        let staged = store.begin_staging(&k, 0).await.unwrap();
+        let staged = store.begin_resumable(&k, 0).await.unwrap();
         store.finish_staged(&staged).await.unwrap();
         assert_eq!(store.size(&k).await.unwrap(), Some(0), "{}", s.name);
         store.drop_staged(&staged).await.unwrap();

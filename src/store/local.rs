@@ -1,6 +1,6 @@
 //! `LocalBlobStore`: objects as files under a folder, written to a temp file and renamed.
 
-mod staging;
+mod resumable;
 
 use std::io::ErrorKind;
 use std::ops::Range;
@@ -28,32 +28,36 @@ fn io(source: std::io::Error) -> StoreError {
 
 pub struct LocalBlobStore {
     objects: PathBuf,
-    staging: PathBuf,
-    /// Resumable uploads: kept across restarts, unlike `staging`.
+    /// Single-request uploads being written, renamed into `objects` at their commit.
+    temp: PathBuf,
+    /// Resumable uploads: kept across restarts, unlike `temp`.
     resumable: PathBuf,
 }
 
 impl LocalBlobStore {
-    /// Opens the store under `root`, creating it. The service (`clear_staging`) also removes
+    /// Opens the store under `root`, creating it. The service (`clear_temp`) also removes
     /// uploads a crash left half-written; a maintenance command running beside the service
     /// must not, as they may be uploads in progress.
-    pub async fn open(root: &Path, clear_staging: bool) -> Result<Self, StoreError> {
+    pub async fn open(root: &Path, clear_temp: bool) -> Result<Self, StoreError> {
         let objects = root.join("objects");
-        let staging = root.join("staging");
+        let temp = root.join("temp");
         fs::create_dir_all(&objects).await.map_err(io)?;
-        if clear_staging {
-            match fs::remove_dir_all(&staging).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io(e)),
+        if clear_temp {
+            // `staging` is where versions before #22's renames wrote the same files.
+            for dir in [&temp, &root.join("staging")] {
+                match fs::remove_dir_all(dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
             }
         }
-        fs::create_dir_all(&staging).await.map_err(io)?;
+        fs::create_dir_all(&temp).await.map_err(io)?;
         let resumable = root.join("resumable");
         fs::create_dir_all(&resumable).await.map_err(io)?;
         Ok(Self {
             objects,
-            staging,
+            temp,
             resumable,
         })
     }
@@ -77,7 +81,7 @@ impl BlobStore for LocalBlobStore {
         _length: Option<u64>,
     ) -> Result<Box<dyn BlobWriter>, StoreError> {
         let temp = self
-            .staging
+            .temp
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
         let file = File::create_new(&temp).await.map_err(io)?;
         Ok(Box::new(LocalWriter {
@@ -185,8 +189,8 @@ impl BlobStore for LocalBlobStore {
         WRITE_BUFFER
     }
 
-    async fn begin_staging(&self, key: &ObjectKey, _: u64) -> Result<Staged, StoreError> {
-        Ok(staging::begin(key))
+    async fn begin_resumable(&self, key: &ObjectKey, _: u64) -> Result<Staged, StoreError> {
+        Ok(resumable::begin(key))
     }
 
     async fn stage(
@@ -194,20 +198,20 @@ impl BlobStore for LocalBlobStore {
         staged: &Staged,
         _fence: u64,
     ) -> Result<Box<dyn StageWriter>, StoreError> {
-        staging::open(&self.resumable, staged).await
+        resumable::open(&self.resumable, staged).await
     }
 
     async fn finish_staged(&self, staged: &Staged) -> Result<(), StoreError> {
-        staging::finish(&self.resumable, staged, &self.path(&staged.key)).await
+        resumable::finish(&self.resumable, staged, &self.path(&staged.key)).await
     }
 
     async fn drop_staged(&self, staged: &Staged) -> Result<(), StoreError> {
-        staging::remove(&self.resumable, staged).await
+        resumable::remove(&self.resumable, staged).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
         let probe = self
-            .staging
+            .temp
             .join(format!("ready-{}.probe", uuid::Uuid::new_v4().simple()));
         fs::write(&probe, b"").await.map_err(io)?;
         fs::remove_file(&probe).await.map_err(io)

@@ -126,7 +126,8 @@ pub trait BlobStore: Send + Sync {
 
     /// Starts the staged bytes of a resumable upload under `key`, of at most `max_length`
     /// bytes (S3 sizes its parts so that 10,000 of them hold that).
-    async fn begin_staging(&self, key: &ObjectKey, max_length: u64) -> Result<Staged, StoreError>;
+    async fn begin_resumable(&self, key: &ObjectKey, max_length: u64)
+    -> Result<Staged, StoreError>;
 
     /// Opens `staged` for appending after the bytes it names (the durable ones, as the index
     /// recorded them); whatever an interrupted request wrote past them is overwritten. `fence`

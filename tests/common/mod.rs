@@ -306,7 +306,7 @@ impl TestApp {
     }
 
     /// Everything the store keeps on disk for this app: objects, and uploads in progress or
-    /// left behind (the local store's staging files; s3s-fs's multipart uploads).
+    /// left behind (the local store's temp files; s3s-fs's multipart uploads).
     pub fn stored_files(&self) -> Vec<PathBuf> {
         let mut out = self.staged_files();
         match &self.bucket {
@@ -322,7 +322,7 @@ impl TestApp {
         match &self.bucket {
             None => {
                 let mut out = Vec::new();
-                walk(&self.data.path().join("data/blobs/staging"), &mut out);
+                walk(&self.data.path().join("data/blobs/temp"), &mut out);
                 out
             }
             Some(bucket) => s3_multipart_leftovers(&aws_env().s3_dir, bucket),

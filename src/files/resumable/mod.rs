@@ -116,7 +116,7 @@ impl FileService {
         let key = ObjectKey::new(owner, &id);
         let staged = self
             .store
-            .begin_staging(&key, new.length.unwrap_or(self.rules.max_size))
+            .begin_resumable(&key, new.length.unwrap_or(self.rules.max_size))
             .await?;
         let upload = ResumableUpload {
             owner: owner.clone(),

@@ -28,8 +28,8 @@ use crate::model::Staged;
 
 mod part_stream;
 mod parts;
+mod resumable;
 mod stage;
-mod staging;
 mod streaming;
 mod versions;
 
@@ -403,7 +403,11 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
-    async fn begin_staging(&self, key: &ObjectKey, max_length: u64) -> Result<Staged, StoreError> {
+    async fn begin_resumable(
+        &self,
+        key: &ObjectKey,
+        max_length: u64,
+    ) -> Result<Staged, StoreError> {
         self.begin_staged(key, max_length).await
     }
 

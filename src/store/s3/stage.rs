@@ -5,7 +5,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 
 use super::part_stream::PartStream;
-use super::staging::{MAX_PARTS, corrupt, durable};
+use super::resumable::{MAX_PARTS, corrupt, durable};
 use super::{S3BlobStore, failed, sse};
 use crate::budget::Reservation;
 use crate::model::{Staged, StagedPart};
