@@ -316,5 +316,4 @@ impl FileService {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "could not delete an unreferenced object; reconcile will");
         }
     }
-
 }

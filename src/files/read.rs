@@ -6,8 +6,8 @@ use std::ops::Range;
 use chrono::Utc;
 
 use super::{Actor, AppPage, FileService, FilesError, IssuedUrl, Page};
-use crate::config::Mode;
 use crate::capability::{Grant, Purpose};
+use crate::config::Mode;
 use crate::index::{AppPosition, AppQuery};
 use crate::model::{FileId, FileRow, Owner, StoredFile, Versioned};
 use crate::store::{BlobRead, StoreError};

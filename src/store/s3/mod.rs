@@ -1,5 +1,6 @@
 //! `S3BlobStore`: objects in an S3 bucket (or an S3-compatible server), written with one
-//! `PutObject` or a multipart upload, read with ranged `GetObject`, and presigned URLs.
+//! `PutObject` or a multipart upload, read with ranged `GetObject` (`reads`), and presigned
+//! URLs (`presign`).
 //!
 //! IAM actions it needs on `arn:aws:s3:::BUCKET` and `arn:aws:s3:::BUCKET/PREFIX*`:
 //! `s3:PutObject`, `s3:GetObject`, `s3:DeleteObject`, `s3:AbortMultipartUpload`,
@@ -10,14 +11,11 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::ServerSideEncryption;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +26,8 @@ use crate::model::Staged;
 
 mod part_stream;
 mod parts;
+mod presign;
+mod reads;
 mod resumable;
 mod stage;
 mod streaming;
@@ -208,135 +208,11 @@ impl BlobStore for S3BlobStore {
         key: &ObjectKey,
         range: Option<Range<u64>>,
     ) -> Result<BlobRead, StoreError> {
-        let mut req = self
-            .client
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(self.key(key));
-        if let Some(r) = &range {
-            if r.is_empty() {
-                return Err(StoreError::RangeNotSatisfiable);
-            }
-            req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
-        }
-        let out = match req.send().await {
-            Ok(o) => o,
-            Err(e) => {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    return Err(StoreError::NotFound);
-                }
-                if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) {
-                    return Err(StoreError::RangeNotSatisfiable);
-                }
-                return Err(failed("GetObject failed", e));
-            }
-        };
-        let object_size = match (out.content_range(), out.content_length()) {
-            (Some(cr), _) => cr
-                .rsplit('/')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    failed(
-                        "GetObject answered a bad Content-Range",
-                        std::io::Error::other(cr.to_owned()),
-                    )
-                })?,
-            (None, Some(n)) => u64::try_from(n).unwrap_or_default(),
-            (None, None) => 0,
-        };
-        let etag = out.e_tag().map(str::to_owned);
-        let body = futures::stream::unfold(out.body, |mut body| async move {
-            body.next().await.map(|chunk| {
-                (
-                    chunk.map_err(|e| failed("reading an object failed", e)),
-                    body,
-                )
-            })
-        })
-        .boxed();
-        Ok(BlobRead {
-            object_size,
-            etag,
-            body,
-        })
+        self.get_object(key, range).await
     }
 
-    /// One stream of GETs of a part's length each, [`READS_IN_FLIGHT`] at a time and every one
-    /// pinned to the `ETag` of the first answer (`If-Match`): an S3 server serves one GET on one
-    /// core, and its ranges side by side use more. The parts in flight are held within the
-    /// buffer budget.
     async fn read_whole(&self, key: &ObjectKey) -> Result<BlobRead, StoreError> {
-        let part = self.settings.part_size as u64;
-        let first = match self.read(key, Some(0..part)).await {
-            // An empty object has no range to read.
-            Err(StoreError::RangeNotSatisfiable) => return self.read(key, None).await,
-            other => other?,
-        };
-        let size = first.object_size;
-        if size <= part {
-            return Ok(first);
-        }
-        let etag = first.etag.clone().ok_or_else(|| StoreError::Backend {
-            backend: NAME,
-            message: "GetObject answered without an ETag".to_owned(),
-            source: "no ETag".into(),
-        })?;
-        let memory = self
-            .budget
-            .reserve(self.settings.part_size * READS_IN_FLIGHT)
-            .await?;
-        let (client, bucket, s3key) = (
-            self.client.clone(),
-            self.settings.bucket.clone(),
-            self.key(key),
-        );
-        let pinned = etag.clone();
-        let rest = futures::stream::iter(
-            (1..size.div_ceil(part)).map(move |i| i * part..((i + 1) * part).min(size)),
-        )
-        .map(move |range| {
-            let req = client
-                .get_object()
-                .bucket(&bucket)
-                .key(&s3key)
-                .range(format!("bytes={}-{}", range.start, range.end - 1))
-                .if_match(&pinned);
-            async move {
-                let out = match req.send().await {
-                    Ok(o) => o,
-                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                        return Err(StoreError::Changed);
-                    }
-                    Err(e) => return Err(failed("GetObject failed", e)),
-                };
-                // Kept as the segments they arrived in: joining them would hold the part twice.
-                let segments: Vec<bytes::Bytes> = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| failed("reading an object failed", e))?
-                    .into_segments()
-                    .collect();
-                let got: u64 = segments.iter().map(|b| b.len() as u64).sum();
-                if got != range.end - range.start {
-                    return Err(StoreError::Changed);
-                }
-                Ok(futures::stream::iter(segments.into_iter().map(Ok)))
-            }
-        })
-        .buffered(READS_IN_FLIGHT)
-        .try_flatten()
-        // The reservation lives as long as the stream.
-        .map(move |r| {
-            let _ = &memory;
-            r
-        });
-        Ok(BlobRead {
-            object_size: size,
-            etag: Some(etag),
-            body: first.body.chain(rest).boxed(),
-        })
+        self.get_object_in_parts(key).await
     }
 
     async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
@@ -473,60 +349,5 @@ impl BlobStore for S3BlobStore {
 
     fn presigner(&self) -> Option<&dyn Presigner> {
         Some(self)
-    }
-}
-
-#[async_trait]
-impl Presigner for S3BlobStore {
-    async fn presign_put(
-        &self,
-        key: &ObjectKey,
-        content_type: &str,
-        size: Option<u64>,
-        sha256: Option<&str>,
-        ttl: Duration,
-    ) -> Result<String, StoreError> {
-        let config =
-            PresigningConfig::expires_in(ttl).map_err(|e| failed("bad URL lifetime", e))?;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.settings.bucket)
-            .key(self.key(key))
-            .content_type(content_type);
-        if let Some(n) = size {
-            req = req.content_length(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        if let Some(sha) = sha256 {
-            req = req.checksum_sha256(sha);
-        }
-        let presigned = req
-            .presigned(config)
-            .await
-            .map_err(|e| failed("presigning PutObject failed", e))?;
-        Ok(presigned.uri().to_owned())
-    }
-
-    async fn presign_get(
-        &self,
-        key: &ObjectKey,
-        content_type: &str,
-        filename: &str,
-        ttl: Duration,
-    ) -> Result<String, StoreError> {
-        let config =
-            PresigningConfig::expires_in(ttl).map_err(|e| failed("bad URL lifetime", e))?;
-        let presigned = self
-            .client
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(self.key(key))
-            .response_content_type(content_type)
-            .response_content_disposition(crate::model::disposition::attachment(filename))
-            .response_cache_control("no-store")
-            .presigned(config)
-            .await
-            .map_err(|e| failed("presigning GetObject failed", e))?;
-        Ok(presigned.uri().to_owned())
     }
 }
