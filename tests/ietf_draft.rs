@@ -604,22 +604,70 @@ async fn draft_uploads_hold_the_same_limits_and_erase_ends_them() {
     assert_eq!(v.offset(&app, &t, &a).await.0, StatusCode::NOT_FOUND);
 }
 
-/// A draft creation with `Upload-Complete: ?0` and no `Upload-Length` (its length deferred, as
-/// every client of versions 3 to 5 creates one); returns the upload's path.
-async fn create_deferred(v: Draft, app: &TestApp, token: &str, file: &str) -> String {
-    let res = v
+/// A draft creation with `Upload-Complete: ?0` and no content, with `extra` headers (without
+/// `Upload-Length` its length is deferred, as every client of versions 3 to 5 creates one);
+/// returns the upload's path.
+async fn create_careful(
+    v: Draft,
+    app: &TestApp,
+    token: &str,
+    file: &str,
+    extra: &[(&str, String)],
+) -> String {
+    let mut req = v
         .complete(
             v.req(app, Method::POST, "/v3/participants/self/uploads", token),
             false,
         )
         .header("x-file-id", file)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+        .header("content-length", "0");
+    for (name, value) in extra {
+        req = req.header(*name, value);
+    }
+    let res = req.send().await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED, "v{}", v.0);
     let location = res.headers()["location"].to_str().unwrap();
     reqwest::Url::parse(location).unwrap().path().to_owned()
+}
+
+/// An append of this version at `offset`, its body and any other header still to come.
+fn append(
+    v: Draft,
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    offset: u64,
+    complete: bool,
+) -> RequestBuilder {
+    let mut req = v.req(app, Method::PATCH, path, token);
+    if v.0 >= 6 {
+        req = req.header("content-type", "application/partial-upload");
+    }
+    v.complete(req, complete).header("upload-offset", offset)
+}
+
+/// `res` refused the upload's completion for a SHA-256 mismatch: nothing is listed, and HEAD
+/// answers the refusal.
+async fn digest_refused(
+    v: Draft,
+    app: &TestApp,
+    t: &str,
+    (file, path): (&str, &str),
+    res: Response,
+) {
+    let body = problem(res, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("SHA-256"),
+        "v{}: {body}",
+        v.0
+    );
+    assert!(app.listed(t, "self", file).await.is_none(), "v{}", v.0);
+    assert_eq!(
+        v.offset(app, t, path).await.0,
+        StatusCode::BAD_REQUEST,
+        "v{}: HEAD does not tell the refusal",
+        v.0
+    );
 }
 
 /// Past `PF_MAX_FILE_SIZE` is 413 in every version, also in 3 to 5, which have no
@@ -658,7 +706,7 @@ async fn past_the_size_limit_is_413_in_every_version() {
         assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
 
         // One append over the limit, then an append that would cross it.
-        let path = create_deferred(v, &app, &t, &format!("grows-v{}.bin", v.0)).await;
+        let path = create_careful(v, &app, &t, &format!("grows-v{}.bin", v.0), &[]).await;
         let res = v
             .patch(&app, &t, &path, 0, vec![2; (1 << 20) + 1], false)
             .await;
@@ -698,23 +746,17 @@ async fn a_repr_digest_on_the_final_append_is_checked() {
     for v in VERSIONS.map(Draft) {
         for matches in [false, true] {
             let file = format!("late-digest-{matches}-v{}.bin", v.0);
-            let path = create_deferred(v, &app, &t, &file).await;
+            let path = create_careful(v, &app, &t, &file, &[]).await;
             let res = v
                 .patch(&app, &t, &path, 0, bytes[..60_000].to_vec(), false)
                 .await;
             assert_eq!(res.status(), StatusCode::NO_CONTENT, "v{}", v.0);
-            let mut req = v.req(&app, Method::PATCH, &path, &t);
-            if v.0 >= 6 {
-                req = req.header("content-type", "application/partial-upload");
-            }
             let claimed = if matches {
                 header(&bytes)
             } else {
                 header(b"other")
             };
-            let res = v
-                .complete(req, true)
-                .header("upload-offset", 60_000u64)
+            let res = append(v, &app, &t, &path, 60_000, true)
                 .header("repr-digest", claimed)
                 .body(bytes[60_000..].to_vec())
                 .send()
@@ -725,19 +767,7 @@ async fn a_repr_digest_on_the_final_append_is_checked() {
                 assert_eq!(f["sha256"], digest(&bytes).as_str(), "v{}", v.0);
                 assert_eq!(app.download(&t, "self", &file).await, bytes);
             } else {
-                let body = problem(res, StatusCode::BAD_REQUEST).await;
-                assert!(
-                    body["detail"].as_str().unwrap().contains("SHA-256"),
-                    "v{}: {body}",
-                    v.0
-                );
-                assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
-                assert_eq!(
-                    v.offset(&app, &t, &path).await.0,
-                    StatusCode::BAD_REQUEST,
-                    "v{}: HEAD does not tell the refusal",
-                    v.0
-                );
+                digest_refused(v, &app, &t, (&file, &path), res).await;
             }
         }
     }
@@ -752,27 +782,9 @@ async fn a_final_digest_that_contradicts_the_creations_is_refused() {
     let bytes = noise(30_000, 41);
     for v in VERSIONS.map(Draft) {
         let file = format!("two-digests-v{}.bin", v.0);
-        let res = v
-            .complete(
-                v.req(&app, Method::POST, "/v3/participants/self/uploads", &t),
-                false,
-            )
-            .header("x-file-id", &file)
-            .header("repr-digest", format!("sha-256=:{}:", digest(&bytes)))
-            .header("content-length", "0")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED, "v{}", v.0);
-        let location = res.headers()["location"].to_str().unwrap();
-        let path = reqwest::Url::parse(location).unwrap().path().to_owned();
-        let mut req = v.req(&app, Method::PATCH, &path, &t);
-        if v.0 >= 6 {
-            req = req.header("content-type", "application/partial-upload");
-        }
-        let res = v
-            .complete(req, true)
-            .header("upload-offset", 0)
+        let declared = format!("sha-256=:{}:", digest(&bytes));
+        let path = create_careful(v, &app, &t, &file, &[("repr-digest", declared)]).await;
+        let res = append(v, &app, &t, &path, 0, true)
             .header("repr-digest", format!("sha-256=:{}:", digest(b"other")))
             .body(bytes.clone())
             .send()
@@ -804,34 +816,12 @@ async fn a_completion_refused_on_an_append_that_did_not_say_complete() {
     let t = app.token("kim", "study");
     for v in (6..=8).map(Draft) {
         let file = format!("quiet-end-v{}.bin", v.0);
-        let res = v
-            .complete(
-                v.req(&app, Method::POST, "/v3/participants/self/uploads", &t),
-                false,
-            )
-            .header("x-file-id", &file)
-            .header("upload-length", 50_000)
-            .header("repr-digest", format!("sha-256=:{}:", digest(b"other")))
-            .header("content-length", "0")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED, "v{}", v.0);
-        let location = res.headers()["location"].to_str().unwrap();
-        let path = reqwest::Url::parse(location).unwrap().path().to_owned();
+        let declared = [
+            ("upload-length", "50000".to_owned()),
+            ("repr-digest", format!("sha-256=:{}:", digest(b"other"))),
+        ];
+        let path = create_careful(v, &app, &t, &file, &declared).await;
         let res = v.patch(&app, &t, &path, 0, noise(50_000, 9), false).await;
-        let body = problem(res, StatusCode::BAD_REQUEST).await;
-        assert!(
-            body["detail"].as_str().unwrap().contains("SHA-256"),
-            "v{}: {body}",
-            v.0
-        );
-        assert!(app.listed(&t, "self", &file).await.is_none(), "v{}", v.0);
-        assert_eq!(
-            v.offset(&app, &t, &path).await.0,
-            StatusCode::BAD_REQUEST,
-            "v{}",
-            v.0
-        );
+        digest_refused(v, &app, &t, (&file, &path), res).await;
     }
 }
