@@ -55,6 +55,11 @@ impl std::fmt::Debug for DataKey {
 }
 
 impl DataKey {
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; DATA_KEY_BYTES]) -> Self {
+        Self(bytes)
+    }
+
     #[must_use]
     pub fn bytes(&self) -> &[u8; DATA_KEY_BYTES] {
         &self.0

@@ -230,6 +230,11 @@ impl TestApp {
             participant_files::setup::run(&backends, config.resumable.ttl)
                 .await
                 .expect("setup creates the bucket and table");
+            if config.master_key.is_some() {
+                participant_files::encryption::setup(&config)
+                    .await
+                    .expect("setup creates the key table");
+            }
         }
         let state = participant_files::build(&config).await.expect("app builds");
         let files = state.files.clone();
