@@ -104,13 +104,6 @@ impl Config {
                  (PF_DOWNLOAD_MODE=streaming, the default with encryption)",
             );
         }
-        if encrypting && upload_mode == Mode::Presigned {
-            return err(
-                "PF_UPLOAD_MODE=presigned cannot be used with PF_ENCRYPTION yet: a presigned \
-                 upload would put the plaintext in the bucket (PF_UPLOAD_MODE=streaming, the \
-                 default with encryption)",
-            );
-        }
         if !s3 && (upload_mode == Mode::Presigned || download_mode == Mode::Presigned) {
             return err(
                 "PF_UPLOAD_MODE / PF_DOWNLOAD_MODE: `presigned` needs an S3 store (PF_STORE=s3://...); \

@@ -375,6 +375,55 @@ async fn resumable_uploads_are_refused_while_they_would_store_plaintext() {
     assert_eq!(line["status"], 501, "{line}");
 }
 
+#[tokio::test]
+async fn an_upload_url_arrival_is_stored_encrypted_and_its_plaintext_deleted() {
+    let keys = tempfile::tempdir().unwrap();
+    let setting = format!("file://{}", master_key(keys.path()).display());
+    let app = TestApp::start_presigned(&[
+        "--encryption",
+        &setting,
+        "--upload-mode",
+        "presigned",
+        "--download-mode",
+        "streaming",
+    ])
+    .await;
+    let token = app.token("alice", APP);
+    let posted = json(
+        app.post_file(
+            &token,
+            "self",
+            "s.bin",
+            &serde_json::json!({"mimeType": "application/octet-stream"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let url = posted["uploadUrl"].as_str().unwrap();
+    assert!(url.starts_with(&std::env::var("AWS_ENDPOINT_URL_S3").unwrap()));
+    let plain = noise(2 * CHUNK + 3, 7);
+    let res = app
+        .client
+        .put(url)
+        .header("content-type", "application/octet-stream")
+        .body(plain.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The list settles what arrived: read once, checked, written encrypted, arrival deleted.
+    let page = json(app.list(&token, "self", "").await, StatusCode::OK).await;
+    assert_eq!(page["items"][0]["size"], plain.len() as u64, "{page}");
+    let sealed = std::fs::read(stored_object(&app)).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!sealed.windows(32).any(|w| w == &plain[..32]));
+    assert_eq!(app.download(&token, "self", "s.bin").await, plain);
+    // Downloads stream through the service: the redirect is to the service, not to S3.
+    let location = download_url(&app, "alice", "s.bin").await;
+    assert!(location.starts_with(&app.base), "{location}");
+}
+
 fn config_error(flags: &[&str]) -> String {
     let mut args = vec!["participant-files", "--jwt-secret", common::JWT_SECRET];
     args.extend(flags);
@@ -383,7 +432,7 @@ fn config_error(flags: &[&str]) -> String {
 }
 
 #[test]
-fn presigned_modes_with_encryption_are_configuration_errors() {
+fn presigned_downloads_with_encryption_are_a_configuration_error() {
     let keys = tempfile::tempdir().unwrap();
     let setting = format!("file://{}", master_key(keys.path()).display());
     let s3 = [
@@ -400,12 +449,8 @@ fn presigned_modes_with_encryption_are_configuration_errors() {
             && e.contains("ciphertext"),
         "{e}"
     );
-    let e = config_error(&[&s3[..], &["--upload-mode", "presigned"]].concat());
-    assert!(
-        e.contains("PF_UPLOAD_MODE=presigned cannot be used with PF_ENCRYPTION"),
-        "{e}"
-    );
-    // Without a mode named, S3 with encryption streams both ways.
+    // Without a mode named, S3 with encryption streams both ways (a scan of what arrives
+    // through an upload URL is what encrypts it: asked for, not assumed).
     let mut args = vec!["participant-files", "--jwt-secret", common::JWT_SECRET];
     args.extend(s3);
     let config = Config::from_args(Cli::try_parse_from(&args).unwrap().serve).unwrap();

@@ -5,8 +5,12 @@
 //! The participant is the object key's owner: their key is made on the first write and only
 //! read afterwards. A stored object's plaintext size follows from its stored size and its
 //! header's, which a read parses first (each 64 KiB chunk adds a 16-byte tag:
-//! `age_file::plain_len`), so no metadata is kept beside the object. Intakes that would put plaintext in the store (resumable staging,
-//! objects arriving through presigned URLs) are refused here, and before that at the routes.
+//! `age_file::plain_len`), so no metadata is kept beside the object.
+//!
+//! Resumable staging would put plaintext in the store: refused here, and before that at the
+//! route. Upload URLs are presigned as without encryption: what arrives is plaintext, read raw
+//! (`read_whole`) by the settle pass, which writes it encrypted through the pipeline and then
+//! deletes the arrival (every version of it).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -21,7 +25,9 @@ use super::decrypt::{self, Failure};
 use super::{KeyStore, KeyStoreError};
 use crate::keys::ObjectKey;
 use crate::model::Staged;
-use crate::store::{BlobRead, BlobStore, BlobWriter, ListedObject, StageWriter, StoreError};
+use crate::store::{
+    BlobRead, BlobStore, BlobWriter, ListedObject, Presigner, StageWriter, StoreError,
+};
 
 const NAME: &str = "encrypted";
 
@@ -159,6 +165,12 @@ impl BlobStore for EncryptedBlobStore {
         })
     }
 
+    /// What a client stored directly through an upload URL: plaintext, read as it is, for the
+    /// settle pass to check, scan and write encrypted (then the arrival is deleted).
+    async fn read_whole(&self, key: &ObjectKey) -> Result<BlobRead, StoreError> {
+        self.inner.read_whole(key).await
+    }
+
     async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
         // Whether there is an object: callers ask nothing more of it.
         self.inner.size(key).await
@@ -175,7 +187,9 @@ impl BlobStore for EncryptedBlobStore {
         _etag: &str,
         _sha256: &str,
     ) -> Result<(), StoreError> {
-        Err(Self::refused("settling an upload URL's arrival"))
+        Err(Self::refused(
+            "a server-side copy of an upload URL's arrival",
+        ))
     }
 
     async fn begin_staging(&self, _key: &ObjectKey, _max: u64) -> Result<Staged, StoreError> {
@@ -206,9 +220,45 @@ impl BlobStore for EncryptedBlobStore {
         self.inner.check().await
     }
 
+    fn presigner(&self) -> Option<&dyn Presigner> {
+        self.inner.presigner().map(|_| self as &dyn Presigner)
+    }
+
     fn write_buffer(&self) -> usize {
         // age holds one chunk back, and hands out up to one sealed chunk at a time.
         self.inner.write_buffer() + 2 * usize::try_from(age_file::SEALED_CHUNK).expect("64 KiB")
+    }
+}
+
+/// Upload URLs only: the settle pass encrypts what arrives. A download URL would hand out the
+/// ciphertext (configuration refuses `PF_DOWNLOAD_MODE=presigned` with encryption).
+#[async_trait]
+impl Presigner for EncryptedBlobStore {
+    async fn presign_put(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        size: Option<u64>,
+        sha256: Option<&str>,
+        ttl: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        let inner = self
+            .inner
+            .presigner()
+            .ok_or_else(|| Self::refused("an upload URL"))?;
+        inner
+            .presign_put(key, content_type, size, sha256, ttl)
+            .await
+    }
+
+    async fn presign_get(
+        &self,
+        _key: &ObjectKey,
+        _content_type: &str,
+        _filename: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        Err(Self::refused("a download URL"))
     }
 }
 
