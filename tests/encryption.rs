@@ -424,6 +424,53 @@ async fn an_upload_url_arrival_is_stored_encrypted_and_its_plaintext_deleted() {
     assert!(location.starts_with(&app.base), "{location}");
 }
 
+#[tokio::test]
+async fn rescan_decrypts_what_it_scans_and_quarantines_ciphertext() {
+    use common::signatures::{marker, rescan_clamd, teach_clamd, with_marker};
+    let (clamd, _) = rescan_clamd();
+    let keys = tempfile::tempdir().unwrap();
+    let setting = format!("file://{}", master_key(keys.path()).display());
+    let app = TestApp::start_with(&[
+        "--encryption",
+        &setting,
+        "--clamd",
+        &clamd,
+        "--quarantine",
+        "keep",
+    ])
+    .await;
+    let (mark, name) = marker();
+    let plain = with_marker(3 * CHUNK, 8, &mark);
+    upload(&app, "alice", "bad.bin", plain.clone()).await;
+    // What the store holds does not show the marker: only a scan of the plaintext finds it.
+    assert!(
+        !std::fs::read(stored_object(&app))
+            .unwrap()
+            .windows(mark.len())
+            .any(|w| w == &mark[..])
+    );
+    teach_clamd(&mark, &name).await;
+    let out = app
+        .command(&["rescan", "--older-than", "0s"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("1 infected"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = app
+        .listed(&app.token("alice", APP), "self", "bad.bin")
+        .await
+        .unwrap();
+    assert_eq!(listed["scanStatus"], "infected", "{listed}");
+    // Kept in quarantine, still as ciphertext.
+    let sealed = std::fs::read(stored_object(&app)).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!sealed.windows(mark.len()).any(|w| w == &mark[..]));
+}
+
 fn config_error(flags: &[&str]) -> String {
     let mut args = vec!["participant-files", "--jwt-secret", common::JWT_SECRET];
     args.extend(flags);
