@@ -45,6 +45,8 @@ pub struct Config {
     pub quarantine: Quarantine,
     /// The master key `PF_ENCRYPTION` names, read and checked.
     pub master_key: Option<crate::encryption::MasterKey>,
+    /// The master key a rotation moves away from (`PF_ENCRYPTION_PREVIOUS`).
+    pub previous_master_key: Option<crate::encryption::MasterKey>,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
@@ -178,6 +180,14 @@ impl Config {
                     setting
                         .load()
                         .map_err(|e| ConfigError(format!("PF_ENCRYPTION: {e}")))?,
+                ),
+                None => None,
+            },
+            previous_master_key: match &args.encryption_previous {
+                Some(setting) => Some(
+                    setting
+                        .load()
+                        .map_err(|e| ConfigError(format!("PF_ENCRYPTION_PREVIOUS: {e}")))?,
                 ),
                 None => None,
             },

@@ -63,6 +63,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Keys(participant_files::encryption::KeysCommand::Rotate(args))) => {
+            maintain(*args, |config| async move {
+                participant_files::encryption::rotate::command(&config).await
+            })
+        }
         Some(Command::Keys(participant_files::encryption::KeysCommand::Identity(args))) => {
             export_identity(args)
         }

@@ -23,7 +23,11 @@ const CHUNK: usize = 64 * 1024;
 
 /// A fresh master key file beside the app's data.
 fn master_key(dir: &Path) -> PathBuf {
-    let path = dir.join("master.key");
+    named_master_key(dir, "master.key")
+}
+
+fn named_master_key(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
     std::fs::write(
         &path,
         participant_files::encryption::MasterKey::generate()
@@ -469,6 +473,122 @@ async fn rescan_decrypts_what_it_scans_and_quarantines_ciphertext() {
     let sealed = std::fs::read(stored_object(&app)).unwrap();
     assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
     assert!(!sealed.windows(mark.len()).any(|w| w == &mark[..]));
+}
+
+/// `flags` without `flag` and its value, and with `flag value` when `value` is given.
+fn with_flag(flags: &[String], flag: &str, value: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for f in flags {
+        if skip {
+            skip = false;
+        } else if f == flag {
+            skip = true;
+        } else {
+            out.push(f.clone());
+        }
+    }
+    if let Some(v) = value {
+        out.extend([flag.to_owned(), v.to_owned()]);
+    }
+    out
+}
+
+fn rotate(app: &TestApp) -> String {
+    let out = app.command(&["keys", "rotate"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+#[tokio::test]
+async fn keys_rotate_rewraps_every_key_while_the_service_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = format!(
+        "file://{}",
+        named_master_key(dir.path(), "old.key").display()
+    );
+    let new = format!(
+        "file://{}",
+        named_master_key(dir.path(), "new.key").display()
+    );
+    let app = TestApp::start_with(&["--encryption", &old]).await;
+    let (a, b) = (noise(3 * CHUNK + 5, 9), noise(1000, 10));
+    upload(&app, "alice", "a.bin", a.clone()).await;
+    upload(&app, "bob", "b.bin", b.clone()).await;
+
+    // Serving with the new master key, the old one still unwrapping what it wrapped.
+    let flags = with_flag(app.flags(), "--encryption", Some(&new));
+    let flags = with_flag(&flags, "--encryption-previous", Some(&old));
+    let app = app.restart_with(flags).await;
+    assert_eq!(
+        app.download(&app.token("alice", APP), "self", "a.bin")
+            .await,
+        a
+    );
+
+    // The rotation runs while downloads and an upload go on; none of them fails.
+    let command = app.command(&["keys", "rotate"]);
+    let rotation = tokio::task::spawn_blocking(move || {
+        let mut command = command;
+        command.output().unwrap()
+    });
+    let mut rounds = 0;
+    while !rotation.is_finished() || rounds < 3 {
+        assert_eq!(
+            app.download(&app.token("alice", APP), "self", "a.bin")
+                .await,
+            a
+        );
+        assert_eq!(
+            app.download(&app.token("bob", APP), "self", "b.bin").await,
+            b
+        );
+        rounds += 1;
+    }
+    upload(&app, "carol", "c.bin", noise(10, 11)).await;
+    let out = rotation.await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("2 keys rewrapped"), "{said}");
+    // Run again (as after an interruption): nothing left to do.
+    assert!(rotate(&app).contains("0 keys rewrapped"));
+
+    // The old master key is no longer needed: everything reads with the new one alone.
+    let flags = with_flag(app.flags(), "--encryption-previous", None);
+    let app = app.restart_with(flags).await;
+    assert_eq!(
+        app.download(&app.token("alice", APP), "self", "a.bin")
+            .await,
+        a
+    );
+    assert_eq!(
+        app.download(&app.token("bob", APP), "self", "b.bin").await,
+        b
+    );
+    assert_eq!(
+        app.download(&app.token("carol", APP), "self", "c.bin")
+            .await,
+        noise(10, 11)
+    );
+    // And the old one alone reads nothing any more.
+    let flags = with_flag(app.flags(), "--encryption", Some(&old));
+    let app = app.restart_with(flags).await;
+    let url = download_url(&app, "alice", "a.bin").await;
+    error(
+        app.client.get(&url).send().await.unwrap(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "BridgeServiceException",
+    )
+    .await;
 }
 
 fn config_error(flags: &[&str]) -> String {

@@ -22,19 +22,7 @@ pub struct IdentityArgs {
 
 /// The participant's identity in age's text form (one line, `AGE-SECRET-KEY-1...`).
 pub async fn identity(config: &Config, owner: &Owner) -> anyhow::Result<String> {
-    let master = config
-        .master_key
-        .as_ref()
-        .context("PF_ENCRYPTION is not set: files are not encrypted, there is no identity")?;
-    let sdk = match config.index {
-        crate::config::IndexLocation::DynamoDb { .. } => Some(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .load()
-                .await,
-        ),
-        crate::config::IndexLocation::Sqlite => None,
-    };
-    let keys = super::open(config, master, sdk.as_ref()).await?;
+    let keys = super::open_for_command(config).await?;
     let key = keys.existing(owner).await?.with_context(|| {
         format!(
             "{}/{} has no key: they stored no file since encryption was on, or were erased \

@@ -10,11 +10,12 @@ pub mod dynamo_keys;
 pub mod export;
 pub mod keystore;
 pub mod master;
+pub mod rotate;
 pub mod sqlite_keys;
 pub mod store;
 
 pub use dynamo_keys::DynamoKeys;
-pub use keystore::{DataKey, KeyStore, KeyStoreError, StoredKey, WrappedKeys};
+pub use keystore::{DataKey, KeyPage, KeyStore, KeyStoreError, StoredKey, WrappedKeys};
 pub use master::{EncryptionSetting, MasterKey, MasterKeyError};
 pub use sqlite_keys::SqliteKeys;
 pub use store::EncryptedBlobStore;
@@ -29,6 +30,10 @@ pub enum KeysCommand {
     /// decrypting their stored files with `age -d -i`; a terminal is refused, a file made
     /// readable by its owner only. Fails once the participant is erased.
     Identity(Box<export::IdentityArgs>),
+    /// Rewrap every participant's key under the master key `PF_ENCRYPTION` names, from the one
+    /// `PF_ENCRYPTION_PREVIOUS` names; objects are not touched. Safe while instances serve with
+    /// both set; run it again to finish an interrupted rotation.
+    Rotate(Box<crate::config::ServeArgs>),
 }
 
 /// `setup`'s part when `PF_ENCRYPTION` is set: the key store beside the index (a DynamoDB table
@@ -84,7 +89,30 @@ pub async fn open(
             )
         }
     };
-    Ok(KeyStore::new(master, store))
+    let keys = KeyStore::new(master, store);
+    Ok(match &config.previous_master_key {
+        Some(previous) => keys.with_previous(previous),
+        None => keys,
+    })
+}
+
+/// The key store for a maintenance command (`keys identity`, `keys rotate`): `PF_ENCRYPTION`
+/// must be set; the AWS settings are loaded when the index is DynamoDB.
+pub async fn open_for_command(config: &crate::config::Config) -> anyhow::Result<KeyStore> {
+    use anyhow::Context;
+    let master = config
+        .master_key
+        .as_ref()
+        .context("PF_ENCRYPTION is not set: files are not encrypted, there are no keys")?;
+    let sdk = match config.index {
+        crate::config::IndexLocation::DynamoDb { .. } => Some(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await,
+        ),
+        crate::config::IndexLocation::Sqlite => None,
+    };
+    open(config, master, sdk.as_ref()).await
 }
 
 /// The SQLite key store's file in the data dir.

@@ -497,6 +497,14 @@ impl TestApp {
         Self::launch(data, flags, bucket).await
     }
 
+    /// Stops the server and starts it again on the same data and backends with `flags` (the
+    /// backends' own flags, from [`Self::flags`], included) instead of its own.
+    pub async fn restart_with(self, flags: Vec<String>) -> Self {
+        let bucket = self.bucket.clone();
+        let data = self.stop().await;
+        Self::launch(data, flags, bucket).await
+    }
+
     /// Stops the server and hands back its folder, for a restart on the same data.
     pub async fn stop(mut self) -> TempDir {
         if let Some(tx) = self.shutdown.take() {
