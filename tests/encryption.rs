@@ -211,13 +211,30 @@ async fn the_store_holds_only_ciphertext_and_downloads_decrypt_ranges_included()
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(&res.bytes().await.unwrap()[..], &plain[..]);
 
-    // Empty and exactly-one-chunk files too.
-    for (file, body) in [("empty.bin", Vec::new()), ("chunk.bin", noise(CHUNK, 2))] {
+    // Empty, tiny and exactly-one-chunk files too; ranges of the small ones reach past what
+    // is stored.
+    for (file, body) in [
+        ("empty.bin", Vec::new()),
+        ("tiny.bin", noise(20, 12)),
+        ("chunk.bin", noise(CHUNK, 2)),
+    ] {
         upload(&app, "alice", file, body.clone()).await;
         assert_eq!(
             app.download(&app.token("alice", APP), "self", file).await,
             body
         );
+        if body.is_empty() {
+            continue;
+        }
+        let res = app
+            .client
+            .get(download_url(&app, "alice", file).await)
+            .header("range", "bytes=5-")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{file}");
+        assert_eq!(&res.bytes().await.unwrap()[..], &body[5..], "{file}");
     }
     assert_eq!(app.metric("pf_decrypt_failures_total").await, 0);
 }
