@@ -63,6 +63,10 @@ pub struct AuditEvent {
     /// The signature an infected file was found with (a refused upload, a rescan's finding).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// An erase with encryption on: whether the participant's key was destroyed (false: they
+    /// had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_destroyed: Option<bool>,
 }
 
 impl AuditEvent {
@@ -94,7 +98,15 @@ impl AuditEvent {
             bytes,
             count: None,
             signature: None,
+            key_destroyed: None,
         }
+    }
+
+    /// The same line, saying whether an erase destroyed the participant's key.
+    #[must_use]
+    pub fn with_key_destroyed(mut self, destroyed: Option<bool>) -> Self {
+        self.key_destroyed = destroyed;
+        self
     }
 
     /// The same line, naming the signature an infected file was found with.
@@ -135,6 +147,7 @@ impl AuditEvent {
             bytes: 0,
             count: None,
             signature: None,
+            key_destroyed: None,
         }
     }
 }

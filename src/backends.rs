@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::MemoryBudget;
 use crate::config::{Config, IndexLocation, StoreLocation};
+use crate::encryption::{EncryptedBlobStore, KeyStore};
 use crate::index::{DynamoFileIndex, FileIndex, SqliteFileIndex};
 use crate::store::{BlobStore, LocalBlobStore, S3BlobStore, S3Settings};
 
@@ -25,6 +26,10 @@ pub struct Backends {
     pub dynamo: Option<Arc<DynamoFileIndex>>,
     /// Present when the store is S3, for `setup`.
     pub s3: Option<Arc<S3BlobStore>>,
+    /// The participants' keys, with `PF_ENCRYPTION` (then `store` encrypts and decrypts).
+    pub keys: Option<KeyStore>,
+    /// Reads stopped by a ciphertext that failed authentication, with `PF_ENCRYPTION`.
+    pub decrypt_failures: Option<prometheus::IntCounter>,
 }
 
 async fn aws() -> anyhow::Result<aws_config::SdkConfig> {
@@ -109,6 +114,19 @@ async fn open_as(config: &Config, serving: bool) -> anyhow::Result<Backends> {
             (Arc::clone(&store) as Arc<dyn BlobStore>, Some(store))
         }
     };
+    let (store, keys, decrypt_failures) = match &config.master_key {
+        None => (store, None, None),
+        Some(master) => {
+            let keys = crate::encryption::open(config, master, sdk.as_ref()).await?;
+            let encrypted = EncryptedBlobStore::new(store, keys.clone());
+            let failures = encrypted.failures();
+            (
+                Arc::new(encrypted) as Arc<dyn BlobStore>,
+                Some(keys),
+                Some(failures),
+            )
+        }
+    };
     Ok(Backends {
         index,
         budget,
@@ -116,5 +134,7 @@ async fn open_as(config: &Config, serving: bool) -> anyhow::Result<Backends> {
         store,
         dynamo,
         s3,
+        keys,
+        decrypt_failures,
     })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::sniff::AllowedTypes;
 
 mod commands;
-mod parse;
+pub(crate) mod parse;
 mod serve;
 #[cfg(test)]
 mod tests;
@@ -45,6 +45,8 @@ pub struct Config {
     pub quarantine: Quarantine,
     /// The master key `PF_ENCRYPTION` names, read and checked.
     pub master_key: Option<crate::encryption::MasterKey>,
+    /// The master key a rotation moves away from (`PF_ENCRYPTION_PREVIOUS`).
+    pub previous_master_key: Option<crate::encryption::MasterKey>,
     pub audit_log: AuditTarget,
     pub log_format: LogFormat,
     pub max_buffer_memory: u64,
@@ -89,13 +91,21 @@ impl Config {
             }
         };
         let s3 = matches!(args.store, StoreLocation::S3 { .. });
-        let default_mode = if s3 && args.clamd.is_empty() {
+        let encrypting = args.encryption.is_some();
+        let default_mode = if s3 && args.clamd.is_empty() && !encrypting {
             Mode::Presigned
         } else {
             Mode::Streaming
         };
         let upload_mode = args.upload_mode.unwrap_or(default_mode);
         let download_mode = args.download_mode.unwrap_or(default_mode);
+        if encrypting && download_mode == Mode::Presigned {
+            return err(
+                "PF_DOWNLOAD_MODE=presigned cannot be used with PF_ENCRYPTION: a presigned URL \
+                 would hand out the ciphertext; downloads must stream through the service \
+                 (PF_DOWNLOAD_MODE=streaming, the default with encryption)",
+            );
+        }
         if !s3 && (upload_mode == Mode::Presigned || download_mode == Mode::Presigned) {
             return err(
                 "PF_UPLOAD_MODE / PF_DOWNLOAD_MODE: `presigned` needs an S3 store (PF_STORE=s3://...); \
@@ -170,6 +180,14 @@ impl Config {
                     setting
                         .load()
                         .map_err(|e| ConfigError(format!("PF_ENCRYPTION: {e}")))?,
+                ),
+                None => None,
+            },
+            previous_master_key: match &args.encryption_previous {
+                Some(setting) => Some(
+                    setting
+                        .load()
+                        .map_err(|e| ConfigError(format!("PF_ENCRYPTION_PREVIOUS: {e}")))?,
                 ),
                 None => None,
             },

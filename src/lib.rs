@@ -60,14 +60,6 @@ use crate::scan::{Scanner, ScannerPool};
 /// Builds the application from its configuration: opens the index and the store (on the
 /// embedded default creating the data dir, the schema and the secrets).
 pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
-    // Serving with the key but without encrypting would store files in the clear under a
-    // setting that says otherwise.
-    if config.master_key.is_some() {
-        anyhow::bail!(
-            "PF_ENCRYPTION: the master key is valid, but this release does not encrypt files yet \
-             (issue #25); unset PF_ENCRYPTION to serve"
-        );
-    }
     let backends = backends::open_to_serve(config).await?;
     let expected = auth::Expected {
         issuer: config.jwt_issuer.clone(),
@@ -90,6 +82,9 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
     });
     let cleanup = backends.cleanup.clone();
     let metrics = Arc::new(metrics::Metrics::new(backends.budget.clone()));
+    if let Some(failures) = &backends.decrypt_failures {
+        metrics.register(failures);
+    }
     let audit = Arc::new(AuditLog::open(&config.audit_log).context("cannot open the audit log")?);
     let files = FileService::new(
         Parts {
@@ -100,6 +95,7 @@ pub async fn build(config: &Config) -> anyhow::Result<http::AppState> {
             budget: backends.budget,
             tasks: cleanup.clone(),
             audit: Arc::clone(&audit),
+            keys: backends.keys,
         },
         Settings {
             public_url: config.public_url.clone(),

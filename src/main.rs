@@ -63,6 +63,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Keys(participant_files::encryption::KeysCommand::Rotate(args))) => {
+            maintain(*args, |config| async move {
+                participant_files::encryption::rotate::command(&config).await
+            })
+        }
+        Some(Command::Keys(participant_files::encryption::KeysCommand::Identity(args))) => {
+            export_identity(args)
+        }
         None => run_serve(cli.serve),
     }
 }
@@ -149,6 +157,27 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+fn export_identity(args: Box<participant_files::encryption::export::IdentityArgs>) -> ExitCode {
+    let args = *args;
+    let owner = participant_files::model::Owner {
+        app: args.app,
+        participant: args.participant,
+    };
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    maintain(args.serve, move |config| async move {
+        let text = participant_files::encryption::export::identity(&config, &owner).await?;
+        participant_files::encryption::master::write_secret(
+            stdout.lock(),
+            terminal,
+            "an identity",
+            "participant-files keys identity --app A --participant P > identity.txt",
+            &text,
+        )?;
+        Ok(Vec::new())
+    })
 }
 
 fn token(args: &TokenArgs) -> ExitCode {

@@ -139,6 +139,16 @@ impl Metrics {
         }
     }
 
+    /// Adds a counter kept elsewhere (the encrypted store's decryption failures).
+    ///
+    /// # Panics
+    /// Only if its name is taken, which is a bug here.
+    pub fn register(&self, counter: &IntCounter) {
+        self.registry
+            .register(Box::new(counter.clone()))
+            .expect("unique metric names");
+    }
+
     /// The text exposition format.
     #[must_use]
     pub fn render(&self) -> String {

@@ -662,6 +662,7 @@ fn file_service(
                 )
                 .unwrap(),
             ),
+            keys: None,
         },
         participant_files::files::Settings {
             public_url: "http://127.0.0.1:9".into(),

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use participant_files::encryption::{
-    DynamoKeys, KeyStore, KeyStoreError, MasterKey, SqliteKeys, WrappedKeys,
+    DynamoKeys, KeyStore, KeyStoreError, MasterKey, SqliteKeys, StoredKey, WrappedKeys,
 };
 use participant_files::model::{AppId, Owner, UserId};
 
@@ -72,6 +72,33 @@ async fn conformance(raw: Arc<dyn WrappedKeys>) {
     assert!(keys.existing(&alice).await.unwrap().is_none());
     assert_ne!(keys.key_for(&alice).await.unwrap(), key);
     assert!(keys.existing(&bob).await.unwrap().is_some());
+
+    // Pages (of one, to cross page ends) give every key once, for `keys rotate`.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = raw.page(after, 1).await.unwrap();
+        seen.extend(page.entries.iter().map(|(o, _)| o.participant.to_string()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["alice", "bob", "carol"]);
+    // A replace happens only over the key it read: never over another, never after an erase.
+    let now = raw.get(&alice).await.unwrap().unwrap();
+    let other = StoredKey {
+        master_id: "0123456789abcdef".to_owned(),
+        wrapped: vec![1; 73],
+    };
+    assert!(!raw.replace(&alice, &other, &other).await.unwrap());
+    assert!(raw.replace(&alice, &now, &other).await.unwrap());
+    assert_eq!(raw.get(&alice).await.unwrap(), Some(other.clone()));
+    let bobs = raw.get(&bob).await.unwrap().unwrap();
+    assert!(keys.destroy(&bob).await.unwrap());
+    assert!(!raw.replace(&bob, &bobs, &other).await.unwrap());
+    assert!(raw.get(&bob).await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -114,7 +114,7 @@ fn the_service_refuses_a_master_key_it_cannot_use() {
     assert!(stderr.contains("file:///path/to/master.key"), "{stderr}");
     assert!(!dir.path().join("data").exists());
 
-    // A valid key: refused all the same while files are not encrypted, never served in clear.
+    // A valid key: commands that use it never print it (here, an identity nobody has).
     let key = dir.path().join("master.key");
     let made = command(dir.path())
         .args(["keys", "new"])
@@ -123,11 +123,18 @@ fn the_service_refuses_a_master_key_it_cannot_use() {
         .unwrap();
     assert!(made.success());
     let mut cmd = command(dir.path());
-    cmd.env("PF_LISTEN", "127.0.0.1:0")
-        .env("PF_DATA_DIR", dir.path().join("data"))
-        .env("PF_ENCRYPTION", format!("file://{}", key.display()));
+    cmd.args([
+        "keys",
+        "identity",
+        "--app",
+        "study",
+        "--participant",
+        "nobody",
+    ])
+    .env("PF_DATA_DIR", dir.path().join("data"))
+    .env("PF_ENCRYPTION", format!("file://{}", key.display()));
     let (status, stderr) = refused(cmd);
     assert!(!status.success(), "{stderr}");
-    assert!(stderr.contains("does not encrypt files yet"), "{stderr}");
+    assert!(stderr.contains("study/nobody has no key"), "{stderr}");
     assert!(!stderr.contains(std::fs::read_to_string(&key).unwrap().trim()));
 }

@@ -8,11 +8,11 @@ use super::{AuditTarget, ClamdAddress, IndexLocation, MAX_URL_TTL, MIB, StoreLoc
 use crate::auth::Role;
 use crate::model::{AppId, UserId};
 
-pub(super) fn parse_user(s: &str) -> Result<UserId, String> {
+pub(crate) fn parse_user(s: &str) -> Result<UserId, String> {
     UserId::parse(s).map_err(|e| format!("a user ID {e}"))
 }
 
-pub(super) fn parse_app(s: &str) -> Result<AppId, String> {
+pub(crate) fn parse_app(s: &str) -> Result<AppId, String> {
     AppId::parse(s).map_err(|e| format!("an app ID {e}"))
 }
 

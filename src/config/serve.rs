@@ -178,6 +178,10 @@ pub struct ServeArgs {
     /// Per-participant encryption: `file:///path/to/master.key` (see `keys new`). Unset: none.
     #[arg(long, env = "PF_ENCRYPTION", value_name = "PF_ENCRYPTION", value_parser = crate::encryption::EncryptionSetting::parse)]
     pub encryption: Option<crate::encryption::EncryptionSetting>,
+    /// During `keys rotate`: the master key being rotated away from, which still unwraps the
+    /// keys not rewrapped yet (`file://...`). Never wraps a new key.
+    #[arg(long, env = "PF_ENCRYPTION_PREVIOUS", value_name = "PF_ENCRYPTION_PREVIOUS", value_parser = crate::encryption::EncryptionSetting::parse, requires = "encryption")]
+    pub encryption_previous: Option<crate::encryption::EncryptionSetting>,
     /// How long a scan may take before the upload fails with 503, like 60s.
     #[arg(long, env = "PF_SCAN_TIMEOUT", value_name = "PF_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub scan_timeout: Duration,

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
     PointInTimeRecoveryStatus, ReturnValue, ScalarAttributeType, TableStatus,
 };
 
-use super::keystore::{KeyStoreError, StoredKey, WrappedKeys};
-use crate::model::Owner;
+use super::keystore::{KeyPage, KeyStoreError, StoredKey, WrappedKeys};
+use crate::model::{AppId, Owner, UserId};
 
 pub struct DynamoKeys {
     client: Client,
@@ -196,6 +196,75 @@ impl WrappedKeys for DynamoKeys {
                         std::io::Error::other("missing"),
                     )
                 })
+            }
+            Err(e) => Err(failed("PutItem failed")(e)),
+        }
+    }
+
+    async fn page(&self, after: Option<String>, limit: usize) -> Result<KeyPage, KeyStoreError> {
+        // The cursor is the last item's `pk`. Scan is eventually consistent: a key made during
+        // the scan may be missed, and is made under the current master key anyway.
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(
+                after.map(|pk| std::iter::once(("pk".to_owned(), AttributeValue::S(pk))).collect()),
+            )
+            .send()
+            .await
+            .map_err(failed("Scan failed"))?;
+        let mut entries = Vec::new();
+        for item in out.items() {
+            let (Some(pk), Some(key)) = (item.get("pk").and_then(|v| v.as_s().ok()), stored(item))
+            else {
+                continue;
+            };
+            let Some((app, user)) = pk.split_once('#') else {
+                continue;
+            };
+            let owner = Owner {
+                app: AppId::parse(app).map_err(|e| KeyStoreError::backend("a bad app", e))?,
+                participant: UserId::parse(user)
+                    .map_err(|e| KeyStoreError::backend("a bad participant", e))?,
+            };
+            entries.push((owner, key));
+        }
+        let next = out
+            .last_evaluated_key()
+            .and_then(|k| k.get("pk"))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        Ok(KeyPage { entries, next })
+    }
+
+    async fn replace(
+        &self,
+        owner: &Owner,
+        old: &StoredKey,
+        new: &StoredKey,
+    ) -> Result<bool, KeyStoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(owner))
+            .item("masterId", AttributeValue::S(new.master_id.clone()))
+            .item("wrapped", AttributeValue::B(Blob::new(new.wrapped.clone())))
+            // `wrapped` is one of DynamoDB's reserved words.
+            .condition_expression("#wrapped = :old")
+            .expression_attribute_names("#wrapped", "wrapped")
+            .expression_attribute_values(":old", AttributeValue::B(Blob::new(old.wrapped.clone())))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
             }
             Err(e) => Err(failed("PutItem failed")(e)),
         }

@@ -55,6 +55,11 @@ impl std::fmt::Debug for DataKey {
 }
 
 impl DataKey {
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; DATA_KEY_BYTES]) -> Self {
+        Self(bytes)
+    }
+
     #[must_use]
     pub fn bytes(&self) -> &[u8; DATA_KEY_BYTES] {
         &self.0
@@ -82,6 +87,25 @@ pub trait WrappedKeys: Send + Sync {
 
     /// Removes the participant's key; true when there was one.
     async fn delete(&self, owner: &Owner) -> Result<bool, KeyStoreError>;
+
+    /// Up to `limit` stored keys after the cursor `after` (from the start when `None`), and
+    /// the cursor of the next page when there may be one.
+    async fn page(&self, after: Option<String>, limit: usize) -> Result<KeyPage, KeyStoreError>;
+
+    /// Replaces the participant's key with `new` if it is still `old`; false when it is not
+    /// (erased, or replaced meanwhile).
+    async fn replace(
+        &self,
+        owner: &Owner,
+        old: &StoredKey,
+        new: &StoredKey,
+    ) -> Result<bool, KeyStoreError>;
+}
+
+/// A page of stored keys, for `keys rotate`.
+pub struct KeyPage {
+    pub entries: Vec<(Owner, StoredKey)>,
+    pub next: Option<String>,
 }
 
 /// Wraps and unwraps the data keys of a [`WrappedKeys`] store with the master key.
@@ -90,19 +114,55 @@ pub struct KeyStore {
     store: Arc<dyn WrappedKeys>,
     cipher: XChaCha20Poly1305,
     master_id: String,
+    /// Master keys being rotated away from (`PF_ENCRYPTION_PREVIOUS`): they unwrap, never wrap.
+    previous: Vec<(String, XChaCha20Poly1305)>,
 }
 
 impl KeyStore {
     #[must_use]
     pub fn new(master: &MasterKey, store: Arc<dyn WrappedKeys>) -> Self {
-        let mut key = [0u8; 32];
-        hkdf::Hkdf::<Sha256>::new(None, master.bytes())
-            .expand(WRAP_INFO, &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Self {
             store,
-            cipher: XChaCha20Poly1305::new(&key.into()),
+            cipher: wrapping_cipher(master),
             master_id: master_id(master),
+            previous: Vec::new(),
+        }
+    }
+
+    /// Also unwraps keys that `previous` wrapped (during a rotation away from it).
+    #[must_use]
+    pub fn with_previous(mut self, previous: &MasterKey) -> Self {
+        self.previous
+            .push((master_id(previous), wrapping_cipher(previous)));
+        self
+    }
+
+    /// The stored keys, a page at a time (see [`WrappedKeys::page`]).
+    pub async fn page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, KeyStoreError> {
+        self.store.page(after, limit).await
+    }
+
+    /// Wraps the participant's stored key anew under the current master key, unless it is
+    /// already. `Ok(false)`: nothing to do (already current, or gone).
+    pub async fn rewrap(&self, owner: &Owner, stored: &StoredKey) -> Result<bool, KeyStoreError> {
+        let mut stored = stored.clone();
+        loop {
+            if stored.master_id == self.master_id {
+                return Ok(false);
+            }
+            let fresh = self.wrap(owner, &self.unwrap_key(owner, &stored)?)?;
+            if self.store.replace(owner, &stored, &fresh).await? {
+                return Ok(true);
+            }
+            // Changed meanwhile (an erase, or another rotation): look again.
+            match self.store.get(owner).await? {
+                Some(now) => stored = now,
+                None => return Ok(false),
+            }
         }
     }
 
@@ -169,10 +229,18 @@ impl KeyStore {
         if w.len() != WRAPPED_LEN || w[0] != FORMAT {
             return Err(refused());
         }
+        // The master key that wrapped it: the current one, or one being rotated away from.
+        let cipher = if stored.master_id == self.master_id {
+            &self.cipher
+        } else {
+            self.previous
+                .iter()
+                .find(|(id, _)| *id == stored.master_id)
+                .map_or(&self.cipher, |(_, c)| c)
+        };
         let nonce: [u8; NONCE_LEN] = w[1..=NONCE_LEN].try_into().map_err(|_| refused())?;
         let aad = aad(owner);
-        let key = self
-            .cipher
+        let key = cipher
             .decrypt(
                 &XNonce::from(nonce),
                 Payload {
@@ -184,6 +252,14 @@ impl KeyStore {
         let key: [u8; DATA_KEY_BYTES] = key.try_into().map_err(|_| refused())?;
         Ok(DataKey(key))
     }
+}
+
+fn wrapping_cipher(master: &MasterKey) -> XChaCha20Poly1305 {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(None, master.bytes())
+        .expand(WRAP_INFO, &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    XChaCha20Poly1305::new(&key.into())
 }
 
 fn aad(owner: &Owner) -> String {

@@ -121,12 +121,29 @@ impl MasterKey {
 /// `participant-files keys new`: writes a new master key to `out`, which must not be a terminal
 /// (the key would stay in its scrollback). When `out` is a file (`> master.key`), it is made
 /// readable by its owner only before the key is written into it.
-pub fn write_new<W: Write + AsFd>(mut out: W, terminal: bool) -> std::io::Result<()> {
+pub fn write_new<W: Write + AsFd>(out: W, terminal: bool) -> std::io::Result<()> {
+    write_secret(
+        out,
+        terminal,
+        "a master key",
+        "participant-files keys new > master.key",
+        &MasterKey::generate()?.to_file_text(),
+    )
+}
+
+/// Writes a secret (`what`) to `out` as [`write_new`] does: never to a terminal (`example`
+/// shows the redirection instead), and to a file only once its owner alone can read it.
+pub fn write_secret<W: Write + AsFd>(
+    mut out: W,
+    terminal: bool,
+    what: &str,
+    example: &str,
+    text: &str,
+) -> std::io::Result<()> {
     if terminal {
-        return Err(std::io::Error::other(
-            "refusing to print a master key on a terminal: redirect it to a file, \
-             participant-files keys new > master.key",
-        ));
+        return Err(std::io::Error::other(format!(
+            "refusing to print {what} on a terminal: redirect it to a file, {example}"
+        )));
     }
     // The shell created the file with the umask's mode; a duplicate of the descriptor changes
     // the mode of the same file, whatever its name.
@@ -134,7 +151,7 @@ pub fn write_new<W: Write + AsFd>(mut out: W, terminal: bool) -> std::io::Result
     if file.metadata()?.is_file() {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    out.write_all(MasterKey::generate()?.to_file_text().as_bytes())?;
+    out.write_all(text.as_bytes())?;
     out.flush()
 }
 

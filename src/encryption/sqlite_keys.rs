@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::keystore::{KeyStoreError, StoredKey, WrappedKeys};
-use crate::model::Owner;
+use super::keystore::{KeyPage, KeyStoreError, StoredKey, WrappedKeys};
+use crate::model::{AppId, Owner, UserId};
 
 pub struct SqliteKeys {
     conn: Arc<Mutex<Connection>>,
@@ -121,6 +121,72 @@ impl WrappedKeys for SqliteKeys {
             read(conn, &app, &user)?.ok_or_else(|| {
                 KeyStoreError::backend("a key stored is gone", std::io::Error::other("missing"))
             })
+        })
+        .await
+    }
+
+    async fn page(&self, after: Option<String>, limit: usize) -> Result<KeyPage, KeyStoreError> {
+        // The cursor is the last entry's `app/participant` (neither may hold a `/`).
+        let (app, user) = match after.as_deref().and_then(|a| a.split_once('/')) {
+            Some((a, u)) => (a.to_owned(), u.to_owned()),
+            None => (String::new(), String::new()),
+        };
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT app, participant, master_id, wrapped FROM participant_keys
+                     WHERE (app, participant) > (?1, ?2) ORDER BY app, participant LIMIT ?3",
+                )
+                .map_err(failed("listing keys failed"))?;
+            let rows = stmt
+                .query_map(
+                    params![app, user, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            StoredKey {
+                                master_id: r.get(2)?,
+                                wrapped: r.get(3)?,
+                            },
+                        ))
+                    },
+                )
+                .map_err(failed("listing keys failed"))?;
+            let mut entries = Vec::new();
+            let mut last = None;
+            for row in rows {
+                let (app, user, key) = row.map_err(failed("listing keys failed"))?;
+                last = Some(format!("{app}/{user}"));
+                let owner = Owner {
+                    app: AppId::parse(&app).map_err(|e| KeyStoreError::backend("a bad app", e))?,
+                    participant: UserId::parse(&user)
+                        .map_err(|e| KeyStoreError::backend("a bad participant", e))?,
+                };
+                entries.push((owner, key));
+            }
+            let next = if entries.len() == limit { last } else { None };
+            Ok(KeyPage { entries, next })
+        })
+        .await
+    }
+
+    async fn replace(
+        &self,
+        owner: &Owner,
+        old: &StoredKey,
+        new: &StoredKey,
+    ) -> Result<bool, KeyStoreError> {
+        let (app, user) = names(owner);
+        let (old, new) = (old.clone(), new.clone());
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE participant_keys SET master_id = ?3, wrapped = ?4
+                 WHERE app = ?1 AND participant = ?2 AND wrapped = ?5",
+                params![app, user, new.master_id, new.wrapped, old.wrapped],
+            )
+            .map(|n| n > 0)
+            .map_err(failed("replacing a key failed"))
         })
         .await
     }

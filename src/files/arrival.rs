@@ -133,15 +133,11 @@ impl FileService {
                 // The switch that consumes the pending upload gives the file its name.
                 file_name: None,
             };
+            // With encryption the pipeline writes the checked bytes, encrypted, in the pass that
+            // reads and scans them: a copy of the arrival would keep the plaintext.
+            let copy = self.keys.is_none().then(|| (pending.key.clone(), etag));
             let result = self
-                .check_and_commit(
-                    owner,
-                    file_id,
-                    read.body,
-                    &declared,
-                    Some(&consumes),
-                    Some((pending.key.clone(), etag)),
-                )
+                .check_and_commit(owner, file_id, read.body, &declared, Some(&consumes), copy)
                 .await;
             // Sent to the URL again while it was checked: the new bytes are checked instead.
             if matches!(result, Err(FilesError::Store(StoreError::Changed))) && tries.next().await {

@@ -5,6 +5,7 @@ use chrono::Utc;
 use super::{Backoff, FileService, FilesError};
 use crate::config::Mode;
 use crate::model::{FileId, Owner, StoredFile};
+use crate::store::StoreError;
 
 /// What a removal found in the row.
 struct Removed {
@@ -96,19 +97,20 @@ impl FileService {
     }
 
     /// Deletes every file, upload URL (and what arrived for it) and upload in progress of
-    /// `owner`; an upload still receiving is stopped before it commits. Returns how many files
-    /// were deleted, counting uploads that had arrived but were not settled yet and resumable
-    /// uploads that were open.
-    pub async fn erase(&self, owner: &Owner) -> Result<u64, FilesError> {
+    /// `owner`; an upload still receiving is stopped before it commits. Then, when files are
+    /// encrypted, destroys the participant's key: every copy of their ciphertext, wherever it
+    /// is (backups, replicas), becomes unreadable. Counts the files deleted, counting uploads
+    /// that had arrived but were not settled yet and resumable uploads that were open.
+    pub async fn erase(&self, owner: &Owner) -> Result<Erased, FilesError> {
         // Resumable uploads first: a completion that claimed its file before their rows went
         // loses that claim to the pass over the files below; one that had not claimed yet
         // finds its row gone and stops.
-        let mut count = self.end_uploads(owner, None).await?;
+        let mut files = self.end_uploads(owner, None).await?;
         let mut after: Option<FileId> = None;
         loop {
             let rows = self.index.list(owner, after.as_ref(), 100).await?;
             let Some(last) = rows.last() else {
-                return Ok(count);
+                break;
             };
             after = Some(last.value.file_id.clone());
             for row in rows {
@@ -117,9 +119,33 @@ impl FileService {
                     .await?
                     .is_some_and(|r| r.file.is_some() || r.arrived)
                 {
-                    count += 1;
+                    files += 1;
                 }
             }
         }
+        // Last: while a file is left, its key is what reads it. A key that fails to go fails
+        // the erase, which the caller repeats.
+        let key_destroyed = match &self.keys {
+            None => None,
+            Some(keys) => Some(keys.destroy(owner).await.map_err(|e| {
+                FilesError::Store(StoreError::Backend {
+                    backend: "key store",
+                    message: "destroying the participant's key failed".to_owned(),
+                    source: Box::new(e),
+                })
+            })?),
+        };
+        Ok(Erased {
+            files,
+            key_destroyed,
+        })
     }
+}
+
+/// What an erase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Erased {
+    pub files: u64,
+    /// With encryption: whether the participant had a key, now destroyed. `None` without.
+    pub key_destroyed: Option<bool>,
 }

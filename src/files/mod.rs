@@ -8,6 +8,8 @@ mod claim;
 mod commit;
 mod delete;
 mod read;
+
+pub use delete::Erased;
 pub mod resumable;
 pub mod settler;
 mod upload;
@@ -104,6 +106,9 @@ pub enum FilesError {
     /// The completion was refused (now, or earlier for a client that asks again).
     #[error("the upload was refused ({})", .0.message)]
     UploadRefused(crate::model::Refusal),
+    /// An intake that does not encrypt yet, on a deployment that encrypts (`PF_ENCRYPTION`).
+    #[error("{0} are not available with encryption on")]
+    NotWithEncryption(&'static str),
 }
 
 /// Who is acting, for capability URLs and the audit trail.
@@ -170,6 +175,8 @@ pub struct Parts {
     /// waits for it.
     pub tasks: TaskTracker,
     pub audit: Arc<AuditLog>,
+    /// The participants' keys when the store encrypts (`PF_ENCRYPTION`): erase destroys them.
+    pub keys: Option<crate::encryption::KeyStore>,
 }
 
 /// Cheap to clone: a commit that runs on after its client has gone takes a clone along.
@@ -190,6 +197,7 @@ pub struct FileService {
     budget: MemoryBudget,
     tasks: TaskTracker,
     audit: Arc<AuditLog>,
+    keys: Option<crate::encryption::KeyStore>,
     resumable: resumable::ResumableSettings,
     /// The resumable uploads this instance appends to now: one request's turn each (the
     /// lease in the row is what keeps other instances out).
@@ -213,6 +221,7 @@ impl FileService {
             budget,
             tasks,
             audit,
+            keys,
         } = parts;
         assert!(
             store.presigner().is_some()
@@ -235,6 +244,7 @@ impl FileService {
             budget,
             tasks,
             audit,
+            keys,
             resumable: settings.resumable,
             turns: Arc::default(),
             live: Arc::new(resumable::LiveScans::new(settings.resumable.scan_sessions)),

@@ -119,6 +119,25 @@ impl ApiError {
         )
     }
 
+    /// A stored file that fails decryption (tampered, or its key erased): logged and counted
+    /// where it was found; retrying cannot help.
+    pub fn unreadable() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BridgeServiceException",
+            "The stored file cannot be read: it failed its integrity check.",
+        )
+    }
+
+    /// A feature this deployment's settings rule out (Bridge: `NotImplementedException`).
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplementedException",
+            message,
+        )
+    }
+
     pub fn unavailable(what: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -34,6 +34,10 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Busy(#[from] crate::budget::BudgetExhausted),
+    /// An encrypted object that cannot be read back: its ciphertext failed authentication, or
+    /// its participant's key is gone.
+    #[error("the stored object cannot be decrypted")]
+    Unreadable,
     #[error("{backend} store: {message}")]
     Backend {
         backend: &'static str,
@@ -48,7 +52,11 @@ impl StoreError {
     pub fn backend(&self) -> Option<&'static str> {
         match self {
             Self::Io { backend, .. } | Self::Backend { backend, .. } => Some(backend),
-            Self::NotFound | Self::RangeNotSatisfiable | Self::Changed | Self::Busy(_) => None,
+            Self::NotFound
+            | Self::RangeNotSatisfiable
+            | Self::Changed
+            | Self::Busy(_)
+            | Self::Unreadable => None,
         }
     }
 }

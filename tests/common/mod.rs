@@ -5,6 +5,7 @@
 pub mod fake_clamd;
 pub mod processes;
 pub mod relay;
+pub mod signatures;
 pub mod tus;
 
 use std::path::{Path, PathBuf};
@@ -231,6 +232,11 @@ impl TestApp {
             participant_files::setup::run(&backends, config.resumable.ttl)
                 .await
                 .expect("setup creates the bucket and table");
+            if config.master_key.is_some() {
+                participant_files::encryption::setup(&config)
+                    .await
+                    .expect("setup creates the key table");
+            }
         }
         let state = participant_files::build(&config).await.expect("app builds");
         let files = state.files.clone();
@@ -487,6 +493,14 @@ impl TestApp {
     /// Stops the server and starts it again on the same data and backends.
     pub async fn restart(self) -> Self {
         let flags = self.flags.clone();
+        let bucket = self.bucket.clone();
+        let data = self.stop().await;
+        Self::launch(data, flags, bucket).await
+    }
+
+    /// Stops the server and starts it again on the same data and backends with `flags` (the
+    /// backends' own flags, from [`Self::flags`], included) instead of its own.
+    pub async fn restart_with(self, flags: Vec<String>) -> Self {
         let bucket = self.bucket.clone();
         let data = self.stop().await;
         Self::launch(data, flags, bucket).await

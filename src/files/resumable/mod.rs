@@ -98,6 +98,10 @@ impl FileService {
         issuer: &Issuer,
         new: NewUpload,
     ) -> Result<Versioned<ResumableUpload>, FilesError> {
+        // Staged parts would sit in the store unencrypted (issue #25): refused, never stored.
+        if self.keys.is_some() {
+            return Err(FilesError::NotWithEncryption("Resumable uploads"));
+        }
         let index = self.upload_index();
         if let Some(length) = new.length {
             self.check_length(owner, &new.file_id, length).await?;

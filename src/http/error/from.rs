@@ -41,6 +41,7 @@ fn store_error(e: &StoreError) -> ApiError {
         StoreError::NotFound => ApiError::not_found(),
         StoreError::Busy(_) => memory_busy(),
         StoreError::RangeNotSatisfiable => ApiError::range_not_satisfiable(),
+        StoreError::Unreadable => ApiError::unreadable(),
         // An upload URL's object was sent again while it was checked: the next try checks
         // the new one.
         StoreError::Changed => {
@@ -179,6 +180,10 @@ impl From<FilesError> for ApiError {
                 e.signature = Some(signature);
                 e
             }
+            FilesError::NotWithEncryption(what) => Self::not_implemented(format!(
+                "{what} are not available on this deployment: it encrypts files \
+                 (PF_ENCRYPTION), and they do not yet; upload in one request instead."
+            )),
             FilesError::TooManyUploads => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",

@@ -160,9 +160,18 @@ pub async fn erase(
         .files
         .erase(&target.owner)
         .await
-        .map_err(ApiError::from)
-        .map(|n| (n, 0));
-    let count = audited(&state, &target, &request_id, None, Action::Erase, result)?;
+        .map_err(ApiError::from);
+    // The audit line says whether the participant's key went with the files.
+    let (status, key_destroyed) = match &result {
+        Ok(erased) => (200, erased.key_destroyed),
+        Err(e) => (e.status.as_u16(), None),
+    };
+    state.audit.record(
+        &target
+            .audit(&request_id, None, Action::Erase, status, 0)
+            .with_key_destroyed(key_destroyed),
+    );
+    let count = result?.files;
     let mut message = StatusMessage::new(format!("{count} participant files deleted."));
     message.count = Some(count);
     Ok(Json(message))
