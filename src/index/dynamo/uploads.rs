@@ -176,6 +176,7 @@ impl UploadIndex for DynamoFileIndex {
                 FileCount::default(),
                 1,
                 Some((per_participant, limits.per_app)),
+                (None, None),
             )?);
             match self.transact(items).await? {
                 None => return Ok(Ok(1)),

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{backend, corrupt, millis};
-use crate::index::usage::{Counters, FileCount, LimitReached, OpenLimits, Recount};
+use crate::index::usage::{
+    Counters, FileCount, FileQuota, LimitReached, OpenLimits, QuotaReached, Recount,
+};
 use crate::index::{IndexError, Usage};
 use crate::model::Owner;
 
@@ -144,6 +146,28 @@ pub(super) fn change(
         change_one(conn, app, APP, FileCount::default(), uploads)?;
     }
     Ok(())
+}
+
+/// Which quota the owner's counters would pass with `change`; in the writer's transaction,
+/// so that the check and the write that follows it are one.
+pub(super) fn over_quota(
+    conn: &Connection,
+    owner: &Owner,
+    change: FileCount,
+    quota: FileQuota,
+) -> Result<Option<QuotaReached>, IndexError> {
+    match quota.ceilings(change) {
+        // No quota applies to this change: nothing to read.
+        Ok((None, None)) => return Ok(None),
+        Err(reached) => return Ok(Some(reached)),
+        Ok(_) => {}
+    }
+    let (app, participant) = (owner.app.as_str(), owner.participant.as_str());
+    let held = match stored(conn, app, participant)? {
+        Some(c) => c,
+        None => counted(conn, app, participant)?,
+    };
+    Ok(quota.refuses(held, change))
 }
 
 /// The version and the count of the file row at the key, if there is one.
