@@ -167,3 +167,16 @@ impl Drop for InFlight<'_> {
         self.0.dec();
     }
 }
+
+/// Writes a command's metrics in the Prometheus text format for a textfile collector (node
+/// exporter's `--collector.textfile.directory`): written whole, then renamed, so a collector
+/// never reads half a file.
+pub fn write_textfile(path: &std::path::Path, registry: &Registry) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(&tmp, path)
+}

@@ -503,7 +503,7 @@ impl From<PipelineError> for Failure {
 /// The run's findings in the Prometheus text format, for a textfile collector (node
 /// exporter's `--collector.textfile.directory`) to pick up.
 fn write_metrics(path: &Path, tally: &Tally, started: DateTime<Utc>) -> anyhow::Result<()> {
-    use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+    use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
     let registry = Registry::new();
     let files = IntGaugeVec::new(
         Opts::new(
@@ -529,11 +529,6 @@ fn write_metrics(path: &Path, tally: &Tally, started: DateTime<Utc>) -> anyhow::
     registry.register(Box::new(files))?;
     registry.register(Box::new(bytes))?;
     registry.register(Box::new(finished))?;
-    let mut out = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
-    // Written whole, then renamed: a collector never reads half a file.
-    let tmp = path.with_extension("prom.tmp");
-    std::fs::write(&tmp, out)?;
-    std::fs::rename(&tmp, path)?;
+    crate::metrics::write_textfile(path, &registry)?;
     Ok(())
 }

@@ -485,19 +485,50 @@ async fn reconcile_repairs_a_counter_corrupted_by_hand_and_it_never_underflows()
             s.name
         );
         corrupt(&s, &o, 7).await;
-        let lines =
+        // A counter left after every row of its participant went: no row leads to it.
+        let gone = owner("app", &unique_name("gone"));
+        ix.put(&file(&gone, "only", 10), None).await.unwrap();
+        let only = ix
+            .get(&gone, &FileId::parse("only").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        ix.delete(&gone, &only.value.file_id, only.version)
+            .await
+            .unwrap();
+        corrupt(&s, &gone, 4).await;
+        let report =
             participant_files::reconcile::run(&s.backends, std::time::Duration::from_hours(1))
                 .await
                 .unwrap();
+        for who in [&o, &gone] {
+            assert!(
+                report
+                    .lines
+                    .iter()
+                    .any(|l| l.starts_with("usage counter repaired")
+                        && l.contains(who.participant.as_str())),
+                "{}: {report:?}",
+                s.name
+            );
+        }
+        // Only those two drifted (the other participants here were recounted exact).
+        assert_eq!(report.usage_repaired, 2, "{}: {report:?}", s.name);
+        let prom = s.data.path().join("reconcile.prom");
+        report.write_metrics(&prom).unwrap();
+        let prom = std::fs::read_to_string(prom).unwrap();
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("usage counter repaired")
-                    && l.contains(o.participant.as_str())),
-            "{}: {lines:?}",
-            s.name
+            prom.lines().any(|l| l == "pf_reconcile_usage_repaired 2"),
+            "{prom}"
         );
         assert_exact(&s, &o, "after reconcile").await;
+        assert_exact(&s, &gone, "after reconcile").await;
+        assert_eq!(
+            ix.counters(&gone).await.unwrap(),
+            Some(Counters::default()),
+            "{}",
+            s.name
+        );
         assert_eq!(
             ix.usage(&o, Utc::now()).await.unwrap().files,
             2,

@@ -287,6 +287,10 @@ impl FileIndex for DynamoFileIndex {
         self.recount_owner(owner).await
     }
 
+    async fn owners_with_usage(&self) -> Result<Vec<Owner>, IndexError> {
+        self.usage_owners().await
+    }
+
     fn uploads(&self) -> &dyn super::UploadIndex {
         self
     }

@@ -232,6 +232,13 @@ pub trait FileIndex: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Every participant whose usage counters are not all zero; for `reconcile`, which also
+    /// recounts those it met no row of (a counter left after every row went). The default
+    /// keeps no counters.
+    async fn owners_with_usage(&self) -> Result<Vec<Owner>, IndexError> {
+        Ok(Vec::new())
+    }
+
     /// What `owner` holds; upload URLs count while they are unexpired at `now`. The indexes
     /// read their counters and the owner's pending rows; the default (for wrappers in tests)
     /// reads every row of the owner.

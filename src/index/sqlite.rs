@@ -384,6 +384,10 @@ impl FileIndex for SqliteFileIndex {
         self.with(move |tx| usage::recount(tx, &owner)).await
     }
 
+    async fn owners_with_usage(&self) -> Result<Vec<Owner>, IndexError> {
+        self.read(usage::owners_with_usage)
+    }
+
     fn uploads(&self) -> &dyn super::UploadIndex {
         self
     }

@@ -11,7 +11,7 @@ use super::item::{BY_PENDING, GSI_ROW, PENDING_HASH, get_n, get_s, get_time, n, 
 use super::{DynamoFileIndex, Item, NAME, failed, pk};
 use crate::index::usage::{Counters, FileCount, FileQuota, QuotaReached, Recount};
 use crate::index::{IndexError, Usage};
-use crate::model::Owner;
+use crate::model::{AppId, Owner, UserId};
 
 /// The counters' attributes. Only counters items have them, so scans skip those items by them.
 pub(super) const UPLOADS: &str = "usageUploads";
@@ -395,6 +395,39 @@ impl DynamoFileIndex {
                 None => return Ok(usage),
             }
         }
+    }
+
+    /// Every participant whose counters item is not all zero: a scan of the table (as
+    /// `reconcile`'s own), keeping only counters items of participants.
+    pub(super) async fn usage_owners(&self) -> Result<Vec<Owner>, IndexError> {
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("fileId = :usage AND (#f <> :zero OR #b <> :zero OR #u <> :zero)")
+            .projection_expression("pk")
+            .expression_attribute_names("#f", FILES)
+            .expression_attribute_names("#b", BYTES)
+            .expression_attribute_names("#u", UPLOADS)
+            .expression_attribute_values(":usage", s(RANGE))
+            .expression_attribute_values(":zero", n(0))
+            .into_paginator()
+            .items()
+            .send();
+        let mut owners = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| failed("Scan failed", e))?;
+            let Some((app, participant)) = get_s(&item, "pk").and_then(|pk| pk.split_once('#'))
+            else {
+                continue;
+            };
+            // The app's item (`{app}#`) counts no participant.
+            if let (Ok(app), Ok(participant)) = (AppId::parse(app), UserId::parse(participant)) {
+                owners.push(Owner { app, participant });
+            }
+        }
+        Ok(owners)
     }
 
     /// Counts the participant again and stores the count where it differs, conditional on the
