@@ -27,7 +27,9 @@ fn main() -> ExitCode {
             let min_age = args.min_age;
             maintain(args.serve, move |config| async move {
                 let backends = backends::open(&config).await?;
-                reconcile::run(&backends, min_age).await
+                let report = reconcile::run(&backends, min_age).await?;
+                report.write_metrics(&config.data_dir.join(reconcile::METRICS_FILE))?;
+                Ok(report.lines)
             })
         }
         Some(Command::Rescan(args)) => run_rescan(args),

@@ -177,3 +177,20 @@ impl Drop for InFlight<'_> {
         self.0.dec();
     }
 }
+
+/// Writes a command's metrics in the Prometheus text format for a textfile collector (node
+/// exporter's `--collector.textfile.directory`): written whole, then renamed, so a collector
+/// never reads half a file. Creates the folder when missing.
+pub fn write_textfile(path: &std::path::Path, registry: &Registry) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .map_err(std::io::Error::other)?;
+    // The data dir of a service on S3 and DynamoDB holds nothing else, and may not exist.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(&tmp, path)
+}

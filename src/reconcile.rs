@@ -12,16 +12,62 @@ use crate::index::IndexError;
 use crate::keys::ObjectKey;
 use crate::model::{FileId, Owner, Staged};
 
-/// What reconcile removed, as lines an operator can read (identifiers only, no content).
-/// Claims of uploads through the service older than `min_age` are revoked: such an upload can
-/// no longer commit, and its object goes.
-pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<String>> {
+/// Where the last run's figures go in the data dir, in the Prometheus text format.
+pub const METRICS_FILE: &str = "reconcile.prom";
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What it removed and repaired, as lines an operator can read (identifiers and counts
+    /// only, no content).
+    pub lines: Vec<String>,
+    /// Participants whose usage counters had drifted and were repaired.
+    pub usage_repaired: u64,
+}
+
+impl Report {
+    /// Writes the run's figures to `path` for a textfile collector, like `rescan.prom`.
+    pub fn write_metrics(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use prometheus::{IntGauge, Registry};
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str, value: u64| -> anyhow::Result<()> {
+            let g = IntGauge::new(name, help)?;
+            g.set(i64::try_from(value).unwrap_or(i64::MAX));
+            registry.register(Box::new(g))?;
+            Ok(())
+        };
+        gauge(
+            "pf_reconcile_usage_repaired",
+            "Participants whose usage counters the last reconcile run found drifted and repaired",
+            self.usage_repaired,
+        )?;
+        gauge(
+            "pf_reconcile_actions",
+            "What the last reconcile run removed or repaired, one per line it printed",
+            self.lines.len() as u64,
+        )?;
+        gauge(
+            "pf_reconcile_last_run_timestamp_seconds",
+            "When the last reconcile run finished",
+            u64::try_from(Utc::now().timestamp()).unwrap_or_default(),
+        )?;
+        crate::metrics::write_textfile(path, &registry)?;
+        Ok(())
+    }
+}
+
+/// What reconcile removed and repaired. Claims of uploads through the service older than
+/// `min_age` are revoked: such an upload can no longer commit, and its object goes.
+pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Report> {
     // The objects are listed before the rows are read. An upload writes its claim (or its
     // upload URL's pending row) before the object's first byte, so every object listed here is
     // named, in the rows read afterwards, by a claim, a pending upload or a file, unless it is
     // an orphan. Reading the rows first would miss an upload that began in between.
     let objects = backends.store.list().await?;
     let mut removed = Vec::new();
+    let mut repaired = 0;
+    // Participants whose counters were recounted, by meeting their rows.
+    let mut recounted: HashSet<Owner> = HashSet::new();
     let mut referenced: HashSet<ObjectKey> = HashSet::new();
     let now = Utc::now();
     let stale = now - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
@@ -41,7 +87,8 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
             if visited.as_ref() != Some(&row.value.owner)
                 && let Some(done) = visited.replace(row.value.owner.clone())
             {
-                removed.extend(recount(backends, &done).await?);
+                repaired += recount(backends, &done, &mut removed).await?;
+                recounted.insert(done);
             }
             let mut next = row.value.clone();
             let mut lines = Vec::new();
@@ -84,7 +131,15 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         }
     }
     if let Some(done) = visited {
-        removed.extend(recount(backends, &done).await?);
+        repaired += recount(backends, &done, &mut removed).await?;
+        recounted.insert(done);
+    }
+    // A counter whose participant has no row left (or only resumable uploads) is met by no
+    // row above.
+    for owner in backends.index.owners_with_usage().await? {
+        if !recounted.contains(&owner) {
+            repaired += recount(backends, &owner, &mut removed).await?;
+        }
     }
     removed.extend(drop_expired_uploads(backends).await?);
     let (tails, objects): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.tail);
@@ -96,7 +151,10 @@ pub async fn run(backends: &Backends, min_age: Duration) -> anyhow::Result<Vec<S
         backends.store.delete(&object.key).await?;
         removed.push(format!("object without a row {}", object.key));
     }
-    Ok(removed)
+    Ok(Report {
+        lines: removed,
+        usage_repaired: repaired,
+    })
 }
 
 /// Removes the tails of resumable uploads that ended (their row is gone, or says how they
@@ -153,29 +211,32 @@ async fn drop_expired_uploads(backends: &Backends) -> anyhow::Result<Vec<String>
 }
 
 /// Counts the participant's rows again and repairs usage counters that drifted, with a line
-/// of identifiers and counts only (not an audit event: no file changed). A participant that
-/// had no counters yet (written before they existed) is counted quietly: that is the
-/// migration, not drift.
-async fn recount(backends: &Backends, owner: &Owner) -> anyhow::Result<Vec<String>> {
+/// of identifiers and counts only (not an audit event: no file changed) added to `lines`;
+/// returns how many drifted. A participant that had no counters yet (written before they
+/// existed) is counted quietly: that is the migration, not drift.
+async fn recount(
+    backends: &Backends,
+    owner: &Owner,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<u64> {
     let repaired = backends.index.recount(owner).await?;
-    Ok(repaired
-        .into_iter()
-        .filter_map(|r| {
-            let was = r.stored?;
-            let line = format!(
-                "usage counter repaired {}/{}: {} files, {} bytes, {} uploads -> {} files, {} \
+    let before = lines.len();
+    lines.extend(repaired.into_iter().filter_map(|r| {
+        let was = r.stored?;
+        let line = format!(
+            "usage counter repaired {}/{}: {} files, {} bytes, {} uploads -> {} files, {} \
                  bytes, {} uploads",
-                r.owner.app,
-                r.owner.participant,
-                was.files,
-                was.bytes,
-                was.uploads,
-                r.counted.files,
-                r.counted.bytes,
-                r.counted.uploads
-            );
-            tracing::warn!(app = %r.owner.app, participant = %r.owner.participant, "{line}");
-            Some(line)
-        })
-        .collect())
+            r.owner.app,
+            r.owner.participant,
+            was.files,
+            was.bytes,
+            was.uploads,
+            r.counted.files,
+            r.counted.bytes,
+            r.counted.uploads
+        );
+        tracing::warn!(app = %r.owner.app, participant = %r.owner.participant, "{line}");
+        Some(line)
+    }));
+    Ok((lines.len() - before) as u64)
 }

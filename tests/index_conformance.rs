@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use common::{aws_env, open_backends, unique_name};
 use participant_files::auth::Role;
-use participant_files::index::{FileIndex, IndexError};
+use participant_files::index::{FileIndex, FileQuota, IndexError, QuotaReached};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
     AppId, Claim, FileId, FileRow, Issuer, Owner, PendingUpload, Refusal, ResumableUpload,
@@ -605,9 +605,14 @@ struct LostAnswers {
 
 index_wrapper! {
     LostAnswers,
-    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
-        let version = self.inner.put(row, expected).await?;
-        self.lost(version)
+    async fn put_within(
+        &self,
+        row: &FileRow,
+        expected: Option<u64>,
+        quota: FileQuota,
+    ) -> Result<Result<u64, QuotaReached>, IndexError> {
+        let written = self.inner.put_within(row, expected, quota).await?;
+        self.lost(written)
     }
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
         self.inner.delete(owner, file, expected).await?;
@@ -791,7 +796,12 @@ struct AlwaysLoses {
 
 index_wrapper! {
     AlwaysLoses,
-    async fn put(&self, _: &FileRow, _: Option<u64>) -> Result<u64, IndexError> {
+    async fn put_within(
+        &self,
+        _: &FileRow,
+        _: Option<u64>,
+        _: FileQuota,
+    ) -> Result<Result<u64, QuotaReached>, IndexError> {
         Err(IndexError::Conflict)
     }
     async fn delete(&self, _: &Owner, _: &FileId, _: u64) -> Result<(), IndexError> {
@@ -839,12 +849,17 @@ struct HeldSwitch {
 
 index_wrapper! {
     HeldSwitch,
-    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+    async fn put_within(
+        &self,
+        row: &FileRow,
+        expected: Option<u64>,
+        quota: FileQuota,
+    ) -> Result<Result<u64, QuotaReached>, IndexError> {
         if row.current.is_some() && row.claims.is_empty() {
             self.reached.notify_one();
             self.go.acquire().await.unwrap().forget();
         }
-        self.inner.put(row, expected).await
+        self.inner.put_within(row, expected, quota).await
     }
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
         self.inner.delete(owner, file, expected).await
@@ -898,7 +913,7 @@ async fn reconcile_never_deletes_an_object_that_is_about_to_become_the_file() {
             match result {
                 Ok(committed) => {
                     assert_eq!(min_age, "1h", "{what}: {report:?}");
-                    assert!(report.is_empty(), "{what}: {report:?}");
+                    assert!(report.lines.is_empty(), "{what}: {report:?}");
                     let current = files.get(&o, &f).await.unwrap();
                     assert_eq!(current.key, committed.file.key, "{what}");
                     assert_eq!(read_all(&files, &current).await, b"finally here", "{what}");

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use chrono::{Duration, Utc};
 use common::{aws_env, open_backends, unique_name};
-use participant_files::index::{Counters, DynamoFileIndex, FileIndex};
+use participant_files::index::{Counters, DynamoFileIndex, FileIndex, IndexError};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
     AppId, Claim, FileId, FileRow, Owner, ResumableUpload, ScanStatus, Staged, StoredFile,
@@ -115,6 +115,36 @@ async fn recorded() -> (tempfile::TempDir, DynamoFileIndex, Sent, Owner) {
         participant: UserId::parse("alice").unwrap(),
     };
     (data, ix, sent, o)
+}
+
+#[tokio::test]
+async fn an_upload_row_goes_in_one_delete_and_an_open_one_with_its_counter() {
+    let (_data, ix, sent, o) = recorded().await;
+    let up_ix = ix.uploads();
+    let mut ended = upload(&o);
+    let v = up_ix.put_upload(&ended, None).await.unwrap();
+    ended.outcome = Some(UploadOutcome::Committed);
+    let v = up_ix.put_upload(&ended, Some(v)).await.unwrap();
+    let open = upload(&o);
+    let w = up_ix.put_upload(&open, None).await.unwrap();
+    assert_eq!(ix.counters(&o).await.unwrap().map(|c| c.uploads), Some(1));
+    sent.take();
+    assert!(matches!(
+        up_ix.delete_upload(&o, &ended.id, v - 1).await,
+        Err(IndexError::Conflict)
+    ));
+    assert_eq!(sent.take(), ["DeleteItem"], "a delete that lost the race");
+    up_ix.delete_upload(&o, &ended.id, v).await.unwrap();
+    assert_eq!(sent.take(), ["DeleteItem"], "an ended upload's row goes");
+    up_ix.delete_upload(&o, &open.id, w).await.unwrap();
+    assert_eq!(
+        sent.take(),
+        ["DeleteItem", "TransactWriteItems"],
+        "an open upload's row goes with its counter"
+    );
+    assert_eq!(ix.counters(&o).await.unwrap().map(|c| c.uploads), Some(0));
+    assert!(up_ix.get_upload(&o, &ended.id).await.unwrap().is_none());
+    assert!(up_ix.get_upload(&o, &open.id).await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -190,3 +190,125 @@ async fn a_client_that_stops_sending_is_given_up() {
     )
     .await;
 }
+
+/// The participant the racing uploads below belong to.
+fn alice() -> participant_files::model::Owner {
+    use participant_files::model::{AppId, Owner, UserId};
+    Owner {
+        app: AppId::parse("study").unwrap(),
+        participant: UserId::parse("alice").unwrap(),
+    }
+}
+
+/// Sends `n` streaming PUTs of new files of `size` bytes for `alice` at once, their bodies
+/// held back until every one of them has passed the early quota check (its claim is in the
+/// index), so that only the commit can hold the quota. Returns the statuses.
+async fn racing_puts(app: &TestApp, n: usize, size: usize) -> Vec<StatusCode> {
+    use participant_files::model::FileId;
+    let t = app.token("alice", "study");
+    let owner = alice();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let mut puts = Vec::new();
+    for i in 0..n {
+        let mut gate = gate.clone();
+        let body = futures::stream::once(async move {
+            gate.wait_for(|open| *open).await.unwrap();
+            Ok::<_, std::io::Error>(bytes::Bytes::from(noise(size, i as u64)))
+        });
+        let request = app
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v3/participants/self/files/race-{i}"),
+            )
+            .bearer_auth(&t)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        puts.push(tokio::spawn(async move { request.send().await.unwrap() }));
+    }
+    let index = app.files.index();
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    'claimed: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every upload was claimed within 60 s"
+        );
+        for i in 0..n {
+            let id = FileId::parse(&format!("race-{i}")).unwrap();
+            let row = index.get(&owner, &id).await.unwrap();
+            if row.is_none_or(|r| r.value.claims.is_empty()) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue 'claimed;
+            }
+        }
+        break;
+    }
+    open.send(true).unwrap();
+    let mut statuses = Vec::new();
+    for p in puts {
+        let res = p.await.unwrap();
+        let status = res.status();
+        if status != StatusCode::CREATED {
+            error(
+                res,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "EntityTooLargeException",
+            )
+            .await;
+        }
+        statuses.push(status);
+    }
+    statuses
+}
+
+/// After racing uploads: the participant holds `files` files, its counters say so, and each
+/// refused upload left nothing (its claim goes in the background: waited for).
+async fn holds_only(app: &TestApp, n: usize, files: usize, bytes: u64) {
+    use participant_files::model::FileId;
+    let t = app.token("alice", "study");
+    let page = json(app.list(&t, "self", "").await, StatusCode::OK).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), files, "{page}");
+    assert_eq!(app.stored_files().len(), files, "{:?}", app.stored_files());
+    let owner = alice();
+    let index = app.files.index();
+    let counters = index.counters(&owner).await.unwrap().unwrap();
+    assert_eq!((counters.files, counters.bytes), (files as u64, bytes));
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    for i in 0..n {
+        let id = FileId::parse(&format!("race-{i}")).unwrap();
+        loop {
+            let row = index.get(&owner, &id).await.unwrap();
+            if row.as_ref().is_none_or(|r| r.value.current.is_some()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a refused upload's row stays: {row:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_uploads_never_pass_the_file_quota() {
+    let app = TestApp::start_with(&["--max-files-per-participant", "3"]).await;
+    let statuses = racing_puts(&app, 10, 1000).await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 3, "{statuses:?}");
+    holds_only(&app, 10, 3, 3000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_uploads_never_pass_the_byte_quota() {
+    let app = TestApp::start_with(&["--max-bytes-per-participant", "1000"]).await;
+    let statuses = racing_puts(&app, 8, 300).await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 3, "{statuses:?}");
+    holds_only(&app, 8, 3, 900).await;
+}

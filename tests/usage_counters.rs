@@ -1,7 +1,7 @@
 //! Conformance of the usage counters, on SQLite and DynamoDB (`moto_server`): exact after
 //! racing writes, replaces, deletes, erase and expiry; racing upload creations never pass a
-//! limit; a counter corrupted by hand is repaired by `reconcile`, and a participant without
-//! counters is counted once.
+//! limit, nor racing commits a file or byte quota; a counter corrupted by hand is repaired by
+//! `reconcile`, and a participant without counters is counted once.
 
 mod common;
 
@@ -10,7 +10,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use common::{aws_env, open_backends, unique_name};
 use participant_files::backends::Backends;
-use participant_files::index::{Counters, FileIndex, IndexError, LimitReached, OpenLimits};
+use participant_files::index::{
+    Counters, FileIndex, FileQuota, IndexError, LimitReached, OpenLimits, QuotaReached,
+};
 use participant_files::keys::{ObjectKey, UploadId};
 use participant_files::model::{
     AppId, FileId, FileRow, Owner, PendingUpload, ResumableUpload, ScanStatus, Staged, StoredFile,
@@ -237,6 +239,120 @@ async fn counters_are_exact_after_racing_uploads_replaces_deletes_erase_and_expi
     }
 }
 
+/// Writes `row` over whatever is there within `quota`, reading again after a lost race.
+async fn put_within_retrying(
+    ix: &dyn FileIndex,
+    row: &FileRow,
+    quota: FileQuota,
+) -> Result<u64, QuotaReached> {
+    loop {
+        let at = ix.get(&row.owner, &row.file_id).await.unwrap();
+        match ix.put_within(row, at.map(|r| r.version), quota).await {
+            Ok(written) => return written,
+            Err(IndexError::Conflict) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Races `rows` in, each within `quota`; the outcomes in order.
+async fn race(
+    ix: &Arc<dyn FileIndex>,
+    rows: Vec<FileRow>,
+    quota: FileQuota,
+) -> Vec<Result<u64, QuotaReached>> {
+    let tasks: Vec<_> = rows
+        .into_iter()
+        .map(|row| {
+            let ix = Arc::clone(ix);
+            tokio::spawn(async move { put_within_retrying(ix.as_ref(), &row, quota).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_commits_never_pass_the_file_and_byte_quotas() {
+    for s in subjects().await {
+        let ix: Arc<dyn FileIndex> = Arc::clone(&s.backends.index);
+        // 12 new files racing for a quota of 5 files.
+        let o = owner("app", &unique_name("p"));
+        let files = FileQuota {
+            files: Some(5),
+            bytes: None,
+        };
+        let rows = (0..12).map(|i| file(&o, &format!("f{i}"), 10)).collect();
+        let outcomes = race(&ix, rows, files).await;
+        let landed = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(landed, 5, "{}: {outcomes:?}", s.name);
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o.is_ok() || *o == Err(QuotaReached::Files)),
+            "{}: {outcomes:?}",
+            s.name
+        );
+        assert_exact(&s, &o, "after racing commits at a file quota").await;
+        // A replace adds no file: it lands at the quota.
+        let first = outcomes.iter().position(Result::is_ok).unwrap();
+        let replace = file(&o, &format!("f{first}"), 12);
+        let replaced = put_within_retrying(ix.as_ref(), &replace, files).await;
+        assert!(replaced.is_ok(), "{}: {replaced:?}", s.name);
+
+        // 10 files of 30 bytes racing for a quota of 100 bytes.
+        let o = owner("app", &unique_name("p"));
+        let bytes = FileQuota {
+            files: None,
+            bytes: Some(100),
+        };
+        let rows: Vec<FileRow> = (0..10).map(|i| file(&o, &format!("f{i}"), 30)).collect();
+        let outcomes = race(&ix, rows, bytes).await;
+        let landed: Vec<usize> = (0..outcomes.len())
+            .filter(|i| outcomes[*i].is_ok())
+            .collect();
+        assert_eq!(landed.len(), 3, "{}: {outcomes:?}", s.name);
+        assert_exact(&s, &o, "after racing commits at a byte quota").await;
+        assert_eq!(
+            ix.counters(&o).await.unwrap().map(|c| c.bytes),
+            Some(90),
+            "{}",
+            s.name
+        );
+        // A replace is held to what it adds: 90 - 30 + 40 fits; then 100 - 40 + 41 does not.
+        let grown = format!("f{}", landed[0]);
+        assert!(
+            put_within_retrying(ix.as_ref(), &file(&o, &grown, 40), bytes)
+                .await
+                .is_ok(),
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            put_within_retrying(ix.as_ref(), &file(&o, &grown, 41), bytes).await,
+            Err(QuotaReached::Bytes),
+            "{}",
+            s.name
+        );
+        // A write that shrinks usage lands even past a quota (one lowered since).
+        let lowered = FileQuota {
+            files: Some(1),
+            bytes: Some(10),
+        };
+        assert!(
+            put_within_retrying(ix.as_ref(), &file(&o, &grown, 5), lowered)
+                .await
+                .is_ok(),
+            "{}",
+            s.name
+        );
+        assert_exact(&s, &o, "after replaces at a byte quota").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_creations_never_pass_the_open_upload_limits() {
     for s in subjects().await {
@@ -369,19 +485,50 @@ async fn reconcile_repairs_a_counter_corrupted_by_hand_and_it_never_underflows()
             s.name
         );
         corrupt(&s, &o, 7).await;
-        let lines =
+        // A counter left after every row of its participant went: no row leads to it.
+        let gone = owner("app", &unique_name("gone"));
+        ix.put(&file(&gone, "only", 10), None).await.unwrap();
+        let only = ix
+            .get(&gone, &FileId::parse("only").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        ix.delete(&gone, &only.value.file_id, only.version)
+            .await
+            .unwrap();
+        corrupt(&s, &gone, 4).await;
+        let report =
             participant_files::reconcile::run(&s.backends, std::time::Duration::from_hours(1))
                 .await
                 .unwrap();
+        for who in [&o, &gone] {
+            assert!(
+                report
+                    .lines
+                    .iter()
+                    .any(|l| l.starts_with("usage counter repaired")
+                        && l.contains(who.participant.as_str())),
+                "{}: {report:?}",
+                s.name
+            );
+        }
+        // Only those two drifted (the other participants here were recounted exact).
+        assert_eq!(report.usage_repaired, 2, "{}: {report:?}", s.name);
+        let prom = s.data.path().join("reconcile.prom");
+        report.write_metrics(&prom).unwrap();
+        let prom = std::fs::read_to_string(prom).unwrap();
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("usage counter repaired")
-                    && l.contains(o.participant.as_str())),
-            "{}: {lines:?}",
-            s.name
+            prom.lines().any(|l| l == "pf_reconcile_usage_repaired 2"),
+            "{prom}"
         );
         assert_exact(&s, &o, "after reconcile").await;
+        assert_exact(&s, &gone, "after reconcile").await;
+        assert_eq!(
+            ix.counters(&gone).await.unwrap(),
+            Some(Counters::default()),
+            "{}",
+            s.name
+        );
         assert_eq!(
             ix.usage(&o, Utc::now()).await.unwrap().files,
             2,

@@ -23,6 +23,7 @@ use participant_files::auth::{self, Role};
 use participant_files::model::{AppId, UserId};
 
 mod arrival;
+mod capacity;
 mod intake;
 mod resumable;
 mod usage;
@@ -833,7 +834,7 @@ async fn main() {
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage,intake",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage,capacity,intake",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1126,6 +1127,10 @@ async fn main() {
 
     if cases.contains("usage") {
         usage::usage(&bucket, &mut push).await;
+    }
+
+    if cases.contains("capacity") {
+        capacity::capacity(&mut push).await;
     }
 
     if cases.contains("intake") {

@@ -8,6 +8,7 @@ use futures::Stream;
 use super::arrival::Consumes;
 use super::claim::ClaimGuard;
 use super::{Backoff, Committed, FileService, FilesError};
+use crate::index::{FileQuota, QuotaReached};
 use crate::keys::{ObjectKey, UploadId};
 use crate::model::{FileId, Owner, StoredFile};
 use crate::pipeline::{self, BoxError, Declared, Dest, PipelineError, Rules};
@@ -182,6 +183,10 @@ impl FileService {
         consumes: Option<&Consumes>,
         mut claim: ClaimGuard,
     ) -> Result<Committed, FilesError> {
+        let quota = FileQuota {
+            files: self.limits.settings.max_files_per_participant,
+            bytes: self.limits.settings.max_bytes_per_participant,
+        };
         let mut tries = Backoff::new();
         // What the previous try replaced, had it landed: its answer may have been lost.
         let mut replaced_by_last_try: Option<Option<StoredFile>> = None;
@@ -264,10 +269,18 @@ impl FileService {
             }
             row.claims.retain(|c| c.key != file.key);
             let old = row.current.replace(file.clone());
-            match self.index.put(&row, version).await {
-                Ok(_) => {
+            // The quotas are held by this write itself: the early checks only refuse sooner.
+            match self.index.put_within(&row, version, quota).await {
+                Ok(Ok(_)) => {
                     claim.disarm();
                     return Ok(self.switched(file, old).await);
+                }
+                Ok(Err(reached)) => {
+                    claim.discard_object().await;
+                    return Err(FilesError::Quota(match reached {
+                        QuotaReached::Files => "files",
+                        QuotaReached::Bytes => "storage",
+                    }));
                 }
                 Err(e) if !e.is_retryable() => {
                     claim.discard_object().await;

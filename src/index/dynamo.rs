@@ -53,7 +53,7 @@ use aws_sdk_dynamodb::types::builders::PutBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
-use super::usage::{Counters, FileCount, Recount};
+use super::usage::{Counters, FileCount, FileQuota, QuotaReached, Recount};
 use super::{AppQuery, FileIndex, IndexError, Usage};
 use crate::model::{FileId, FileRow, Owner, Versioned};
 use usage::build;
@@ -217,15 +217,21 @@ impl FileIndex for DynamoFileIndex {
         self.pending_rows(after, limit).await
     }
 
-    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+    async fn put_within(
+        &self,
+        row: &FileRow,
+        expected: Option<u64>,
+        quota: FileQuota,
+    ) -> Result<Result<u64, QuotaReached>, IndexError> {
         let version = expected.map_or(1, |v| v + 1);
         // Most writes (claims, upload URLs, scans) leave the counters as they are: those cost one
-        // conditional write, and only a write whose row counts otherwise reads the old row (from
-        // the refusal) and changes the counters in a transaction.
+        // conditional write (no quota holds them back), and only a write whose row counts
+        // otherwise reads the old row (from the refusal) and changes the counters in a
+        // transaction, conditional on the quota.
         let old = match expected {
             None => None,
             Some(v) => match self.put_plain(row, v).await? {
-                Plain::Landed => return Ok(version),
+                Plain::Landed => return Ok(Ok(version)),
                 Plain::CountsOtherwise(old) => Some(*old),
             },
         };
@@ -240,8 +246,10 @@ impl FileIndex for DynamoFileIndex {
         let write = TransactWriteItem::builder()
             .put(build(put.build())?)
             .build();
-        self.write_counted(&row.owner, write, change, 0).await?;
-        Ok(version)
+        Ok(self
+            .write_within(&row.owner, write, change, 0, quota)
+            .await?
+            .map(|()| version))
     }
 
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError> {
@@ -277,6 +285,10 @@ impl FileIndex for DynamoFileIndex {
 
     async fn recount(&self, owner: &Owner) -> Result<Vec<Recount>, IndexError> {
         self.recount_owner(owner).await
+    }
+
+    async fn owners_with_usage(&self) -> Result<Vec<Owner>, IndexError> {
+        self.usage_owners().await
     }
 
     fn uploads(&self) -> &dyn super::UploadIndex {

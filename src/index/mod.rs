@@ -13,7 +13,7 @@ use crate::model::{AppId, FileId, FileRow, Owner, UserId, Versioned};
 pub use dynamo::{DynamoFileIndex, TableSetup};
 pub use sqlite::{SqliteFileIndex, list_app_sql, pending_sql};
 pub use uploads::UploadIndex;
-pub use usage::{Counters, LimitReached, OpenLimits, Recount};
+pub use usage::{Counters, FileQuota, LimitReached, OpenLimits, QuotaReached, Recount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -179,8 +179,27 @@ pub trait FileIndex: Send + Sync {
     ) -> Result<Vec<Versioned<FileRow>>, IndexError>;
 
     /// Writes `row` if the stored version is `expected` (`None`: no row yet) and returns the
-    /// new version, else [`IndexError::Conflict`].
-    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError>;
+    /// new version, else [`IndexError::Conflict`]. A write that adds files or bytes lands only
+    /// if the owner's counters stay within `quota`, checked in the same atomic write as the
+    /// change: commits that race cannot pass a quota together.
+    async fn put_within(
+        &self,
+        row: &FileRow,
+        expected: Option<u64>,
+        quota: FileQuota,
+    ) -> Result<Result<u64, QuotaReached>, IndexError>;
+
+    /// [`Self::put_within`] without quotas.
+    ///
+    /// # Panics
+    ///
+    /// Never: a write without quotas is never refused by one.
+    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+        match self.put_within(row, expected, FileQuota::default()).await? {
+            Ok(version) => Ok(version),
+            Err(reached) => unreachable!("{reached:?} without a quota"),
+        }
+    }
 
     /// Deletes the row if its version is `expected`, else [`IndexError::Conflict`].
     async fn delete(&self, owner: &Owner, file: &FileId, expected: u64) -> Result<(), IndexError>;
@@ -210,6 +229,13 @@ pub trait FileIndex: Send + Sync {
     /// the counts where the counters differ (or are missing); returns the participants'
     /// counters it repaired. For `reconcile`. The default keeps no counters.
     async fn recount(&self, _owner: &Owner) -> Result<Vec<Recount>, IndexError> {
+        Ok(Vec::new())
+    }
+
+    /// Every participant whose usage counters are not all zero; for `reconcile`, which also
+    /// recounts those it met no row of (a counter left after every row went). The default
+    /// keeps no counters.
+    async fn owners_with_usage(&self) -> Result<Vec<Owner>, IndexError> {
         Ok(Vec::new())
     }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::usage::{Counters, FileCount, Recount};
+use super::usage::{Counters, FileCount, FileQuota, QuotaReached, Recount};
 use super::{AppQuery, FileIndex, IndexError, Usage};
 use crate::model::{FileId, FileRow, Owner, Versioned};
 
@@ -276,21 +276,31 @@ impl FileIndex for SqliteFileIndex {
         self.rows_after(pending_sql(), "pending failed", after, limit)
     }
 
-    async fn put(&self, row: &FileRow, expected: Option<u64>) -> Result<u64, IndexError> {
+    async fn put_within(
+        &self,
+        row: &FileRow,
+        expected: Option<u64>,
+        quota: FileQuota,
+    ) -> Result<Result<u64, QuotaReached>, IndexError> {
         let row = row.clone();
         self.with(move |tx| {
-            // The row read, the row written and the counters changed in one savepoint of the
-            // writer's transaction, which holds the write lock: nothing comes in between. The
-            // index reads the row it replaces itself rather than trusting a caller's copy.
+            // The row read, the quota checked, the row written and the counters changed in one
+            // savepoint of the writer's transaction, which holds the write lock: nothing comes
+            // in between. The index reads the row it replaces itself rather than trusting a
+            // caller's copy.
             let before = usage::file_before(tx, &row.owner, row.file_id.as_str())?;
             if before.map(|(v, _)| v) != expected {
                 return Err(IndexError::Conflict);
             }
+            let old = before.map(|(_, c)| c).unwrap_or_default();
+            let change = FileCount::of(Some(&row)).minus(old);
+            if let Some(reached) = usage::over_quota(tx, &row.owner, change, quota)? {
+                return Ok(Err(reached));
+            }
             let version = expected.map_or(1, |v| v + 1);
             row::insert(tx, &row, version)?;
-            let old = before.map(|(_, c)| c).unwrap_or_default();
-            usage::change(tx, &row.owner, FileCount::of(Some(&row)).minus(old), 0)?;
-            Ok(version)
+            usage::change(tx, &row.owner, change, 0)?;
+            Ok(Ok(version))
         })
         .await
     }
@@ -333,6 +343,10 @@ impl FileIndex for SqliteFileIndex {
     async fn recount(&self, owner: &Owner) -> Result<Vec<Recount>, IndexError> {
         let owner = owner.clone();
         self.with(move |tx| usage::recount(tx, &owner)).await
+    }
+
+    async fn owners_with_usage(&self) -> Result<Vec<Owner>, IndexError> {
+        self.read(usage::owners_with_usage)
     }
 
     fn uploads(&self) -> &dyn super::UploadIndex {

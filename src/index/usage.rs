@@ -46,6 +46,51 @@ impl FileCount {
     }
 }
 
+/// The per-participant quotas a file write must stay within (`None`: no quota). Only a write
+/// that adds files or bytes is held to them: one that shrinks usage always lands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileQuota {
+    pub files: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// Which quota refused a file write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaReached {
+    Files,
+    Bytes,
+}
+
+impl FileQuota {
+    /// Whether adding `change` to what the counters `held` say passes a quota.
+    #[must_use]
+    pub fn refuses(self, held: Counters, change: FileCount) -> Option<QuotaReached> {
+        let over = |max: Option<u64>, held: u64, add: i64| {
+            add > 0 && max.is_some_and(|max| held.saturating_add(add.unsigned_abs()) > max)
+        };
+        if over(self.files, held.files, change.files) {
+            Some(QuotaReached::Files)
+        } else if over(self.bytes, held.bytes, change.bytes) {
+            Some(QuotaReached::Bytes)
+        } else {
+            None
+        }
+    }
+
+    /// The highest stored counts at which `change` still fits (files, bytes), for a condition
+    /// on the stored counters; `Err` when it fits at none.
+    pub fn ceilings(self, change: FileCount) -> Result<(Option<u64>, Option<u64>), QuotaReached> {
+        let ceiling = |max: Option<u64>, add: i64, reached| match max {
+            Some(max) if add > 0 => max.checked_sub(add.unsigned_abs()).map(Some).ok_or(reached),
+            _ => Ok(None),
+        };
+        Ok((
+            ceiling(self.files, change.files, QuotaReached::Files)?,
+            ceiling(self.bytes, change.bytes, QuotaReached::Bytes)?,
+        ))
+    }
+}
+
 /// The bounds on open resumable uploads that [`super::UploadIndex::create_upload`] holds in
 /// the same write as the new upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ pub(super) fn write_metrics(
     tally: &Tally,
     started: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+    use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
     let registry = Registry::new();
     let files = IntGaugeVec::new(
         Opts::new(
@@ -41,11 +41,6 @@ pub(super) fn write_metrics(
     registry.register(Box::new(files))?;
     registry.register(Box::new(bytes))?;
     registry.register(Box::new(finished))?;
-    let mut out = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
-    // Written whole, then renamed: a collector never reads half a file.
-    let tmp = path.with_extension("prom.tmp");
-    std::fs::write(&tmp, out)?;
-    std::fs::rename(&tmp, path)?;
+    crate::metrics::write_textfile(path, &registry)?;
     Ok(())
 }

@@ -3,7 +3,11 @@
 //! index or settler index ever reads. The state is JSON beside the attributes filters need.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, Select, TransactWriteItem};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem,
+};
 use chrono::{DateTime, Utc};
 
 use super::usage::{build, changes};
@@ -176,6 +180,7 @@ impl UploadIndex for DynamoFileIndex {
                 FileCount::default(),
                 1,
                 Some((per_participant, limits.per_app)),
+                (None, None),
             )?);
             match self.transact(items).await? {
                 None => return Ok(Ok(1)),
@@ -198,18 +203,51 @@ impl UploadIndex for DynamoFileIndex {
         id: &UploadId,
         expected: u64,
     ) -> Result<(), IndexError> {
-        let was_open = self.upload_at(owner, id, expected).await?;
+        // An ended upload (most are: every completed one is swept at its expiry) counts for
+        // nothing: one conditional delete. Only an open one's is a transaction with its
+        // counter, and whether it was open comes back with the refusal, not from a read.
+        let plain = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(owner, id)))
+            .condition_expression("#version = :expected AND #open = :no")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":expected", n(expected))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match plain {
+            Ok(_) => return Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let DeleteItemError::ConditionalCheckFailedException(c) = e.err() else {
+                    unreachable!("checked above");
+                };
+                let open_at_expected = c.item().is_some_and(|old| {
+                    get_n(old, "version").ok().flatten() == Some(expected)
+                        && old.get("open").and_then(|o| o.as_bool().ok()) == Some(&true)
+                });
+                if !open_at_expected {
+                    return Err(IndexError::Conflict);
+                }
+            }
+            Err(e) => return Err(failed("DeleteItem failed", e)),
+        }
         let delete = build(
             Delete::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(owner, id)))
-                .condition_expression("#version = :expected")
+                .condition_expression("#version = :expected AND #open = :yes")
                 .expression_attribute_names("#version", "version")
+                .expression_attribute_names("#open", "open")
                 .expression_attribute_values(":expected", n(expected))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
                 .build(),
         )?;
         let write = TransactWriteItem::builder().delete(delete).build();
-        self.write_counted(owner, write, FileCount::default(), -i64::from(was_open))
+        self.write_counted(owner, write, FileCount::default(), -1)
             .await
     }
 

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::item::{BY_PENDING, GSI_ROW, PENDING_HASH, get_n, get_s, get_time, n, s};
 use super::{DynamoFileIndex, Item, NAME, failed, pk};
-use crate::index::usage::{Counters, FileCount, Recount};
+use crate::index::usage::{Counters, FileCount, FileQuota, QuotaReached, Recount};
 use crate::index::{IndexError, Usage};
-use crate::model::Owner;
+use crate::model::{AppId, Owner, UserId};
 
 /// The counters' attributes. Only counters items have them, so scans skip those items by them.
 pub(super) const UPLOADS: &str = "usageUploads";
@@ -63,13 +63,16 @@ pub(super) fn build<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Res
 }
 
 /// The counters' change in a transaction: `ADD` on the participant's item, which must exist
-/// (else the participant is counted first), and on the app's for open uploads.
+/// (else the participant is counted first), and on the app's for open uploads. With
+/// `upload_limits` (participant, app) the open uploads stay below them; with `ceilings`
+/// (files, bytes, from [`FileQuota::ceilings`]) the stored counts must be at most those.
 pub(super) fn changes(
     table: &str,
     owner: &Owner,
     files: FileCount,
     uploads: i64,
     upload_limits: Option<(u64, u64)>,
+    ceilings: (Option<u64>, Option<u64>),
 ) -> Result<Vec<TransactWriteItem>, IndexError> {
     let mut out = Vec::new();
     if files.is_zero() && uploads == 0 {
@@ -85,12 +88,20 @@ pub(super) fn changes(
         .expression_attribute_values(":f", signed(files.files))
         .expression_attribute_values(":b", signed(files.bytes))
         .expression_attribute_values(":u", signed(uploads));
-    mine = match upload_limits {
-        None => mine.condition_expression("attribute_exists(#f)"),
-        Some((participant, _)) => mine
-            .condition_expression("attribute_exists(#f) AND #u < :max")
-            .expression_attribute_values(":max", n(participant)),
-    };
+    let mut condition = String::from("attribute_exists(#f)");
+    if let Some((participant, _)) = upload_limits {
+        condition.push_str(" AND #u < :max");
+        mine = mine.expression_attribute_values(":max", n(participant));
+    }
+    if let Some(files) = ceilings.0 {
+        condition.push_str(" AND #f <= :maxFiles");
+        mine = mine.expression_attribute_values(":maxFiles", n(files));
+    }
+    if let Some(bytes) = ceilings.1 {
+        condition.push_str(" AND #b <= :maxBytes");
+        mine = mine.expression_attribute_values(":maxBytes", n(bytes));
+    }
+    mine = mine.condition_expression(condition);
     out.push(
         TransactWriteItem::builder()
             .update(build(mine.build())?)
@@ -164,17 +175,50 @@ impl DynamoFileIndex {
         files: FileCount,
         uploads: i64,
     ) -> Result<(), IndexError> {
-        let counters = changes(&self.table, owner, files, uploads, None)?;
+        match self
+            .write_within(owner, write, files, uploads, FileQuota::default())
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(reached) => unreachable!("{reached:?} without a quota"),
+        }
+    }
+
+    /// [`Self::write_counted`], landing only if the counters stay within `quota`: the quota
+    /// is a condition on the counters item in the same transaction as the row's write.
+    pub(super) async fn write_within(
+        &self,
+        owner: &Owner,
+        write: TransactWriteItem,
+        files: FileCount,
+        uploads: i64,
+        quota: FileQuota,
+    ) -> Result<Result<(), QuotaReached>, IndexError> {
+        let ceilings = match quota.ceilings(files) {
+            Ok(c) => c,
+            Err(reached) => return Ok(Err(reached)),
+        };
+        let counters = changes(&self.table, owner, files, uploads, None, ceilings)?;
         if counters.is_empty() {
-            return self.write_one(write).await;
+            return self.write_one(write).await.map(Ok);
         }
         for _ in 0..3 {
             let mut items = vec![write.clone()];
             items.extend(counters.iter().cloned());
             match self.transact(items).await? {
-                None => return Ok(()),
+                None => return Ok(Ok(())),
                 Some(f) if f.first() == Some(&true) => return Err(IndexError::Conflict),
-                Some(_) => self.count_once(owner).await?,
+                // The counters' condition failed: they are missing, or a quota is reached (the
+                // rare path, which pays a read to tell which).
+                Some(_) => match self.stored(owner).await? {
+                    None => self.count_once(owner).await?,
+                    Some(held) => {
+                        if let Some(reached) = quota.refuses(held, files) {
+                            return Ok(Err(reached));
+                        }
+                        // They moved since the refusal: try again.
+                    }
+                },
             }
         }
         Err(IndexError::Conflict)
@@ -351,6 +395,39 @@ impl DynamoFileIndex {
                 None => return Ok(usage),
             }
         }
+    }
+
+    /// Every participant whose counters item is not all zero: a scan of the table (as
+    /// `reconcile`'s own), keeping only counters items of participants.
+    pub(super) async fn usage_owners(&self) -> Result<Vec<Owner>, IndexError> {
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("fileId = :usage AND (#f <> :zero OR #b <> :zero OR #u <> :zero)")
+            .projection_expression("pk")
+            .expression_attribute_names("#f", FILES)
+            .expression_attribute_names("#b", BYTES)
+            .expression_attribute_names("#u", UPLOADS)
+            .expression_attribute_values(":usage", s(RANGE))
+            .expression_attribute_values(":zero", n(0))
+            .into_paginator()
+            .items()
+            .send();
+        let mut owners = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| failed("Scan failed", e))?;
+            let Some((app, participant)) = get_s(&item, "pk").and_then(|pk| pk.split_once('#'))
+            else {
+                continue;
+            };
+            // The app's item (`{app}#`) counts no participant.
+            if let (Ok(app), Ok(participant)) = (AppId::parse(app), UserId::parse(participant)) {
+                owners.push(Owner { app, participant });
+            }
+        }
+        Ok(owners)
     }
 
     /// Counts the participant again and stores the count where it differs, conditional on the

@@ -6,9 +6,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{backend, corrupt, millis};
-use crate::index::usage::{Counters, FileCount, LimitReached, OpenLimits, Recount};
+use crate::index::usage::{
+    Counters, FileCount, FileQuota, LimitReached, OpenLimits, QuotaReached, Recount,
+};
 use crate::index::{IndexError, Usage};
-use crate::model::Owner;
+use crate::model::{AppId, Owner, UserId};
 
 /// Created at every open, after the uploads table: an index file of an older version gains
 /// them, and its participants are counted once at their next write (or by `reconcile`).
@@ -144,6 +146,28 @@ pub(super) fn change(
         change_one(conn, app, APP, FileCount::default(), uploads)?;
     }
     Ok(())
+}
+
+/// Which quota the owner's counters would pass with `change`; in the writer's transaction,
+/// so that the check and the write that follows it are one.
+pub(super) fn over_quota(
+    conn: &Connection,
+    owner: &Owner,
+    change: FileCount,
+    quota: FileQuota,
+) -> Result<Option<QuotaReached>, IndexError> {
+    match quota.ceilings(change) {
+        // No quota applies to this change: nothing to read.
+        Ok((None, None)) => return Ok(None),
+        Err(reached) => return Ok(Some(reached)),
+        Ok(_) => {}
+    }
+    let (app, participant) = (owner.app.as_str(), owner.participant.as_str());
+    let held = match stored(conn, app, participant)? {
+        Some(c) => c,
+        None => counted(conn, app, participant)?,
+    };
+    Ok(quota.refuses(held, change))
 }
 
 /// The version and the count of the file row at the key, if there is one.
@@ -286,4 +310,28 @@ pub(super) fn recount(conn: &Connection, owner: &Owner) -> Result<Vec<Recount>, 
         }
     }
     Ok(repaired)
+}
+
+/// Every participant whose counters are not all zero (the app rows are not participants).
+pub(super) fn owners_with_usage(conn: &mut Connection) -> Result<Vec<Owner>, IndexError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT app, participant FROM usage \
+             WHERE participant != '' AND (files != 0 OR bytes != 0 OR uploads != 0)",
+        )
+        .map_err(|e| backend("reading usage failed", e))?;
+    let pairs = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| backend("reading usage failed", e))?;
+    pairs
+        .into_iter()
+        .map(|(app, participant)| {
+            Ok(Owner {
+                app: AppId::parse(&app).map_err(|_| corrupt("usage app"))?,
+                participant: UserId::parse(&participant)
+                    .map_err(|_| corrupt("usage participant"))?,
+            })
+        })
+        .collect()
 }
