@@ -144,6 +144,7 @@ async fn service(index: Arc<dyn FileIndex>, data: &std::path::Path) -> FileServi
                 )
                 .unwrap(),
             ),
+            keys: None,
         },
         participant_files::files::Settings {
             public_url: "http://127.0.0.1:9".into(),
