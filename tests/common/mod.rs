@@ -4,6 +4,7 @@
 
 pub mod fake_clamd;
 pub mod relay;
+pub mod strace;
 pub mod tus;
 
 use std::path::{Path, PathBuf};
