@@ -10,10 +10,16 @@ use std::time::Duration;
 use super::{Ctx, MIB, Service, cpu_of, env, mbps, median, token};
 
 /// tus-js-client's chunk size here: one PATCH request per 8 MiB.
-const CHUNK_MIB: u64 = 8;
+pub(super) const CHUNK_MIB: u64 = 8;
 
-/// One upload by bench/tus/intake.mjs (`tus` or `put`); its wall time as the client saw it.
-fn send(mode: &str, service: &Service, file: &std::path::Path, name: &str) -> Duration {
+/// One upload by bench/tus/intake.mjs (`tus`, `put` or `draft`) in `chunk_mib` pieces (for
+/// `draft`, 0 is one append); its wall time as the client saw it.
+fn send(
+    (mode, chunk_mib): (&str, u64),
+    service: &Service,
+    file: &std::path::Path,
+    name: &str,
+) -> Duration {
     let out = Command::new("node")
         .args([
             "bench/tus/intake.mjs",
@@ -21,7 +27,7 @@ fn send(mode: &str, service: &Service, file: &std::path::Path, name: &str) -> Du
             &service.base,
             &file.to_string_lossy(),
             &token(),
-            &CHUNK_MIB.to_string(),
+            &chunk_mib.to_string(),
             name,
         ])
         .output()
@@ -37,14 +43,20 @@ fn send(mode: &str, service: &Service, file: &std::path::Path, name: &str) -> Du
 
 /// Per way of sending: MB/s, and CPU-seconds per GiB of the service and of the S3 server.
 #[derive(Default)]
-struct Figures {
-    rates: Vec<f64>,
-    service: Vec<f64>,
-    s3: Vec<f64>,
+pub(super) struct Figures {
+    pub(super) rates: Vec<f64>,
+    pub(super) service: Vec<f64>,
+    pub(super) s3: Vec<f64>,
 }
 
 impl Figures {
-    fn measure(&mut self, mode: &str, service: &Service, file: &std::path::Path, name: &str) {
+    pub(super) fn measure(
+        &mut self,
+        mode: (&str, u64),
+        service: &Service,
+        file: &std::path::Path,
+        name: &str,
+    ) {
         let size = std::fs::metadata(file).unwrap().len();
         let gib = size as f64 / (1024.0 * MIB as f64);
         let s3_pid = env("PF_TEST_S3_PID");
@@ -56,6 +68,23 @@ impl Figures {
     }
 }
 
+/// The file a user would pick: `size` random bytes, written once (then in the page cache).
+pub(super) fn user_file(ctx: &Ctx, size: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("intake.bin");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    let mut left = size;
+    let mut i = 0;
+    while left > 0 {
+        let n = MIB.min(left);
+        f.write_all(&ctx.source.part(i, n)).unwrap();
+        left -= n;
+        i += 1;
+    }
+    f.flush().unwrap();
+    (dir, file)
+}
+
 pub async fn intake(
     ctx: &Ctx,
     bucket: &str,
@@ -63,21 +92,7 @@ pub async fn intake(
     runs: usize,
     push: &mut impl FnMut(String, String),
 ) {
-    // The file a user would pick: random bytes, written once (then in the page cache).
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("intake.bin");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        let mut left = size;
-        let mut i = 0;
-        while left > 0 {
-            let n = MIB.min(left);
-            f.write_all(&ctx.source.part(i, n)).unwrap();
-            left -= n;
-            i += 1;
-        }
-        f.flush().unwrap();
-    }
+    let (_dir, file) = user_file(ctx, size);
     for (store, value) in [
         ("local store", "local".to_owned()),
         ("S3 (s3s-fs)", format!("s3://{bucket}/intake")),
@@ -87,8 +102,8 @@ pub async fn intake(
         tokio::task::block_in_place(|| {
             // Alternated, so that a slower minute of the shared machine falls on both.
             for r in 0..runs {
-                put.measure("put", &service, &file, &format!("put-{r}.bin"));
-                tus.measure("tus", &service, &file, &format!("tus-{r}.bin"));
+                put.measure(("put", 0), &service, &file, &format!("put-{r}.bin"));
+                tus.measure(("tus", CHUNK_MIB), &service, &file, &format!("tus-{r}.bin"));
             }
         });
         drop(service);

@@ -24,6 +24,7 @@ use participant_files::model::{AppId, UserId};
 
 mod arrival;
 mod capacity;
+mod draft;
 mod intake;
 mod resumable;
 mod usage;
@@ -831,10 +832,11 @@ async fn main() {
     let concurrent: usize = arg("--concurrent", "16").parse().unwrap();
     let concurrent_size = arg("--concurrent-size-mib", "256").parse::<u64>().unwrap() * MIB;
     let intake_size = arg("--intake-size-mib", "512").parse::<u64>().unwrap() * MIB;
+    let draft_size = arg("--draft-size-mib", "1024").parse::<u64>().unwrap() * MIB;
     let out = arg("--out", "BENCHMARKS.md");
     let cases = arg(
         "--cases",
-        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage,capacity,intake",
+        "upload,scan,download,concurrent,peer,metadata,listing,arrival,resumable,usage,capacity,intake,draft",
     );
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -1135,6 +1137,10 @@ async fn main() {
 
     if cases.contains("intake") {
         intake::intake(&ctx, &bucket, intake_size, runs, &mut push).await;
+    }
+
+    if cases.contains("draft") {
+        draft::draft(&ctx, &bucket, draft_size, runs, &mut push).await;
     }
 
     let machine = format!(

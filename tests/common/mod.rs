@@ -6,6 +6,7 @@ pub mod fake_clamd;
 pub mod processes;
 pub mod relay;
 pub mod signatures;
+pub mod strace;
 pub mod tus;
 
 use std::path::{Path, PathBuf};
