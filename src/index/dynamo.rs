@@ -58,6 +58,7 @@ use super::{AppQuery, FileIndex, IndexError, Usage};
 use crate::model::{FileId, FileRow, Owner, Versioned};
 use usage::build;
 
+mod import;
 mod item;
 mod reads;
 mod setup;
