@@ -43,6 +43,10 @@ pub(super) enum ErrorType {
     EntityGoneException,
     PreconditionFailedException,
     ChecksumMismatchException,
+    /// A stored file that fails its integrity check on download (`PF_ENCRYPTION`).
+    BridgeServiceException,
+    /// A feature this deployment's settings rule out (resumable uploads with `PF_ENCRYPTION`).
+    NotImplementedException,
 }
 
 /// The body of a POST that asks for an upload URL.
