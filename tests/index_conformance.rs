@@ -1488,6 +1488,13 @@ async fn sqlite_app_listing_reads_its_indexes_and_migrates_an_older_file() {
     let plan = query_plan(&conn, &participant_files::index::pending_sql());
     assert!(plan.contains("USING INDEX files_pending"), "{plan}");
     assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    // `usage` counts the unexpired upload URLs from its covering index alone: no table row is
+    // read, so a POST costs the same however many files the participant has.
+    let plan = query_plan(&conn, participant_files::index::PENDING_USAGE);
+    assert!(
+        plan.starts_with("SEARCH files USING COVERING INDEX files_pending_usage (app=? AND participant=? AND pending_expires_on>?)"),
+        "{plan}"
+    );
 }
 
 /// SQLite's plan for `sql`, its steps joined by `; `.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::model::{AppId, FileId, FileRow, Owner, UserId, Versioned};
 
 pub use dynamo::{DynamoFileIndex, TableSetup};
-pub use sqlite::{SqliteFileIndex, list_app_sql, pending_sql};
+pub use sqlite::{PENDING_USAGE, SqliteFileIndex, list_app_sql, pending_sql};
 pub use uploads::UploadIndex;
 pub use usage::{Counters, FileQuota, LimitReached, OpenLimits, QuotaReached, Recount};
 

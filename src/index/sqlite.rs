@@ -18,7 +18,7 @@ mod uploads;
 mod usage;
 mod writer;
 
-pub use queries::{list_app_sql, pending_sql};
+pub use queries::{PENDING_USAGE, list_app_sql, pending_sql};
 use row::{COLUMNS, RawRow, millis};
 use schema::{
     APP_INDEXES, SCHEMA, add_missing_columns, keep_statements, open_reader, stable_plans,

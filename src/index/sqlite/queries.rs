@@ -9,6 +9,12 @@ const PENDING: &str = "FROM files INDEXED BY files_pending \
     WHERE pending_key IS NOT NULL AND (app, participant, file_id) > (?1, ?2, ?3) \
     ORDER BY app, participant, file_id LIMIT ?4";
 
+/// What `usage` reads of a participant's unexpired upload URLs: how many, and how many are of
+/// new files. Answered from the covering partial index alone, however many files it has.
+pub const PENDING_USAGE: &str = "SELECT COUNT(*), COUNT(CASE WHEN object_key IS NULL THEN 1 END) \
+    FROM files INDEXED BY files_pending_usage WHERE app = ?1 AND participant = ?2 \
+    AND pending_key IS NOT NULL AND pending_expires_on > ?3";
+
 /// The app-wide listing, by time. `INDEXED BY` makes SQLite fail the statement rather than
 /// fall back to a table scan should the index ever not serve it. The upper bound is one row
 /// value (the earlier of the offset and the end), so that a deep page starts where it should

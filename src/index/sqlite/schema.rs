@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS files (
 ) WITHOUT ROWID;
 ";
 
-/// The app-wide listing's indexes (`list_app`): by time, and by file ID then time. Partial:
+/// The app-wide listing's indexes (`list_app`): by time, and by file ID then time; the
+/// settler's (`files_pending`); and the one `usage` counts a participant's unexpired upload
+/// URLs from (`files_pending_usage`), which holds every column that count reads, so that it
+/// reads no table row: with one per upload URL, a POST cost more with every file stored. Partial:
 /// only rows with committed bytes are in them, so rows holding only an upload URL or claims
 /// cost nothing and are never listed. `IF NOT EXISTS` adds them to an index file written by an
 /// older version at its next open.
@@ -49,6 +52,9 @@ CREATE INDEX IF NOT EXISTS files_by_app_file_time
     ON files (app, file_id, created_on, participant) WHERE object_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS files_pending
     ON files (app, participant, file_id) WHERE pending_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_pending_usage
+    ON files (app, participant, pending_expires_on, object_key, pending_key)
+    WHERE pending_key IS NOT NULL;
 ";
 
 /// Columns added after the first schema, with their types: an index file written by an older

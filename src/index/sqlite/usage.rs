@@ -267,11 +267,7 @@ pub(super) fn usage(
         None => counted(conn, app, participant)?,
     };
     let (pending, pending_new): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COUNT(CASE WHEN object_key IS NULL THEN 1 END) \
-             FROM files INDEXED BY files_pending WHERE app = ?1 AND participant = ?2 \
-             AND pending_key IS NOT NULL AND pending_expires_on > ?3",
-        )
+        .prepare_cached(super::queries::PENDING_USAGE)
         .and_then(|mut s| {
             s.query_row(params![app, participant, millis(now)], |r| {
                 Ok((r.get(0)?, r.get(1)?))
